@@ -1,0 +1,172 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/moesys/moesys/kernel"
+)
+
+// benchResult is one measured figure, in the format of docs/BENCHMARKS.md.
+type benchResult struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Unit   string  `json:"unit"`
+	Bound  float64 `json:"bound,omitempty"`
+	Ratio  float64 `json:"ratio,omitempty"`
+	Target float64 `json:"target,omitempty"` // required ratio, where an issue sets one
+	Note   string  `json:"note,omitempty"`
+}
+
+type benchMachine struct {
+	CPU     string `json:"cpu"`
+	Cores   int    `json:"cores"`
+	Threads int    `json:"threads"`
+	Go      string `json:"go"`
+	Kernels string `json:"kernels"`
+}
+
+type benchReport struct {
+	Suite   string        `json:"suite"`
+	Machine benchMachine  `json:"machine"`
+	Results []benchResult `json:"results"`
+}
+
+// benchSuites maps a suite name to its runner; runners append results and
+// print progress to progress (stderr).
+var benchSuites = map[string]struct {
+	summary string
+	run     func(opts benchOptions, progress io.Writer) ([]benchResult, error)
+}{}
+
+type benchOptions struct {
+	quick bool
+}
+
+func init() {
+	register("bench", "measure speed against this machine's limits (suites: kernels)", runBench)
+}
+
+func runBench(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "fewer repetitions (about a minute); same result names")
+	asJSON := fs.Bool("json", false, "print one JSON object (docs/BENCHMARKS.md format) on stdout")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: moesys bench SUITE [--quick] [--json]")
+		fmt.Fprintln(stderr, "\nSuites:")
+		names := make([]string, 0, len(benchSuites))
+		for n := range benchSuites {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(stderr, "  %-10s %s\n", n, benchSuites[n].summary)
+		}
+		fmt.Fprintln(stderr, "\nFlags:")
+		fs.PrintDefaults()
+		fmt.Fprintln(stderr, "\nExamples:\n  moesys bench kernels --quick\n  moesys bench kernels --json > kernels.json")
+	}
+	suiteName := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		suiteName, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return errUsage
+	}
+	if suiteName == "" && fs.NArg() > 0 {
+		suiteName = fs.Arg(0)
+	}
+	suite, ok := benchSuites[suiteName]
+	if !ok {
+		fs.Usage()
+		if suiteName == "" {
+			return errUsage
+		}
+		return fmt.Errorf("unknown suite %q", suiteName)
+	}
+	fmt.Fprintln(stderr, kernel.Note())
+	results, err := suite.run(benchOptions{quick: *quick}, stderr)
+	if err != nil {
+		return err
+	}
+	rep := benchReport{Suite: suiteName, Machine: machineInfo(), Results: results}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	printBenchTable(stdout, rep)
+	return nil
+}
+
+func machineInfo() benchMachine {
+	cpu := runtime.GOARCH
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return benchMachine{CPU: cpu, Cores: runtime.NumCPU(), Threads: kernel.Threads(), Go: runtime.Version(), Kernels: kernel.CurrentLevel().String()}
+}
+
+func printBenchTable(w io.Writer, rep benchReport) {
+	m := rep.Machine
+	fmt.Fprintf(w, "suite %s on %s (%d cores, kernels %s, %s)\n\n", rep.Suite, m.CPU, m.Cores, m.Kernels, m.Go)
+	fmt.Fprintf(w, "%-40s %12s %-8s %10s %7s %7s  %s\n", "name", "value", "unit", "bound", "ratio", "target", "")
+	for _, r := range rep.Results {
+		bound, ratio, target, verdict := "", "", "", ""
+		if r.Bound != 0 {
+			bound = fmt.Sprintf("%.1f", r.Bound)
+		}
+		if r.Ratio != 0 {
+			ratio = fmt.Sprintf("%.2f", r.Ratio)
+		}
+		if r.Target != 0 {
+			target = fmt.Sprintf("%.2f", r.Target)
+			verdict = "ok"
+			if r.Ratio < r.Target {
+				verdict = "BELOW TARGET"
+			}
+		}
+		fmt.Fprintf(w, "%-40s %12.2f %-8s %10s %7s %7s  %s\n", r.Name, r.Value, r.Unit, bound, ratio, target, verdict)
+		if r.Note != "" {
+			fmt.Fprintf(w, "%-40s   %s\n", "", r.Note)
+		}
+	}
+}
+
+// measure returns the median seconds per call of f over reps repetitions,
+// each repetition timing enough calls to last at least minRep, after one
+// warm-up call.
+func measure(reps int, minRep time.Duration, f func()) float64 {
+	f()
+	times := make([]float64, 0, reps)
+	for r := 0; r < reps; r++ {
+		n := 0
+		start := time.Now()
+		for {
+			f()
+			n++
+			if el := time.Since(start); el >= minRep {
+				times = append(times, el.Seconds()/float64(n))
+				break
+			}
+		}
+	}
+	sort.Float64s(times)
+	return times[len(times)/2]
+}

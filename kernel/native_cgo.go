@@ -1,0 +1,75 @@
+//go:build cgo && amd64
+
+package kernel
+
+/*
+#cgo CFLAGS: -O3 -std=gnu11
+#cgo LDFLAGS: -lm
+#include "native_x86.h"
+*/
+import "C"
+
+import "unsafe"
+
+// nativeAvailable reports whether the C SIMD kernels are compiled in.
+const nativeAvailable = true
+
+// nr is the packed-B panel width shared with the C kernels (MK_NR).
+const nr = C.MK_NR
+
+func f32p(s []float32) *C.float {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.float)(unsafe.Pointer(&s[0]))
+}
+
+func ptr[T any](s []T) unsafe.Pointer {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Pointer(&s[0])
+}
+
+func b2i(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func nativeGemm(transA, transB bool, M, N, K int, alpha float32, a []float32, lda int,
+	b unsafe.Pointer, bkind int, packed bool, ldb int, beta float32, c []float32, ldc int) {
+	C.mk_gemm(b2i(transA), b2i(transB), C.long(M), C.long(N), C.long(K), C.float(alpha),
+		f32p(a), C.long(lda), b, C.int(bkind), b2i(packed), C.long(ldb), C.float(beta), f32p(c), C.long(ldc))
+}
+
+func nativePackB(dst unsafe.Pointer, bkind int, transB bool, b unsafe.Pointer, ldb, K, N int) {
+	C.mk_pack_b(dst, C.int(bkind), b2i(transB), b, C.long(ldb), C.long(K), C.long(N))
+}
+
+func nativeGemv(y []float32, w unsafe.Pointer, bf16 bool, ldw int, x []float32, N, K int, alpha, beta float32) {
+	C.mk_gemv(f32p(y), w, b2i(bf16), C.long(ldw), f32p(x), C.long(N), C.long(K), C.float(alpha), C.float(beta))
+}
+
+func nativeAttnPackKV(kp, vp, k, v []float32, ld, S, Dh int) {
+	C.mk_attn_pack_kv(f32p(kp), f32p(vp), f32p(k), f32p(v), C.long(ld), C.long(S), C.long(Dh))
+}
+
+func nativeAttnRows(out []float32, ldo int, lse []float32, q []float32, ldq int, kp, vp []float32,
+	S, Dh, r0, r1, pos0, window int, scale float32) {
+	C.mk_attn_rows(f32p(out), C.long(ldo), f32p(lse), f32p(q), C.long(ldq), f32p(kp), f32p(vp),
+		C.long(S), C.long(Dh), C.long(r0), C.long(r1), C.long(pos0), C.long(window), C.float(scale))
+}
+
+func nativeAttnDecode(out []float32, ldo int, lse []float32, q []float32, ldq int, k, v []float32, ldkv,
+	S, Dh, r0, r1, pos0, window int, scale float32, scratch []float32) {
+	C.mk_attn_decode(f32p(out), C.long(ldo), f32p(lse), f32p(q), C.long(ldq), f32p(k), f32p(v), C.long(ldkv),
+		C.long(S), C.long(Dh), C.long(r0), C.long(r1), C.long(pos0), C.long(window), C.float(scale), f32p(scratch))
+}
+
+func nativePeakFMA(n int) float32  { return float32(C.mk_peak_fma(C.long(n))) }
+func nativePeakBF16(n int) float32 { return float32(C.mk_peak_bf16(C.long(n))) }
+func nativeReadBW(p []float32) float32 {
+	return float32(C.mk_read_bw(f32p(p), C.long(len(p))))
+}

@@ -1,0 +1,41 @@
+//go:build !(cgo && amd64)
+
+package kernel
+
+import "unsafe"
+
+// nativeAvailable reports whether the C SIMD kernels are compiled in.
+const nativeAvailable = false
+
+// nr is the packed-B panel width (used only by the native kernels).
+const nr = 32
+
+func nativeGemm(transA, transB bool, M, N, K int, alpha float32, a []float32, lda int,
+	b unsafe.Pointer, bkind int, packed bool, ldb int, beta float32, c []float32, ldc int) {
+	panic("kernel: native kernels not built")
+}
+func nativePackB(dst unsafe.Pointer, bkind int, transB bool, b unsafe.Pointer, ldb, K, N int) {
+	panic("kernel: native kernels not built")
+}
+func nativeGemv(y []float32, w unsafe.Pointer, bf16 bool, ldw int, x []float32, N, K int, alpha, beta float32) {
+	panic("kernel: native kernels not built")
+}
+func nativeAttnPackKV(kp, vp, k, v []float32, ld, S, Dh int) { panic("kernel: native kernels not built") }
+func nativeAttnRows(out []float32, ldo int, lse []float32, q []float32, ldq int, kp, vp []float32,
+	S, Dh, r0, r1, pos0, window int, scale float32) {
+	panic("kernel: native kernels not built")
+}
+func nativeAttnDecode(out []float32, ldo int, lse []float32, q []float32, ldq int, k, v []float32, ldkv,
+	S, Dh, r0, r1, pos0, window int, scale float32, scratch []float32) {
+	panic("kernel: native kernels not built")
+}
+func nativePeakFMA(n int) float32      { panic("kernel: native kernels not built") }
+func nativePeakBF16(n int) float32     { panic("kernel: native kernels not built") }
+func nativeReadBW(p []float32) float32 { panic("kernel: native kernels not built") }
+
+func ptr[T any](s []T) unsafe.Pointer {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Pointer(&s[0])
+}

@@ -1,0 +1,611 @@
+//go:build cgo && amd64
+
+// native_x86.c: AVX-512 GEMM, GEMV and attention kernels. Every function here
+// is compiled for AVX-512 through target attributes and must only be called
+// when the Go side has detected AVX-512F/BW/DQ/VL (and AVX512_BF16 for the
+// bf16-dot kind). Layout of the GEMM follows the Goto/BLIS scheme: pack a
+// KC-deep slice of A into MR-row micro-panels and of B into NR-column
+// micro-panels, then sweep an MR x NR register tile over them.
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "native_x86.h"
+
+#define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
+#define T512BF __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx512bf16")))
+#define INL inline __attribute__((always_inline))
+
+#define NR MK_NR
+// MR: rows of the register tile. 12 rows x 2 vectors = 24 accumulators, leaving
+// registers for the two B vectors and a broadcast; 24 independent FMA chains
+// cover the FMA latency (4 cycles) on both FMA pipes.
+#define MR 12
+// KC: depth of a packed slice. The A micro-panel (MR x KC floats = 12 KiB)
+// stays in L1 while B micro-panels (KC x NR = 32 KiB) stream from L2.
+// Measured 256 vs 128/192/384 on Zen 5: 256 best by 3-8%.
+#define KC 256
+// NC: columns of a packed B block: KC x NC floats = 640 KiB of the 1 MiB L2.
+#define NC 640
+// MC: rows of a packed A block (cap on the per-thread A buffer: 4 MiB).
+#define MC 4096
+// SKINNY_ROWS: at or below this many rows, sweep row panels inside column
+// panels (see mk_gemm).
+#define SKINNY_ROWS (4 * MR)
+// BC: keys per attention score block (scores stay in L1: MR x BC floats).
+#define BC 256
+
+static inline long lmin(long a, long b) { return a < b ? a : b; }
+static inline long lmax(long a, long b) { return a > b ? a : b; }
+
+// Per-thread packing buffers, grown on first use and kept for the thread's life.
+static __thread float* tl_a;
+static __thread size_t tl_a_cap;
+static __thread float* tl_b;
+static __thread size_t tl_b_cap;
+
+static void* grow(float** p, size_t* cap, size_t bytes) {
+	if (*cap < bytes) {
+		free(*p);
+		bytes = (bytes + 63) & ~(size_t)63;
+		*p = aligned_alloc(64, bytes);
+		*cap = *p ? bytes : 0;
+	}
+	return *p;
+}
+
+static inline uint16_t f32_to_bf16(float f) {
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+	u += 0x7fffu + ((u >> 16) & 1u);
+	return (uint16_t)(u >> 16);
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+	uint32_t u = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+// ---- packing -------------------------------------------------------------
+
+// pack_a writes rows [0, mc) x cols [0, kc) of op(A) as micro-panels of mr
+// rows: panel p holds dst[k*m + i] for its m <= mr rows, panels back to back.
+static void pack_a(float* dst, const float* A, long lda, int transA, long mc, long kc, int mr) {
+	for (long i0 = 0; i0 < mc; i0 += mr) {
+		int m = (int)lmin(mr, mc - i0);
+		if (!transA) {
+			for (int i = 0; i < m; i++) {
+				const float* src = A + (i0 + i) * lda;
+				for (long k = 0; k < kc; k++) dst[k * m + i] = src[k];
+			}
+		} else {
+			for (long k = 0; k < kc; k++) {
+				const float* src = A + k * lda + i0;
+				for (int i = 0; i < m; i++) dst[k * m + i] = src[i];
+			}
+		}
+		dst += kc * m;
+	}
+}
+
+// pack_a_bf16 is pack_a for the bf16-dot kernel: pairs (k, k+1) of each row,
+// rounded to bf16, as one 32-bit word: dst[kp*m + i]; odd kc padded with 0.
+static void pack_a_bf16(uint32_t* dst, const float* A, long lda, int transA, long mc, long kc, int mr) {
+	long kcp = (kc + 1) / 2;
+	for (long i0 = 0; i0 < mc; i0 += mr) {
+		int m = (int)lmin(mr, mc - i0);
+		for (int i = 0; i < m; i++) {
+			for (long kp = 0; kp < kcp; kp++) {
+				long k = 2 * kp;
+				float lo = transA ? A[k * lda + i0 + i] : A[(i0 + i) * lda + k];
+				float hi = 0;
+				if (k + 1 < kc) hi = transA ? A[(k + 1) * lda + i0 + i] : A[(i0 + i) * lda + k + 1];
+				dst[kp * m + i] = (uint32_t)f32_to_bf16(lo) | (uint32_t)f32_to_bf16(hi) << 16;
+			}
+		}
+		dst += kcp * m;
+	}
+}
+
+// pack_b_block writes op(B) rows [k0, k0+kc) x cols [j0, j0+nc) as NR-wide
+// panels with panel stride pstride elements (f32: kc*NR; bf16dot: kcp*NR*2).
+static void pack_b_block(void* dstv, int bkind, int transB, const void* Bv, long ldb,
+                         long k0, long kc, long j0, long nc, long pstride) {
+	for (long jp = 0; jp < nc; jp += NR) {
+		long n = lmin(NR, nc - jp);
+		if (bkind == MK_B_F32) {
+			const float* B = Bv;
+			float* dst = (float*)dstv + (jp / NR) * pstride;
+			if (!transB) {
+				for (long k = 0; k < kc; k++) {
+					const float* src = B + (k0 + k) * ldb + j0 + jp;
+					float* d = dst + k * NR;
+					long j = 0;
+					for (; j < n; j++) d[j] = src[j];
+					for (; j < NR; j++) d[j] = 0;
+				}
+			} else {
+				if (n < NR) memset(dst, 0, sizeof(float) * kc * NR);
+				for (long j = 0; j < n; j++) {
+					const float* src = B + (j0 + jp + j) * ldb + k0;
+					for (long k = 0; k < kc; k++) dst[k * NR + j] = src[k];
+				}
+			}
+		} else if (bkind == MK_B_BF16) {
+			const uint16_t* B = Bv;
+			float* dst = (float*)dstv + (jp / NR) * pstride;
+			if (!transB) {
+				for (long k = 0; k < kc; k++) {
+					const uint16_t* src = B + (k0 + k) * ldb + j0 + jp;
+					float* d = dst + k * NR;
+					long j = 0;
+					for (; j < n; j++) d[j] = bf16_to_f32(src[j]);
+					for (; j < NR; j++) d[j] = 0;
+				}
+			} else {
+				if (n < NR) memset(dst, 0, sizeof(float) * kc * NR);
+				for (long j = 0; j < n; j++) {
+					const uint16_t* src = B + (j0 + jp + j) * ldb + k0;
+					for (long k = 0; k < kc; k++) dst[k * NR + j] = bf16_to_f32(src[k]);
+				}
+			}
+		} else { // MK_B_BF16DOT: dst[kp][NR][2]
+			const uint16_t* B = Bv;
+			uint16_t* dst = (uint16_t*)dstv + (jp / NR) * pstride;
+			long kcp = (kc + 1) / 2;
+			if (n < NR || (kc & 1)) memset(dst, 0, sizeof(uint16_t) * kcp * NR * 2);
+			for (long j = 0; j < n; j++) {
+				for (long k = 0; k < kc; k++) {
+					uint16_t v = transB ? B[(j0 + jp + j) * ldb + k0 + k] : B[(k0 + k) * ldb + j0 + jp + j];
+					dst[(k / 2) * NR * 2 + j * 2 + (k & 1)] = v;
+				}
+			}
+		}
+	}
+}
+
+void mk_pack_b(void* dst, int bkind, int transB, const void* B, long ldb, long K, long N) {
+	long pstride = bkind == MK_B_BF16DOT ? ((K + 1) / 2) * NR * 2 : K * NR;
+	pack_b_block(dst, bkind, transB, B, ldb, 0, K, 0, N, pstride);
+}
+
+// ---- micro-kernels -------------------------------------------------------
+
+static INL T512 void store_tile(int m, __m512* c0, __m512* c1, float* C, long ldc, int n,
+                                float alpha, float beta) {
+	__mmask16 k0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+	__mmask16 k1 = n >= 32 ? 0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
+	__m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+	for (int i = 0; i < MR; i++) {
+		if (i >= m) break;
+		float* r = C + i * ldc;
+		__m512 x0 = alpha == 1.0f ? c0[i] : _mm512_mul_ps(va, c0[i]);
+		__m512 x1 = alpha == 1.0f ? c1[i] : _mm512_mul_ps(va, c1[i]);
+		if (beta == 1.0f) {
+			x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(k0, r));
+			x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(k1, r + 16));
+		} else if (beta != 0.0f) {
+			x0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k0, r), x0);
+			x1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k1, r + 16), x1);
+		}
+		_mm512_mask_storeu_ps(r, k0, x0);
+		_mm512_mask_storeu_ps(r + 16, k1, x1);
+	}
+}
+
+// ukr_f32: C[m x n] = alpha * a(m x kc) * b(kc x NR) + beta * C, m <= MR.
+static INL T512 void ukr_f32(const int m, long kc, const float* restrict a, const float* restrict b,
+                             float* C, long ldc, int n, float alpha, float beta) {
+	__m512 c0[MR], c1[MR];
+#pragma GCC unroll 12
+	for (int i = 0; i < MR; i++) {
+		c0[i] = _mm512_setzero_ps();
+		c1[i] = _mm512_setzero_ps();
+	}
+	for (long k = 0; k < kc; k++) {
+		__m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+		for (int i = 0; i < MR; i++) {
+			if (i >= m) break;
+			__m512 ai = _mm512_set1_ps(a[i]);
+			c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
+			c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+		}
+		a += m;
+		b += NR;
+	}
+	store_tile(m, c0, c1, C, ldc, n, alpha, beta);
+}
+
+// ukr_bf16: as ukr_f32 with bf16 pairs: a[kp*m + i] holds (A[i,2kp], A[i,2kp+1]).
+static INL T512BF void ukr_bf16(const int m, long kcp, const uint32_t* restrict a,
+                                const uint16_t* restrict b, float* C, long ldc, int n,
+                                float alpha, float beta) {
+	__m512 c0[MR], c1[MR];
+#pragma GCC unroll 12
+	for (int i = 0; i < MR; i++) {
+		c0[i] = _mm512_setzero_ps();
+		c1[i] = _mm512_setzero_ps();
+	}
+	for (long kp = 0; kp < kcp; kp++) {
+		__m512i b0 = _mm512_load_si512((const void*)b), b1 = _mm512_load_si512((const void*)(b + 32));
+#pragma GCC unroll 12
+		for (int i = 0; i < MR; i++) {
+			if (i >= m) break;
+			__m512i ai = _mm512_set1_epi32((int)a[i]);
+			c0[i] = _mm512_dpbf16_ps(c0[i], (__m512bh)ai, (__m512bh)b0);
+			c1[i] = _mm512_dpbf16_ps(c1[i], (__m512bh)ai, (__m512bh)b1);
+		}
+		a += m;
+		b += NR * 2;
+	}
+	store_tile(m, c0, c1, C, ldc, n, alpha, beta);
+}
+
+#define CASES(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
+
+static T512 void ukr_f32_any(int m, long kc, const float* a, const float* b, float* C, long ldc,
+                             int n, float alpha, float beta) {
+	switch (m) {
+#define X(M) case M: ukr_f32(M, kc, a, b, C, ldc, n, alpha, beta); break;
+		CASES(X)
+#undef X
+	}
+}
+
+static T512BF void ukr_bf16_any(int m, long kcp, const uint32_t* a, const uint16_t* b, float* C,
+                                long ldc, int n, float alpha, float beta) {
+	switch (m) {
+#define X(M) case M: ukr_bf16(M, kcp, a, b, C, ldc, n, alpha, beta); break;
+		CASES(X)
+#undef X
+	}
+}
+
+// ---- GEMM driver ---------------------------------------------------------
+
+// rows_per_panel balances micro-panels: 16 rows become 8+8, not 12+4.
+static int rows_per_panel(long mc) {
+	long panels = (mc + MR - 1) / MR;
+	return (int)((mc + panels - 1) / panels);
+}
+
+void mk_gemm(int transA, int transB, long M, long N, long K, float alpha,
+             const float* A, long lda, const void* B, int bkind, int packed, long ldb,
+             float beta, float* C, long ldc) {
+	int dot = bkind == MK_B_BF16DOT;
+	long kcmax = lmin(KC, K);
+	if (!grow(&tl_a, &tl_a_cap, sizeof(float) * (size_t)lmin(MC, M) * (size_t)(kcmax + 1)) ||
+	    (!packed && !grow(&tl_b, &tl_b_cap, sizeof(float) * (size_t)kcmax * (size_t)(NC + NR)))) {
+		abort(); // out of memory: nothing sensible to return from a kernel
+	}
+	long kpstride_full = dot ? ((K + 1) / 2) * NR * 2 : K * NR; // prepacked panel stride
+	for (long pc = 0; pc < K; pc += KC) {
+		long kc = lmin(KC, K - pc);
+		float bet = pc == 0 ? beta : 1.0f;
+		for (long ic = 0; ic < M; ic += MC) {
+			long mc = lmin(MC, M - ic);
+			int mr = rows_per_panel(mc);
+			const float* Ablk = transA ? A + pc * lda + ic : A + ic * lda + pc;
+			if (dot) pack_a_bf16((uint32_t*)tl_a, Ablk, lda, transA, mc, kc, mr);
+			else pack_a(tl_a, Ablk, lda, transA, mc, kc, mr);
+			for (long jc = 0; jc < N; jc += NC) {
+				long nc = lmin(NC, N - jc);
+				const char* bp;
+				long pstride; // elements between panels
+				size_t esz = dot ? 2 : 4;
+				if (packed) {
+					pstride = kpstride_full;
+					bp = (const char*)B + esz * ((jc / NR) * pstride + pc * NR);
+				} else {
+					pstride = dot ? ((kc + 1) / 2) * NR * 2 : kc * NR;
+					pack_b_block(tl_b, bkind, transB, B, ldb, pc, kc, jc, nc, pstride);
+					bp = (const char*)tl_b;
+				}
+				float* Cblk = C + ic * ldc + jc;
+				// Few rows (expert batches, decode): each B micro-panel is used
+				// by every row panel while it is in L1, so B streams from memory
+				// once. Many rows: the A micro-panel stays in L1 across the B
+				// panels of the L2-resident block.
+				int few = mc <= SKINNY_ROWS;
+				long nir = (mc + mr - 1) / mr, njr = (nc + NR - 1) / NR;
+				for (long o = 0; o < nir * njr; o++) {
+					long ir = (few ? o % nir : o / njr) * mr;
+					long jr = (few ? o / nir : o % njr) * NR;
+					int m = (int)lmin(mr, mc - ir);
+					int n = (int)lmin(NR, nc - jr);
+					const char* b = bp + esz * (jr / NR) * pstride;
+					if (dot)
+						ukr_bf16_any(m, (kc + 1) / 2, (const uint32_t*)tl_a + ir * ((kc + 1) / 2),
+						             (const uint16_t*)b, Cblk + ir * ldc + jr, ldc, n, alpha, bet);
+					else
+						ukr_f32_any(m, kc, tl_a + ir * kc, (const float*)b, Cblk + ir * ldc + jr,
+						            ldc, n, alpha, bet);
+				}
+			}
+		}
+	}
+}
+
+// ---- GEMV ----------------------------------------------------------------
+
+// Rows of W processed together: their x loads are shared, 16 accumulators
+// (8 rows x 2) hide the FMA latency, and 8 concurrent sequential streams keep
+// enough cache misses in flight. Measured on Zen 5 (1 thread, bf16 W of
+// 117 MB): 8 rows 21-22 GB/s vs 4 rows 16-17; software prefetch only hurt.
+#define GEMV_ROWS 8
+
+static INL T512 __m512 load_w(const void* W, int bf16, long k, __mmask16 mask) {
+	if (bf16) {
+		__m256i h = _mm256_maskz_loadu_epi16(mask, (const uint16_t*)W + k);
+		return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+	}
+	return _mm512_maskz_loadu_ps(mask, (const float*)W + k);
+}
+
+static INL T512 void gemv_rows(int rows, float* y, const void* W, int bf16, long ldw,
+                               const float* x, long K, float alpha, float beta) {
+	size_t esz = bf16 ? 2 : 4;
+	const char* w[GEMV_ROWS];
+	__m512 acc0[GEMV_ROWS], acc1[GEMV_ROWS];
+#pragma GCC unroll 8
+	for (int r = 0; r < GEMV_ROWS; r++) {
+		w[r] = (const char*)W + esz * (size_t)(r < rows ? r : 0) * (size_t)ldw;
+		acc0[r] = _mm512_setzero_ps();
+		acc1[r] = _mm512_setzero_ps();
+	}
+	long k = 0;
+	for (; k + 32 <= K; k += 32) {
+		__m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+#pragma GCC unroll 8
+		for (int r = 0; r < GEMV_ROWS; r++) {
+			if (r >= rows) break;
+			acc0[r] = _mm512_fmadd_ps(load_w(w[r], bf16, k, 0xffff), x0, acc0[r]);
+			acc1[r] = _mm512_fmadd_ps(load_w(w[r], bf16, k + 16, 0xffff), x1, acc1[r]);
+		}
+	}
+	for (; k < K; k += 16) {
+		long n = lmin(16, K - k);
+		__mmask16 mk = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+		__m512 x0 = _mm512_maskz_loadu_ps(mk, x + k);
+#pragma GCC unroll 8
+		for (int r = 0; r < GEMV_ROWS; r++) {
+			if (r >= rows) break;
+			acc0[r] = _mm512_fmadd_ps(load_w(w[r], bf16, k, mk), x0, acc0[r]);
+		}
+	}
+#pragma GCC unroll 8
+	for (int r = 0; r < GEMV_ROWS; r++) {
+		if (r >= rows) break;
+		float s = alpha * _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
+		y[r] = beta == 0.0f ? s : s + beta * y[r];
+	}
+}
+
+T512 void mk_gemv(float* y, const void* W, int bf16, long ldw, const float* x, long N, long K,
+                  float alpha, float beta) {
+	size_t esz = bf16 ? 2 : 4;
+	long n = 0;
+	for (; n + GEMV_ROWS <= N; n += GEMV_ROWS)
+		gemv_rows(GEMV_ROWS, y + n, (const char*)W + esz * n * ldw, bf16, ldw, x, K, alpha, beta);
+	for (; n < N; n++) gemv_rows(1, y + n, (const char*)W + esz * n * ldw, bf16, ldw, x, K, alpha, beta);
+}
+
+// ---- exp -----------------------------------------------------------------
+
+// exp512: e^x for x <= 88.7, accurate to ~2 ulp; x < -103.9 gives 0 (and -inf
+// gives 0). Range reduction x = n*ln2 + r with a two-part ln2, a degree-6
+// polynomial on |r| <= ln2/2, then scaling by 2^n with vscalefps.
+static INL T512 __m512 exp512(__m512 x) {
+	x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.7f)), _mm512_set1_ps(-104.0f));
+	__m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+	                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+	r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+	__m512 p = _mm512_set1_ps(1.0f / 720);
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+	return _mm512_scalef_ps(p, n);
+}
+
+// ---- attention -----------------------------------------------------------
+
+void mk_attn_pack_kv(float* kp, float* vp, const float* K, const float* V, long ld, long S, long Dh) {
+	pack_b_block(kp, MK_B_F32, 1, K, ld, 0, Dh, 0, S, Dh * NR); // op(B) = K^T: (Dh x S)
+	pack_b_block(vp, MK_B_F32, 0, V, ld, 0, S, 0, Dh, S * NR);  // op(B) = V: (S x Dh)
+}
+
+static __thread float* tl_attn;
+static __thread size_t tl_attn_cap;
+
+T512 void mk_attn_rows(float* out, long ldo, float* lse, const float* q, long ldq,
+                       const float* kp, const float* vp, long S, long Dh, long r0, long r1,
+                       long pos0, long window, float scale) {
+	long dhp = (Dh + NR - 1) / NR * NR;
+	// Scratch: packed Q (MR x Dh), scores (MR x BC), packed P (BC x MR), O (MR x dhp).
+	size_t need = sizeof(float) * (size_t)(MR * Dh + MR * BC + BC * MR + MR * dhp);
+	if (!grow(&tl_attn, &tl_attn_cap, need)) abort();
+	float* qa = tl_attn;
+	float* sb = qa + MR * Dh;
+	float* pa = sb + MR * BC;
+	float* ob = pa + BC * MR;
+	for (long i0 = r0; i0 < r1; i0 += MR) {
+		int m = (int)lmin(MR, r1 - i0);
+		for (int i = 0; i < m; i++)
+			for (long d = 0; d < Dh; d++) qa[d * m + i] = q[(i0 + i) * ldq + d] * scale;
+		float mx[MR], l[MR];
+		for (int i = 0; i < m; i++) { mx[i] = -INFINITY; l[i] = 0; }
+		memset(ob, 0, sizeof(float) * m * dhp);
+		long plast = pos0 + i0 + m - 1;
+		long jlo = window > 0 ? lmax(0, pos0 + i0 - window + 1) : 0;
+		long jhi = lmin(S - 1, plast);
+		jlo = jlo / NR * NR;
+		for (long jb = jlo; jb <= jhi; jb += BC) {
+			long nb = lmin(BC, jhi + 1 - jb);
+			long npan = (nb + NR - 1) / NR;
+			for (long p = 0; p < npan; p++)
+				ukr_f32_any(m, Dh, qa, kp + (jb / NR + p) * Dh * NR, sb + p * NR, BC, NR, 1.0f, 0.0f);
+			// Online softmax: mask, new running max, rescale O, P = exp(s - max).
+			for (int i = 0; i < m; i++) {
+				long pos = pos0 + i0 + i;
+				long lo = window > 0 ? lmax(0, pos - window + 1) : 0;
+				long hi = lmin(pos, S - 1);
+				float* s = sb + i * BC;
+				float bm = -INFINITY;
+				for (long j = 0; j < nb; j++) {
+					long key = jb + j;
+					if (key < lo || key > hi) s[j] = -INFINITY;
+					else if (s[j] > bm) bm = s[j];
+				}
+				float mnew = bm > mx[i] ? bm : mx[i];
+				float corr = 1.0f, sum = 0;
+				if (mnew == -INFINITY) {
+					for (long j = 0; j < nb; j++) s[j] = 0;
+				} else {
+					corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - mnew);
+					__m512 vm = _mm512_set1_ps(mnew), vs = _mm512_setzero_ps();
+					for (long j = 0; j < nb; j += 16) {
+						long n = lmin(16, nb - j);
+						__mmask16 mk = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+						__m512 x = _mm512_maskz_loadu_ps(mk, s + j);
+						__mmask16 live = mk & _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+						__m512 e = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(x, vm)));
+						vs = _mm512_add_ps(vs, e);
+						_mm512_mask_storeu_ps(s + j, mk, e);
+					}
+					sum = _mm512_reduce_add_ps(vs);
+					mx[i] = mnew;
+				}
+				l[i] = l[i] * corr + sum;
+				if (corr != 1.0f) {
+					__m512 vc = _mm512_set1_ps(corr);
+					for (long d = 0; d < dhp; d += 16)
+						_mm512_storeu_ps(ob + i * dhp + d, _mm512_mul_ps(vc, _mm512_loadu_ps(ob + i * dhp + d)));
+				}
+				for (long j = 0; j < nb; j++) pa[j * m + i] = s[j];
+			}
+			for (long d = 0; d < Dh; d += NR)
+				ukr_f32_any(m, nb, pa, vp + (d / NR) * S * NR + jb * NR, ob + d, dhp,
+				            (int)lmin(NR, Dh - d), 1.0f, 1.0f);
+		}
+		for (int i = 0; i < m; i++) {
+			float inv = 1.0f / l[i];
+			for (long d = 0; d < Dh; d++) out[(i0 + i) * ldo + d] = ob[i * dhp + d] * inv;
+			if (lse) lse[i0 + i] = mx[i] + logf(l[i]);
+		}
+	}
+}
+
+T512 void mk_attn_decode(float* out, long ldo, float* lse, const float* q, long ldq,
+                         const float* K, const float* V, long ldkv, long S, long Dh,
+                         long r0, long r1, long pos0, long window, float scale, float* s) {
+	for (long t = r0; t < r1; t++) {
+		long pos = pos0 + t;
+		long lo = window > 0 ? lmax(0, pos - window + 1) : 0;
+		long hi = lmin(pos, S - 1);
+		const float* qt = q + t * ldq;
+		float mx = -INFINITY;
+		for (long j = lo; j <= hi; j++) {
+			const float* kj = K + j * ldkv;
+			__m512 acc = _mm512_setzero_ps();
+			for (long d = 0; d < Dh; d += 16) {
+				long n = lmin(16, Dh - d);
+				__mmask16 mk = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+				acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, qt + d), _mm512_maskz_loadu_ps(mk, kj + d), acc);
+			}
+			float v = _mm512_reduce_add_ps(acc) * scale;
+			s[j - lo] = v;
+			if (v > mx) mx = v;
+		}
+		long n = hi - lo + 1;
+		float sum = 0;
+		__m512 vm = _mm512_set1_ps(mx), vs = _mm512_setzero_ps();
+		for (long j = 0; j < n; j += 16) {
+			long c = lmin(16, n - j);
+			__mmask16 mk = c >= 16 ? 0xffff : (__mmask16)((1u << c) - 1);
+			__m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + j), vm)));
+			vs = _mm512_add_ps(vs, e);
+			_mm512_mask_storeu_ps(s + j, mk, e);
+		}
+		sum = _mm512_reduce_add_ps(vs);
+		float inv = 1.0f / sum;
+		float* ot = out + t * ldo;
+		for (long d = 0; d < Dh; d += 16) {
+			long c = lmin(16, Dh - d);
+			__mmask16 mk = c >= 16 ? 0xffff : (__mmask16)((1u << c) - 1);
+			__m512 acc = _mm512_setzero_ps();
+			for (long j = lo; j <= hi; j++)
+				acc = _mm512_fmadd_ps(_mm512_set1_ps(s[j - lo]), _mm512_maskz_loadu_ps(mk, V + j * ldkv + d), acc);
+			_mm512_mask_storeu_ps(ot + d, mk, _mm512_mul_ps(acc, _mm512_set1_ps(inv)));
+		}
+		if (lse) lse[t] = mx + logf(sum);
+	}
+}
+
+// ---- machine probes ------------------------------------------------------
+
+// Peak probes: 24 independent accumulator chains, written out so each stays
+// in a register (the asm barrier stops the compiler folding the chains).
+#define REP24(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) \
+	X(12) X(13) X(14) X(15) X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23)
+
+T512 float mk_peak_fma(long n) {
+	__m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+#define DECL(i) __m512 a##i = _mm512_set1_ps((float)i);
+	REP24(DECL)
+	for (long it = 0; it < n; it++) {
+#define STEP(i) a##i = _mm512_fmadd_ps(a##i, x, y);
+		REP24(STEP)
+#define KEEP(i) __asm__ volatile("" : "+v"(a##i));
+		REP24(KEEP)
+	}
+	__m512 s = _mm512_setzero_ps();
+#define SUM(i) s = _mm512_add_ps(s, a##i);
+	REP24(SUM)
+	return _mm512_reduce_add_ps(s);
+}
+
+T512BF float mk_peak_bf16(long n) {
+	__m512i x = _mm512_set1_epi32(0x3f803f80), y = _mm512_set1_epi32(0x00010001);
+	REP24(DECL)
+	for (long it = 0; it < n; it++) {
+#undef STEP
+#define STEP(i) a##i = _mm512_dpbf16_ps(a##i, (__m512bh)x, (__m512bh)y);
+		REP24(STEP)
+		REP24(KEEP)
+	}
+	__m512 s = _mm512_setzero_ps();
+	REP24(SUM)
+	return _mm512_reduce_add_ps(s);
+}
+#undef DECL
+#undef STEP
+#undef KEEP
+#undef SUM
+
+// mk_read_bw sums p[0..n) with 512-bit loads into 4 accumulators: one
+// sequential stream, the plain memory-read bandwidth of one thread.
+T512 float mk_read_bw(const float* p, long n) {
+	__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+	long i = 0;
+	for (; i + 64 <= n; i += 64) {
+		a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
+		a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
+		a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
+		a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
+	}
+	float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+	for (; i < n; i++) s += p[i];
+	return s;
+}

@@ -1,0 +1,58 @@
+//go:build cgo && amd64
+
+// native_x86.h: C entry points of the x86 SIMD kernels (AVX-512, AVX512_BF16).
+// All functions are pure computations on caller-owned memory; none keeps a
+// pointer after returning. Block sizes are fixed here and mirrored in Go.
+#ifndef MOESYS_NATIVE_X86_H
+#define MOESYS_NATIVE_X86_H
+#include <stdint.h>
+
+// B operand kinds of mk_gemm.
+enum { MK_B_F32 = 0, MK_B_BF16 = 1, MK_B_BF16DOT = 2 };
+
+// Micro-tile width in float32 columns, shared by every packed-B layout.
+#define MK_NR 32
+
+// mk_gemm computes C = alpha*op(A)*op(B) + beta*C for the M x N block of C
+// starting at C. B is float32 (bkind MK_B_F32) or bf16 bits (MK_B_BF16: widened
+// to f32 exactly; MK_B_BF16DOT: A rounded to bf16, VDPBF16PS). If packed != 0, B
+// is a pre-packed panel buffer (see mk_pack_b) covering columns [0, N) and
+// ldb is ignored; transB is ignored too.
+void mk_gemm(int transA, int transB, long M, long N, long K, float alpha,
+             const float* A, long lda, const void* B, int bkind, int packed, long ldb,
+             float beta, float* C, long ldc);
+
+// mk_pack_b writes op(B) (K x N) into NR-wide panels, zero-padded:
+// f32 and bf16-exact kinds: dst float32 [ceil(N/NR)][K][NR];
+// bf16-dot kind: dst uint16 [ceil(N/NR)][ceil(K/2)][NR][2].
+void mk_pack_b(void* dst, int bkind, int transB, const void* B, long ldb, long K, long N);
+
+// mk_gemv computes y = alpha*W*x + beta*y for rows [0, N) of W (N x K, row
+// stride ldw), W float32 (bf16 = 0) or bf16 bits (bf16 = 1).
+void mk_gemv(float* y, const void* W, int bf16, long ldw, const float* x, long N, long K,
+             float alpha, float beta);
+
+// mk_attn_pack_kv packs one KV head: K (S x Dh, row stride ld) into
+// kp [ceil(S/NR)][Dh][NR] and V into vp [ceil(Dh/NR)][S][NR].
+void mk_attn_pack_kv(float* kp, float* vp, const float* K, const float* V, long ld, long S, long Dh);
+
+// mk_attn_rows computes causal attention for query rows [r0, r1) of one head
+// against a packed KV head. q rows have stride ldq, out rows stride ldo; lse
+// (may be NULL) gets log-sum-exp of the scaled scores per row.
+void mk_attn_rows(float* out, long ldo, float* lse, const float* q, long ldq,
+                  const float* kp, const float* vp, long S, long Dh, long r0, long r1,
+                  long pos0, long window, float scale);
+
+// mk_attn_decode computes attention for query rows [r0, r1) of one head reading
+// K and V (S x Dh, row stride ldkv) directly: for few query rows over a cache.
+void mk_attn_decode(float* out, long ldo, float* lse, const float* q, long ldq,
+                    const float* K, const float* V, long ldkv, long S, long Dh,
+                    long r0, long r1, long pos0, long window, float scale, float* scratch);
+
+// mk_peak_fma runs n iterations of 24 independent 512-bit FMA chains (peak probe).
+float mk_peak_fma(long n);
+// mk_peak_bf16 runs n iterations of 24 independent VDPBF16PS chains.
+float mk_peak_bf16(long n);
+// mk_read_bw sums n floats with 512-bit loads (bandwidth probe).
+float mk_read_bw(const float* p, long n);
+#endif

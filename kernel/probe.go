@@ -1,0 +1,47 @@
+package kernel
+
+// Machine probes for benchmarks: they measure this machine's own peaks so that
+// kernel speeds are reported as fractions of what the hardware allows.
+
+// ProbeFMAFlops runs n iterations of 24 independent 512-bit f32 FMA chains and
+// returns the floating-point operations done (2 per lane per FMA). Without
+// the native kernels it runs a scalar Go loop and reports its flops.
+func ProbeFMAFlops(n int) float64 {
+	if useNative() {
+		nativePeakFMA(n)
+		return float64(n) * 24 * 16 * 2
+	}
+	var a [8]float32
+	for it := 0; it < n; it++ {
+		for i := range a {
+			a[i] = a[i]*0.999999 + 1e-7
+		}
+	}
+	sink = a[0]
+	return float64(n) * 8 * 2
+}
+
+// ProbeBF16Flops runs n iterations of 24 independent VDPBF16PS chains and
+// returns the flops done (4 per f32 lane per instruction), or 0 where the CPU
+// lacks AVX512_BF16.
+func ProbeBF16Flops(n int) float64 {
+	if level < LevelAVX512BF16 {
+		return 0
+	}
+	nativePeakBF16(n)
+	return float64(n) * 24 * 16 * 4
+}
+
+// ProbeRead sums p with wide loads (a memory-bandwidth probe) and returns
+// the bytes read.
+func ProbeRead(p []float32) float64 {
+	if useNative() {
+		sink = nativeReadBW(p)
+	} else {
+		sink = rowSum(p)
+	}
+	return 4 * float64(len(p))
+}
+
+// sink keeps probe results alive so the compiler cannot drop the work.
+var sink float32
