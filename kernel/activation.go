@@ -23,13 +23,14 @@ func SiLU(out, x []float32) {
 
 // SiLUBackward computes dx[i] = dout[i] · s·(1 + x·(1−s)) with s =
 // sigmoid(x[i]); 1−s is formed as e^(−x)·s to keep its relative accuracy
-// where s is close to 1, and e^(−x) is capped at e^88 so that very negative x
-// give a tiny derivative rather than ∞·0.
+// where s is close to 1. x is clamped below at −88 (the slope there is
+// below 1e-36 in magnitude), so very negative x cannot make ∞·0.
 func SiLUBackward(dx, dout, x []float32) {
 	checkEltwise2("SiLUBackward", dx, dout, x)
 	dx, dout = dx[:len(x)], dout[:len(x)]
 	for i, v := range x {
-		e := expPoly(min(-v, expArgCap))
+		v = max(v, -expArgCap)
+		e := expPoly(-v)
 		s := 1 / (1 + e)
 		dx[i] = dout[i] * s * (1 + v*(e*s))
 	}
@@ -75,14 +76,25 @@ const (
 //	out = x/2 · (1 + tanh(u)),  u = √(2/π)·(x + 0.044715·x³)
 //
 // using the identity (1 + tanh u)/2 = sigmoid(2u), so out = x / (1 + e^(−2u)):
-// no cancellation for negative x, no tanh call.
+// no cancellation for negative x, no tanh call. e^(−2u) is ill-conditioned in
+// its argument (relative error ≈ |2u|·δ), so −2u is formed in float64 and
+// split a + b, a its float32 rounding, e^(a+b) ≈ expPoly(a)·(1+b): each
+// output stays within a few ulp (≤ 4 checked) instead of losing |2u|·2⁻²⁴.
 func GELUTanh(out, x []float32) {
 	checkEltwise("GELUTanh", out, x)
 	out = out[:len(x)]
 	for i, v := range x {
-		u := geluTanhK * (v + geluTanhC*v*v*v)
-		out[i] = v / (1 + expPoly(-2*u))
+		out[i] = v / (1 + expNeg2U(float64(v), expPolyHi+1))
 	}
+}
+
+// expNeg2U returns e^(−2u) for the tanh GELU's u at x, the exponent clamped
+// to [expPolyLo−1, hi]: the forward lets e^(−2u) overflow to +Inf (x/Inf =
+// −0), the backward caps it at e^88 to keep (1−s) = e·s finite.
+func expNeg2U(x, hi float64) float32 {
+	a64 := max(expPolyLo-1, min(-2*geluTanhK*(x+geluTanhC*x*x*x), hi))
+	a := float32(a64)
+	return expPoly(a) * (1 + float32(a64-float64(a)))
 }
 
 // GELUTanhBackward computes dx[i] = dout[i] · (s + x·2s(1−s)·u′) with s =
@@ -94,10 +106,8 @@ func GELUTanhBackward(dx, dout, x []float32) {
 	dx, dout = dx[:len(x)], dout[:len(x)]
 	for i, v := range x {
 		v = max(-geluTanhClamp, min(v, geluTanhClamp))
-		v2 := v * v
-		u := geluTanhK * (v + geluTanhC*v2*v)
-		du := geluTanhK * (1 + 3*geluTanhC*v2)
-		e := expPoly(min(-2*u, expArgCap))
+		du := geluTanhK * (1 + 3*geluTanhC*v*v)
+		e := expNeg2U(float64(v), expArgCap)
 		s := 1 / (1 + e)
 		dx[i] = dout[i] * (s + v*2*s*(e*s)*du)
 	}

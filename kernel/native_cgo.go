@@ -70,6 +70,6 @@ func nativeAttnDecode(out []float32, ldo int, lse []float32, q []float32, ldq in
 
 func nativePeakFMA(n int) float32  { return float32(C.mk_peak_fma(C.long(n))) }
 func nativePeakBF16(n int) float32 { return float32(C.mk_peak_bf16(C.long(n))) }
-func nativeReadBW(p []float32) float32 {
-	return float32(C.mk_read_bw(f32p(p), C.long(len(p))))
+func nativeReadBW(p []float32, streams int) float32 {
+	return float32(C.mk_read_bw(f32p(p), C.long(len(p)), C.int(streams)))
 }

@@ -20,7 +20,9 @@ func nativePackB(dst unsafe.Pointer, bkind int, transB bool, b unsafe.Pointer, l
 func nativeGemv(y []float32, w unsafe.Pointer, bf16 bool, ldw int, x []float32, N, K int, alpha, beta float32) {
 	panic("kernel: native kernels not built")
 }
-func nativeAttnPackKV(kp, vp, k, v []float32, ld, S, Dh int) { panic("kernel: native kernels not built") }
+func nativeAttnPackKV(kp, vp, k, v []float32, ld, S, Dh int) {
+	panic("kernel: native kernels not built")
+}
 func nativeAttnRows(out []float32, ldo int, lse []float32, q []float32, ldq int, kp, vp []float32,
 	S, Dh, r0, r1, pos0, window int, scale float32) {
 	panic("kernel: native kernels not built")
@@ -29,9 +31,9 @@ func nativeAttnDecode(out []float32, ldo int, lse []float32, q []float32, ldq in
 	S, Dh, r0, r1, pos0, window int, scale float32, scratch []float32) {
 	panic("kernel: native kernels not built")
 }
-func nativePeakFMA(n int) float32      { panic("kernel: native kernels not built") }
-func nativePeakBF16(n int) float32     { panic("kernel: native kernels not built") }
-func nativeReadBW(p []float32) float32 { panic("kernel: native kernels not built") }
+func nativePeakFMA(n int) float32                   { panic("kernel: native kernels not built") }
+func nativePeakBF16(n int) float32                  { panic("kernel: native kernels not built") }
+func nativeReadBW(p []float32, streams int) float32 { panic("kernel: native kernels not built") }
 
 func ptr[T any](s []T) unsafe.Pointer {
 	if len(s) == 0 {

@@ -53,6 +53,6 @@ void mk_attn_decode(float* out, long ldo, float* lse, const float* q, long ldq,
 float mk_peak_fma(long n);
 // mk_peak_bf16 runs n iterations of 24 independent VDPBF16PS chains.
 float mk_peak_bf16(long n);
-// mk_read_bw sums n floats with 512-bit loads (bandwidth probe).
-float mk_read_bw(const float* p, long n);
+// mk_read_bw sums n floats with 512-bit loads in 1 or 8 streams (bandwidth probe).
+float mk_read_bw(const float* p, long n, int streams);
 #endif

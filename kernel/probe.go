@@ -1,5 +1,7 @@
 package kernel
 
+import "runtime"
+
 // Machine probes for benchmarks: they measure this machine's own peaks so that
 // kernel speeds are reported as fractions of what the hardware allows.
 
@@ -17,7 +19,7 @@ func ProbeFMAFlops(n int) float64 {
 			a[i] = a[i]*0.999999 + 1e-7
 		}
 	}
-	sink = a[0]
+	runtime.KeepAlive(a[0])
 	return float64(n) * 8 * 2
 }
 
@@ -32,16 +34,13 @@ func ProbeBF16Flops(n int) float64 {
 	return float64(n) * 24 * 16 * 4
 }
 
-// ProbeRead sums p with wide loads (a memory-bandwidth probe) and returns
-// the bytes read.
-func ProbeRead(p []float32) float64 {
+// ProbeRead sums p with wide loads (a memory-bandwidth probe) in 1 or 8
+// concurrent sequential streams and returns the bytes read.
+func ProbeRead(p []float32, streams int) float64 {
 	if useNative() {
-		sink = nativeReadBW(p)
+		runtime.KeepAlive(nativeReadBW(p, streams))
 	} else {
-		sink = rowSum(p)
+		runtime.KeepAlive(rowSum(p))
 	}
 	return 4 * float64(len(p))
 }
-
-// sink keeps probe results alive so the compiler cannot drop the work.
-var sink float32

@@ -53,7 +53,7 @@ func TestRoPEHandExample(t *testing.T) {
 
 func TestRoPEMatchesRef(t *testing.T) {
 	for i, c := range []struct {
-		name              string
+		name             string
 		T, H, Dh, rotDim int
 	}{
 		{"1tok_1head_dh2", 1, 1, 2, 2},

@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` runs the main job, `make test` the tests.
+GO      ?= go
+BIN     := bin/moesys
+# CGO_ENABLED=1 when a C compiler is present (installed if missing), else 0.
+CGO     := $(shell ./scripts/deps.sh)
+export CGO_ENABLED := $(CGO)
+STATICCHECK_VERSION := 2026.2.2
+
+.PHONY: all build demo test lint fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/moesys
+
+# Main job on the embedded default. For now: kernel speeds against this
+# machine's measured peaks.
+demo: build
+	./$(BIN) bench kernels --quick
+
+# Everything CI checks: formatting, vet, unit tests (with invariant checks),
+# the race detector on the concurrent code, the portable (no-cgo) kernels,
+# every benchmark once, and a short fuzz of each parser.
+test: lint
+	$(GO) test -tags invariants -count=1 ./...
+	$(GO) test -race -short -count=1 ./kernel ./safetensors
+	CGO_ENABLED=0 $(GO) test -short -count=1 ./kernel
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 ./... > /dev/null
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./safetensors
+
+bench:
+	$(GO) run ./cmd/moesys bench kernels
+
+clean:
+	rm -rf bin
