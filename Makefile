@@ -34,8 +34,11 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 FUZZTIME ?= 60s
+# Each fuzz target in turn (go test -fuzz takes one target per run). A short
+# minimisation time keeps progress going with the large fixture-header seeds.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./safetensors
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./safetensors
+	$(GO) test -run '^$$' -fuzz '^FuzzParseIndex$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./safetensors
 
 bench:
 	$(GO) run ./cmd/moesys bench kernels

@@ -11,8 +11,8 @@ import (
 // ulp); GELU (erf) is computed in float64 and rounded once.
 
 // SiLU computes out[i] = x[i]·sigmoid(x[i]) = x[i] / (1 + e^(−x[i])), as
-// PyTorch's CPU kernel writes it (so x ≲ −88 gives −0 where the true value is
-// a denormal, as there).
+// PyTorch's CPU kernel writes it: for x < −88.7, e^(−x) overflows and the
+// result is −0 where the true value is below 1e-36 in magnitude, as there.
 func SiLU(out, x []float32) {
 	checkEltwise("SiLU", out, x)
 	out = out[:len(x)]

@@ -18,9 +18,9 @@ import (
 //
 // i.e. a token sees itself and the window−1 tokens before it. This is the
 // Hugging Face convention for Mistral/Mixtral/Qwen2 sliding windows
-// (transformers' sliding-window mask keeps kv_idx > q_idx − sliding_window;
-// flash-attn is called with window_size = (sliding_window−1, 0)). Scores are
-// scale·q·k.
+// (transformers' sliding-window mask keeps kv_idx > q_idx − sliding_window).
+// Which layers use a window (Qwen2's max_window_layers) is the caller's
+// business. Scores are scale·q·k.
 func AttentionRef(out, q, k, v []float32, T, S, H, G, Dh, pos0, window int, scale float32) {
 	checkAttentionRef("AttentionRef", out, q, k, v, T, S, H, G, Dh, pos0)
 	attentionRef(out, q, k, v, T, S, H, G, Dh, pos0, window, float64(scale))

@@ -148,3 +148,17 @@ func BenchmarkCrossEntropy(b *testing.B) {
 		}
 	})
 }
+
+// A mean loss over the tokens that have a target: the upstream gradient of
+// each counted token is 1/count.
+func ExampleCrossEntropy() {
+	const T, V = 2, 3
+	logits := []float32{2, 0, 0, 5, 5, 5}
+	targets := []int32{0, -100} // the second token is ignored
+	losses, lse := make([]float32, T), make([]float32, T)
+	CrossEntropy(losses, lse, logits, targets, T, V)
+	dlogits := make([]float32, T*V)
+	CrossEntropyBackward(dlogits, logits, lse, targets, []float32{1, 0}, T, V)
+	fmt.Printf("%.4f %.4f\n", losses, dlogits)
+	// Output: [0.2395 0.0000] [-0.2130 0.1065 0.1065 0.0000 0.0000 0.0000]
+}

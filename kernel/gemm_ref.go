@@ -16,43 +16,61 @@ import (
 // propagate); with alpha == 0, A and B are not read; K == 0 gives beta·C.
 func GemmRef(transA, transB bool, M, N, K int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	checkGemmRef("GemmRef", transA, transB, M, N, K, len(a), lda, len(b), ldb, len(c), ldc)
-	gemmRef(transA, transB, M, N, K, alpha, a, lda, func(i int) float64 { return float64(b[i]) }, ldb, beta, c, ldc)
+	sai, sak, sbk, sbj := gemmRefStrides(transA, transB, lda, ldb)
+	for i := 0; i < M; i++ {
+		for j := 0; j < N; j++ {
+			acc := 0.0
+			if alpha != 0 {
+				for k := 0; k < K; k++ {
+					acc += float64(a[i*sai+k*sak]) * float64(b[k*sbk+j*sbj])
+				}
+			}
+			c[i*ldc+j] = gemmRefOut(alpha, acc, beta, c[i*ldc+j])
+		}
+	}
 }
 
 // GemmBF16Ref is GemmRef with B given as bf16 bit patterns (weights), widened
 // exactly to float32; A and C are float32.
 func GemmBF16Ref(transA, transB bool, M, N, K int, alpha float32, a []float32, lda int, b []uint16, ldb int, beta float32, c []float32, ldc int) {
 	checkGemmRef("GemmBF16Ref", transA, transB, M, N, K, len(a), lda, len(b), ldb, len(c), ldc)
-	gemmRef(transA, transB, M, N, K, alpha, a, lda, func(i int) float64 {
-		return float64(math.Float32frombits(uint32(b[i]) << 16))
-	}, ldb, beta, c, ldc)
-}
-
-// gemmRef reads B through bAt so one loop serves both element types.
-func gemmRef(transA, transB bool, M, N, K int, alpha float32, a []float32, lda int, bAt func(int) float64, ldb int, beta float32, c []float32, ldc int) {
+	sai, sak, sbk, sbj := gemmRefStrides(transA, transB, lda, ldb)
 	for i := 0; i < M; i++ {
 		for j := 0; j < N; j++ {
 			acc := 0.0
 			if alpha != 0 {
 				for k := 0; k < K; k++ {
-					ia := i*lda + k // A[i, k]
-					if transA {
-						ia = k*lda + i // A^T stored (K, M)
-					}
-					ib := k*ldb + j // B[k, j]
-					if transB {
-						ib = j*ldb + k // B^T stored (N, K)
-					}
-					acc += float64(a[ia]) * bAt(ib)
+					bkj := math.Float32frombits(uint32(b[k*sbk+j*sbj]) << 16)
+					acc += float64(a[i*sai+k*sak]) * float64(bkj)
 				}
 			}
-			v := float64(alpha) * acc
-			if beta != 0 {
-				v += float64(beta) * float64(c[i*ldc+j])
-			}
-			c[i*ldc+j] = float32(v)
+			c[i*ldc+j] = gemmRefOut(alpha, acc, beta, c[i*ldc+j])
 		}
 	}
+}
+
+// gemmRefStrides returns the element strides of op(A) (along i, along k) and
+// op(B) (along k, along j) in their stored arrays.
+func gemmRefStrides(transA, transB bool, lda, ldb int) (sai, sak, sbk, sbj int) {
+	sai, sak = lda, 1 // A[i, k] at i·lda + k
+	if transA {
+		sai, sak = 1, lda // Aᵀ stored (K, M): op(A)[i, k] at k·lda + i
+	}
+	sbk, sbj = ldb, 1 // B[k, j] at k·ldb + j
+	if transB {
+		sbk, sbj = 1, ldb // Bᵀ stored (N, K): op(B)[k, j] at j·ldb + k
+	}
+	return sai, sak, sbk, sbj
+}
+
+// gemmRefOut returns alpha·acc + beta·old rounded once; old is not used when
+// beta == 0, so NaN there does not propagate.
+func gemmRefOut(alpha float32, acc float64, beta, old float32) float32 {
+	v := float64(alpha) * acc
+	if beta != 0 {
+		v += float64(beta) * float64(old)
+	}
+	return float32(v)
 }
 
 // checkGemmRef panics unless every operand holds its (rows, cols, stride) matrix.

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "native_x86.h"
 
@@ -27,9 +28,13 @@
 // KC: depth of a packed slice. The A micro-panel (MR x KC floats = 12 KiB)
 // stays in L1 while B micro-panels (KC x NR = 32 KiB) stream from L2.
 // Measured 256 vs 128/192/384 on Zen 5: 256 best by 3-8%.
+#ifndef KC
 #define KC 256
+#endif
 // NC: columns of a packed B block: KC x NC floats = 640 KiB of the 1 MiB L2.
+#ifndef NC
 #define NC 640
+#endif
 // MC: rows of a packed A block (cap on the per-thread A buffer: 4 MiB).
 #define MC 4096
 // SKINNY_ROWS: at or below this many rows, sweep row panels inside column
@@ -41,6 +46,8 @@
 static inline long lmin(long a, long b) { return a < b ? a : b; }
 static inline long lmax(long a, long b) { return a > b ? a : b; }
 
+#define HUGE_PAGE ((size_t)2 << 20)
+
 // Per-thread packing buffers, grown on first use and kept for the thread's life.
 static __thread float* tl_a;
 static __thread size_t tl_a_cap;
@@ -50,8 +57,11 @@ static __thread size_t tl_b_cap;
 static void* grow(float** p, size_t* cap, size_t bytes) {
 	if (*cap < bytes) {
 		free(*p);
-		bytes = (bytes + 63) & ~(size_t)63;
-		*p = aligned_alloc(64, bytes);
+		// 2 MiB-aligned and advised as huge pages: packed blocks span
+		// hundreds of 4 KiB pages (measured +2-5% on a 2048^3 GEMM).
+		bytes = (bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
+		*p = aligned_alloc(HUGE_PAGE, bytes);
+		if (*p) madvise(*p, bytes, MADV_HUGEPAGE);
 		*cap = *p ? bytes : 0;
 	}
 	return *p;
@@ -267,6 +277,13 @@ static INL T512 void ukr_f32(const int m, long kc, const float* restrict a, cons
 	for (int i = 0; i < MR; i++) {
 		c0[i] = _mm512_setzero_ps();
 		c1[i] = _mm512_setzero_ps();
+		// Prefetch the C tile so it arrives while the tile computes: a large
+		// C lives in DRAM and is read and written once per KC slice
+		// (measured +3-4% on a 2048^3 GEMM).
+		if (i < m) {
+			_mm_prefetch((const char*)(C + i * ldc), _MM_HINT_T0);
+			_mm_prefetch((const char*)(C + i * ldc + 16), _MM_HINT_T0);
+		}
 	}
 	for (long k = 0; k < kc; k++) {
 		__m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);

@@ -44,10 +44,11 @@ func TopK(vals []float32, ids []int32, x []float32, T, N, K int) {
 			topkInsert(vr[:j+1], ir[:j+1], row[j], j)
 		}
 		// The rest only enter if they beat the current K-th.
-		for j := K; j < N; j++ {
-			v, last := row[j], vr[K-1]
+		last := vr[K-1]
+		for j, v := range row[K:] {
 			if v > last || (last != last && v == v) {
-				topkInsert(vr, ir, v, j)
+				topkInsert(vr, ir, v, K+j)
+				last = vr[K-1]
 			}
 		}
 	}

@@ -98,3 +98,14 @@ func BenchmarkTopK(b *testing.B) {
 		})
 	}
 }
+
+// Routing one token over 6 experts, top-2: the ids come back by descending
+// router logit, ties by lower expert id.
+func ExampleTopK() {
+	logits := []float32{0.1, 2.5, -1, 2.5, 0.7, 3}
+	vals := make([]float32, 2)
+	ids := make([]int32, 2)
+	TopK(vals, ids, logits, 1, 6, 2)
+	fmt.Println(ids, vals)
+	// Output: [5 1] [3 2.5]
+}
