@@ -4,7 +4,6 @@ BIN     := bin/moesys
 # CGO_ENABLED=1 when a C compiler is present (installed if missing), else 0.
 CGO     := $(shell ./scripts/deps.sh)
 export CGO_ENABLED := $(CGO)
-STATICCHECK_VERSION := 2026.2.2
 
 .PHONY: all build demo test lint fuzz bench clean
 
@@ -31,7 +30,7 @@ test: lint
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	$(GO) tool staticcheck ./...
 
 FUZZTIME ?= 60s
 # Each fuzz target in turn (go test -fuzz takes one target per run). A short

@@ -53,17 +53,33 @@ func Attention(out, lse, q, k, v []float32, T, S, H, G, Dh, pos0, window int, sc
 		}
 		return lse[h*T : (h+1)*T]
 	}
-	if T <= decodeRows || !useNative() {
-		parallel(min(H, Threads()), func(p int) {
-			for h := p; h < H; h += min(H, Threads()) {
-				g := h / rep
-				if useNative() {
-					nativeAttnDecode(out[h*Dh:], ld, lseOf(h), q[h*Dh:], ld, k[g*Dh:], v[g*Dh:], ldkv,
-						S, Dh, 0, T, pos0, window, scale, ws[h*S:(h+1)*S])
-				} else {
-					attentionGo(out[h*Dh:], ld, lseOf(h), q[h*Dh:], ld, k[g*Dh:], v[g*Dh:], ldkv,
-						S, Dh, T, pos0, window, scale, ws[h*S:(h+1)*S])
+	if T <= decodeRows && useNative() {
+		// Decode: per KV head, each query row reads the cache in place once
+		// for all the query heads sharing it. Scores scratch: rep*S per head.
+		threads := min(G, Threads())
+		parallel(threads, func(p int) {
+			for g := p; g < G; g += threads {
+				s := ws[g*rep*S : (g+1)*rep*S]
+				for t := 0; t < T; t++ {
+					lo, hi := attnRange(pos0+t, window)
+					var l []float32
+					if lse != nil {
+						l = lse[g*rep*T+t:]
+					}
+					nativeAttnDecode(out[t*ld+g*rep*Dh:], Dh, l, T, q[t*ld+g*rep*Dh:], Dh, rep,
+						k[g*Dh:], v[g*Dh:], ldkv, lo, hi, Dh, scale, s)
 				}
+			}
+		})
+		return
+	}
+	if !useNative() {
+		threads := min(H, Threads())
+		parallel(threads, func(p int) {
+			for h := p; h < H; h += threads {
+				g := h / rep
+				attentionGo(out[h*Dh:], ld, lseOf(h), q[h*Dh:], ld, k[g*Dh:], v[g*Dh:], ldkv,
+					S, Dh, T, pos0, window, scale, ws[h*S:(h+1)*S])
 			}
 		})
 		return
@@ -92,17 +108,20 @@ func Attention(out, lse, q, k, v []float32, T, S, H, G, Dh, pos0, window int, sc
 	})
 }
 
+// attnRange returns the keys [lo, hi] visible from position pos.
+func attnRange(pos, window int) (lo, hi int) {
+	if window > 0 {
+		lo = max(0, pos-window+1)
+	}
+	return lo, pos
+}
+
 // attentionGo is the portable path for one head: one pass over the visible
 // keys per query row, scores in s (S floats).
 func attentionGo(out []float32, ldo int, lse []float32, q []float32, ldq int, k, v []float32, ldkv,
 	S, Dh, T, pos0, window int, scale float32, s []float32) {
 	for t := 0; t < T; t++ {
-		pos := pos0 + t
-		lo := 0
-		if window > 0 {
-			lo = max(0, pos-window+1)
-		}
-		hi := min(pos, S-1)
+		lo, hi := attnRange(pos0+t, window)
 		qt := q[t*ldq : t*ldq+Dh]
 		mx := float32(math.Inf(-1))
 		for j := lo; j <= hi; j++ {

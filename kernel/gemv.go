@@ -27,27 +27,37 @@ func gemv(y, wf []float32, wb []uint16, ldw int, x []float32, N, K int, alpha, b
 	}
 	parts := 1
 	if N*K >= minParallelGemv {
-		parts = min(Threads(), N/4)
+		parts = min(Threads(), N/8)
+	}
+	if parts <= 1 { // no closure: the single-thread path does not allocate
+		gemvRows(y, wf, wb, ldw, x, 0, N, K, alpha, beta)
+		return
 	}
 	parallel(parts, func(p int) {
-		n0 := N * p / parts / 4 * 4
-		n1 := N * (p + 1) / parts / 4 * 4
+		// Stripes of whole 8-row blocks (the native kernel's row group).
+		n0 := N * p / parts / 8 * 8
+		n1 := N * (p + 1) / parts / 8 * 8
 		if p == parts-1 {
 			n1 = N
 		}
-		if n0 >= n1 {
-			return
-		}
-		if useNative() && K > 0 {
-			if wb != nil {
-				nativeGemv(y[n0:n1], ptr(wb[n0*ldw:]), true, ldw, x, n1-n0, K, alpha, beta)
-			} else {
-				nativeGemv(y[n0:n1], ptr(wf[n0*ldw:]), false, ldw, x, n1-n0, K, alpha, beta)
-			}
-			return
-		}
-		gemmGoRowsDot(y, wf, wb, ldw, x, n0, n1, K, alpha, beta)
+		gemvRows(y, wf, wb, ldw, x, n0, n1, K, alpha, beta)
 	})
+}
+
+// gemvRows computes rows [n0, n1) of the GEMV on the current thread.
+func gemvRows(y, wf []float32, wb []uint16, ldw int, x []float32, n0, n1, K int, alpha, beta float32) {
+	if n0 >= n1 {
+		return
+	}
+	if useNative() && K > 0 {
+		if wb != nil {
+			nativeGemv(y[n0:n1], ptr(wb[n0*ldw:]), true, ldw, x, n1-n0, K, alpha, beta)
+		} else {
+			nativeGemv(y[n0:n1], ptr(wf[n0*ldw:]), false, ldw, x, n1-n0, K, alpha, beta)
+		}
+		return
+	}
+	gemmGoRowsDot(y, wf, wb, ldw, x, n0, n1, K, alpha, beta)
 }
 
 // gemmGoRowsDot is the portable GEMV over rows [n0, n1).

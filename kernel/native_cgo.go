@@ -62,10 +62,10 @@ func nativeAttnRows(out []float32, ldo int, lse []float32, q []float32, ldq int,
 		C.long(S), C.long(Dh), C.long(r0), C.long(r1), C.long(pos0), C.long(window), C.float(scale))
 }
 
-func nativeAttnDecode(out []float32, ldo int, lse []float32, q []float32, ldq int, k, v []float32, ldkv,
-	S, Dh, r0, r1, pos0, window int, scale float32, scratch []float32) {
-	C.mk_attn_decode(f32p(out), C.long(ldo), f32p(lse), f32p(q), C.long(ldq), f32p(k), f32p(v), C.long(ldkv),
-		C.long(S), C.long(Dh), C.long(r0), C.long(r1), C.long(pos0), C.long(window), C.float(scale), f32p(scratch))
+func nativeAttnDecode(out []float32, ldo int, lse []float32, lseStride int, q []float32, ldq, rep int,
+	k, v []float32, ldkv, lo, hi, Dh int, scale float32, scratch []float32) {
+	C.mk_attn_decode(f32p(out), C.long(ldo), f32p(lse), C.long(lseStride), f32p(q), C.long(ldq), C.int(rep),
+		f32p(k), f32p(v), C.long(ldkv), C.long(lo), C.long(hi), C.long(Dh), C.float(scale), f32p(scratch))
 }
 
 func nativePeakFMA(n int) float32  { return float32(C.mk_peak_fma(C.long(n))) }

@@ -27,8 +27,8 @@ func nativeAttnRows(out []float32, ldo int, lse []float32, q []float32, ldq int,
 	S, Dh, r0, r1, pos0, window int, scale float32) {
 	panic("kernel: native kernels not built")
 }
-func nativeAttnDecode(out []float32, ldo int, lse []float32, q []float32, ldq int, k, v []float32, ldkv,
-	S, Dh, r0, r1, pos0, window int, scale float32, scratch []float32) {
+func nativeAttnDecode(out []float32, ldo int, lse []float32, lseStride int, q []float32, ldq, rep int,
+	k, v []float32, ldkv, lo, hi, Dh int, scale float32, scratch []float32) {
 	panic("kernel: native kernels not built")
 }
 func nativePeakFMA(n int) float32                   { panic("kernel: native kernels not built") }

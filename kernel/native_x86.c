@@ -309,6 +309,10 @@ static INL T512BF void ukr_bf16(const int m, long kcp, const uint32_t* restrict 
 	for (int i = 0; i < MR; i++) {
 		c0[i] = _mm512_setzero_ps();
 		c1[i] = _mm512_setzero_ps();
+		if (i < m) { // as in ukr_f32
+			_mm_prefetch((const char*)(C + i * ldc), _MM_HINT_T0);
+			_mm_prefetch((const char*)(C + i * ldc + 16), _MM_HINT_T0);
+		}
 	}
 	for (long kp = 0; kp < kcp; kp++) {
 		__m512i b0 = _mm512_load_si512((const void*)b), b1 = _mm512_load_si512((const void*)(b + 32));
@@ -583,49 +587,110 @@ T512 void mk_attn_rows(float* out, long ldo, float* lse, const float* q, long ld
 	}
 }
 
-T512 void mk_attn_decode(float* out, long ldo, float* lse, const float* q, long ldq,
-                         const float* K, const float* V, long ldkv, long S, long Dh,
-                         long r0, long r1, long pos0, long window, float scale, float* s) {
-	for (long t = r0; t < r1; t++) {
-		long pos = pos0 + t;
-		long lo = window > 0 ? lmax(0, pos - window + 1) : 0;
-		long hi = lmin(pos, S - 1);
-		const float* qt = q + t * ldq;
-		float mx = -INFINITY;
-		for (long j = lo; j <= hi; j++) {
-			const float* kj = K + j * ldkv;
-			__m512 acc = _mm512_setzero_ps();
+// Query heads per register block of the decode kernel: 8 score accumulators;
+// in the value pass 4 heads x 4 vectors = 16 accumulators.
+#define DEC_HEADS 8
+#define DEC_VHEADS 4
+// Rows of K and V prefetched ahead in the decode kernel.
+#ifndef DEC_PF
+#define DEC_PF 16
+#endif
+
+T512 void mk_attn_decode(float* out, long ldo, float* lse, long lse_stride, const float* q, long ldq,
+                         int rep, const float* K, const float* V, long ldkv, long lo, long hi, long Dh,
+                         float scale, float* s) {
+	long n = hi - lo + 1;
+	// Scores s[h*n + j] = scale * q_h . k_j: each K row is loaded once for
+	// all heads of the group (the KV stream is what bounds decode).
+	for (int h0 = 0; h0 < rep; h0 += DEC_HEADS) {
+		int nh = rep - h0 < DEC_HEADS ? rep - h0 : DEC_HEADS;
+		for (long j = 0; j < n; j++) {
+			const float* kj = K + (lo + j) * ldkv;
+			// Rows are ldkv apart (often a 4 KiB stride, a new page per
+			// row, where hardware prefetchers stop): fetch DEC_PF rows ahead.
+			if (j + DEC_PF < n)
+				for (long d = 0; d < Dh; d += 16) _mm_prefetch((const char*)(kj + DEC_PF * ldkv + d), _MM_HINT_T0);
+			__m512 acc[DEC_HEADS];
+#pragma GCC unroll 8
+			for (int h = 0; h < DEC_HEADS; h++) acc[h] = _mm512_setzero_ps();
 			for (long d = 0; d < Dh; d += 16) {
-				long n = lmin(16, Dh - d);
-				__mmask16 mk = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
-				acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, qt + d), _mm512_maskz_loadu_ps(mk, kj + d), acc);
+				long c = lmin(16, Dh - d);
+				__mmask16 mk = c >= 16 ? 0xffff : (__mmask16)((1u << c) - 1);
+				__m512 kv = _mm512_maskz_loadu_ps(mk, kj + d);
+#pragma GCC unroll 8
+				for (int h = 0; h < DEC_HEADS; h++) {
+					if (h >= nh) break;
+					acc[h] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q + (h0 + h) * ldq + d), kv, acc[h]);
+				}
 			}
-			float v = _mm512_reduce_add_ps(acc) * scale;
-			s[j - lo] = v;
-			if (v > mx) mx = v;
+#pragma GCC unroll 8
+			for (int h = 0; h < DEC_HEADS; h++) {
+				if (h >= nh) break;
+				s[(h0 + h) * n + j] = scale * _mm512_reduce_add_ps(acc[h]);
+			}
 		}
-		long n = hi - lo + 1;
-		float sum = 0;
+	}
+	// Softmax per head; s becomes the normalised probabilities.
+	for (int h = 0; h < rep; h++) {
+		float* sh = s + h * n;
+		__m512 vmx = _mm512_set1_ps(-INFINITY);
+		for (long j = 0; j < n; j += 16) {
+			long c = lmin(16, n - j);
+			__mmask16 mk = c >= 16 ? 0xffff : (__mmask16)((1u << c) - 1);
+			vmx = _mm512_mask_max_ps(vmx, mk, vmx, _mm512_maskz_loadu_ps(mk, sh + j));
+		}
+		float mx = _mm512_reduce_max_ps(vmx);
 		__m512 vm = _mm512_set1_ps(mx), vs = _mm512_setzero_ps();
 		for (long j = 0; j < n; j += 16) {
 			long c = lmin(16, n - j);
 			__mmask16 mk = c >= 16 ? 0xffff : (__mmask16)((1u << c) - 1);
-			__m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + j), vm)));
+			__m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, sh + j), vm)));
 			vs = _mm512_add_ps(vs, e);
-			_mm512_mask_storeu_ps(s + j, mk, e);
+			_mm512_mask_storeu_ps(sh + j, mk, e);
 		}
-		sum = _mm512_reduce_add_ps(vs);
-		float inv = 1.0f / sum;
-		float* ot = out + t * ldo;
-		for (long d = 0; d < Dh; d += 16) {
-			long c = lmin(16, Dh - d);
+		float sum = _mm512_reduce_add_ps(vs);
+		__m512 inv = _mm512_set1_ps(1.0f / sum);
+		for (long j = 0; j < n; j += 16) {
+			long c = lmin(16, n - j);
 			__mmask16 mk = c >= 16 ? 0xffff : (__mmask16)((1u << c) - 1);
-			__m512 acc = _mm512_setzero_ps();
-			for (long j = lo; j <= hi; j++)
-				acc = _mm512_fmadd_ps(_mm512_set1_ps(s[j - lo]), _mm512_maskz_loadu_ps(mk, V + j * ldkv + d), acc);
-			_mm512_mask_storeu_ps(ot + d, mk, _mm512_mul_ps(acc, _mm512_set1_ps(inv)));
+			_mm512_mask_storeu_ps(sh + j, mk, _mm512_mul_ps(inv, _mm512_maskz_loadu_ps(mk, sh + j)));
 		}
-		if (lse) lse[t] = mx + logf(sum);
+		if (lse) lse[h * lse_stride] = mx + logf(sum);
+	}
+	// out_h = sum_j p[h][j] v_j, 64 columns x 4 heads at a time, so each V
+	// row segment is loaded once per head block.
+	for (int h0 = 0; h0 < rep; h0 += DEC_VHEADS) {
+		int nh = rep - h0 < DEC_VHEADS ? rep - h0 : DEC_VHEADS;
+		for (long d0 = 0; d0 < Dh; d0 += 64) {
+			__mmask16 mk[4];
+			for (int c = 0; c < 4; c++) {
+				long w = lmin(16, lmax(0, Dh - d0 - 16 * c));
+				mk[c] = w >= 16 ? 0xffff : (__mmask16)((1u << w) - 1);
+			}
+			__m512 acc[DEC_VHEADS][4];
+#pragma GCC unroll 4
+			for (int h = 0; h < DEC_VHEADS; h++)
+#pragma GCC unroll 4
+				for (int c = 0; c < 4; c++) acc[h][c] = _mm512_setzero_ps();
+			for (long j = 0; j < n; j++) {
+				const float* vj = V + (lo + j) * ldkv + d0;
+				if (j + DEC_PF < n)
+					for (int c = 0; c < 4; c++) _mm_prefetch((const char*)(vj + DEC_PF * ldkv + 16 * c), _MM_HINT_T0);
+				__m512 vv[4];
+#pragma GCC unroll 4
+				for (int c = 0; c < 4; c++) vv[c] = _mm512_maskz_loadu_ps(mk[c], vj + 16 * c);
+#pragma GCC unroll 4
+				for (int h = 0; h < DEC_VHEADS; h++) {
+					if (h >= nh) break;
+					__m512 p = _mm512_set1_ps(s[(h0 + h) * n + j]);
+#pragma GCC unroll 4
+					for (int c = 0; c < 4; c++) acc[h][c] = _mm512_fmadd_ps(p, vv[c], acc[h][c]);
+				}
+			}
+			for (int h = 0; h < nh; h++)
+				for (int c = 0; c < 4; c++)
+					_mm512_mask_storeu_ps(out + (h0 + h) * ldo + d0 + 16 * c, mk[c], acc[h][c]);
+		}
 	}
 }
 

@@ -43,11 +43,13 @@ void mk_attn_rows(float* out, long ldo, float* lse, const float* q, long ldq,
                   const float* kp, const float* vp, long S, long Dh, long r0, long r1,
                   long pos0, long window, float scale);
 
-// mk_attn_decode computes attention for query rows [r0, r1) of one head reading
-// K and V (S x Dh, row stride ldkv) directly: for few query rows over a cache.
-void mk_attn_decode(float* out, long ldo, float* lse, const float* q, long ldq,
-                    const float* K, const float* V, long ldkv, long S, long Dh,
-                    long r0, long r1, long pos0, long window, float scale, float* scratch);
+// mk_attn_decode computes one query row of the rep query heads that share a
+// KV head, reading K and V (rows lo..hi, row stride ldkv) in place: out
+// (rep rows, stride ldo), lse (rep entries, stride lse_stride; may be NULL),
+// q (rep rows, stride ldq). s is scratch of rep*(hi-lo+1) floats.
+void mk_attn_decode(float* out, long ldo, float* lse, long lse_stride, const float* q, long ldq,
+                    int rep, const float* K, const float* V, long ldkv, long lo, long hi, long Dh,
+                    float scale, float* s);
 
 // mk_peak_fma runs n iterations of 24 independent 512-bit FMA chains (peak probe).
 float mk_peak_fma(long n);
