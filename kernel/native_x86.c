@@ -25,17 +25,20 @@
 // registers for the two B vectors and a broadcast; 24 independent FMA chains
 // cover the FMA latency (4 cycles) on both FMA pipes.
 #define MR 12
-// KC: depth of a packed slice. The A micro-panel (MR x KC floats = 12 KiB)
-// stays in L1 while B micro-panels (KC x NR = 32 KiB) stream from L2.
-// Measured 256 vs 128/192/384 on Zen 5: 256 best by 3-8%.
+// KC: depth of a packed slice. The A micro-panel (MR x KC floats = 24 KiB)
+// stays in L1 while B micro-panels (KC x NR = 64 KiB) stream from L2. C is
+// read and written once per slice, and for large C that traffic goes to
+// DRAM, so deeper slices win: measured on Zen 5 (2048^3, same process,
+// alternating) KC 512 / NC 768 beat 256 / 640 by 5% (and 7% on 512x1024x4096
+// with transposed B); 384 and 768 landed between.
 #ifndef KC
-#define KC 256
+#define KC 512
 #endif
-// NC: columns of a packed B block: KC x NC floats = 640 KiB of the 1 MiB L2.
+// NC: columns of a packed B block (KC x NC floats = 1.5 MiB, L2 + L3).
 #ifndef NC
-#define NC 640
+#define NC 768
 #endif
-// MC: rows of a packed A block (cap on the per-thread A buffer: 4 MiB).
+// MC: rows of a packed A block (cap on the per-thread A buffer: 8 MiB).
 #define MC 4096
 // SKINNY_ROWS: at or below this many rows, sweep row panels inside column
 // panels (see mk_gemm).
