@@ -22,7 +22,7 @@ func AttentionWorkspace(T, S, H, G, Dh int) int {
 	}
 	sp := (S + nr - 1) / nr * nr
 	dp := (Dh + nr - 1) / nr * nr
-	return G * (sp*Dh + dp*S)
+	return G*(sp*Dh+dp*S) + alignPad // + room to start the panels on a cache line
 }
 
 // Attention computes causal softmax attention with grouped KV heads.
@@ -33,7 +33,8 @@ func AttentionWorkspace(T, S, H, G, Dh int) int {
 // (a token sees itself and the window-1 tokens before it). Query head h reads
 // KV head h/(H/G). Scores are q.k*scale. lse (H, T), if not nil, receives each
 // row's log-sum-exp of scaled scores (for the backward pass). ws is scratch of
-// AttentionWorkspace(T, S, H, G, Dh) floats. It does not allocate.
+// AttentionWorkspace(T, S, H, G, Dh) floats (any alignment). Each call
+// allocates one small closure for the pool; nothing else.
 func Attention(out, lse, q, k, v []float32, T, S, H, G, Dh, pos0, window int, scale float32, ws []float32) {
 	if T < 0 || S < 0 || H <= 0 || G <= 0 || Dh <= 0 || H%G != 0 || pos0 < 0 || pos0+T > S ||
 		len(out) < T*H*Dh || len(q) < T*H*Dh || len(k) < S*G*Dh || len(v) < S*G*Dh ||
@@ -85,6 +86,7 @@ func Attention(out, lse, q, k, v []float32, T, S, H, G, Dh, pos0, window int, sc
 		return
 	}
 	// Tiled path: pack each KV head once, then score/value tiles per row chunk.
+	ws = alignF32(ws)
 	sp := (S + nr - 1) / nr * nr
 	dp := (Dh + nr - 1) / nr * nr
 	per := sp*Dh + dp*S

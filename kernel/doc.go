@@ -6,7 +6,8 @@
 // with its backward pass where training needs one.
 //
 // Conventions: kernels take flat row-major slices and sizes, outputs first;
-// they never allocate (the exceptions, PackB and PackBF16, run at load time);
+// they never allocate, except PackB and PackBF16 (load time) and one small
+// closure per call that runs on more than one thread of the pool;
 // shapes use the legend of docs/ARCHITECTURE.md (T tokens, D model dim, ...).
 // A slice too short for the stated shape is a programmer error and panics with
 // the op and shapes.

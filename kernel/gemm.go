@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"fmt"
+	"math"
 	"unsafe"
 )
 
@@ -36,10 +37,15 @@ const minParallelFlops = 1 << 18
 // if transA), op(B) is K x N (B stored K x N with row stride ldb, or N x K if
 // transB: the Hugging Face Linear weight layout), C is M x N with row stride
 // ldc. With beta == 0, C is only written (NaNs in it do not propagate).
-// It does not allocate; parallel over the default pool.
+// Parallel over the default pool: a parallel call allocates one small closure
+// for the pool; a single-thread call allocates nothing.
 func Gemm(transA, transB bool, M, N, K int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	checkGemm("Gemm", transA, transB, M, N, K, len(a), lda, len(b), ldb, len(c), ldc)
 	if M == 0 || N == 0 {
+		return
+	}
+	if alpha == 0 || K == 0 { // BLAS: A and B are not read
+		scaleC(M, N, beta, c, ldc)
 		return
 	}
 	if K == 0 || !useNative() {
@@ -54,6 +60,10 @@ func Gemm(transA, transB bool, M, N, K int, alpha float32, a []float32, lda int,
 func GemmBF16(mode BF16Mode, transA, transB bool, M, N, K int, alpha float32, a []float32, lda int, b []uint16, ldb int, beta float32, c []float32, ldc int) {
 	checkGemm("GemmBF16", transA, transB, M, N, K, len(a), lda, len(b), ldb, len(c), ldc)
 	if M == 0 || N == 0 {
+		return
+	}
+	if alpha == 0 || K == 0 {
+		scaleC(M, N, beta, c, ldc)
 		return
 	}
 	if K == 0 || !useNative() {
@@ -121,12 +131,33 @@ func gemmNative(transA, transB bool, M, N, K int, alpha float32, a []float32, ld
 	})
 }
 
-// need returns the minimum slice length for a rows x cols matrix with row stride ld.
+// need returns the minimum slice length for a rows x cols matrix with row
+// stride ld, or MaxInt if that overflows (so any length check fails).
 func need(rows, cols, ld int) int {
-	if rows == 0 || cols == 0 {
+	if rows <= 0 || cols <= 0 {
 		return 0
 	}
+	if ld < 0 || (rows > 1 && ld > (math.MaxInt-cols)/(rows-1)) {
+		return math.MaxInt
+	}
 	return (rows-1)*ld + cols
+}
+
+// scaleC sets C (M x N, row stride ldc) = beta*C, writing zeros when beta
+// is 0 (so NaNs in C do not survive): the whole GEMM when alpha == 0 or K == 0.
+func scaleC(M, N int, beta float32, c []float32, ldc int) {
+	for i := 0; i < M; i++ {
+		row := c[i*ldc : i*ldc+N]
+		switch beta {
+		case 0:
+			clear(row)
+		case 1:
+		default:
+			for j := range row {
+				row[j] *= beta
+			}
+		}
+	}
 }
 
 func checkGemm(op string, transA, transB bool, M, N, K, la, lda, lb, ldb, lc, ldc int) {

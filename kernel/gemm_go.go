@@ -12,6 +12,12 @@ func gemmGo(transA, transB bool, M, N, K int, alpha float32, a []float32, lda in
 	if M*N*K >= minParallelFlops {
 		parts = min(Threads(), M)
 	}
+	if parts == 1 { // no closure: the single-thread path does not allocate
+		for i := 0; i < M; i++ {
+			gemmGoRow(transA, transB, i, N, K, alpha, a, lda, bf32, bf, ldb, beta, c[i*ldc:i*ldc+N])
+		}
+		return
+	}
 	parallel(parts, func(p int) {
 		for i := M * p / parts; i < M*(p+1)/parts; i++ {
 			gemmGoRow(transA, transB, i, N, K, alpha, a, lda, bf32, bf, ldb, beta, c[i*ldc:i*ldc+N])

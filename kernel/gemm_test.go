@@ -38,7 +38,7 @@ func toBF16(s []float32) []uint16 {
 }
 
 // gemmShapes covers awkward sizes: 1, primes, non-multiples of the 16-lane
-// vector and of the 12 x 32 tile, K across the 256-deep packing blocks.
+// vector and of the 12 x 32 tile, K across the 512-deep packing blocks.
 var gemmShapes = []struct{ M, N, K int }{
 	{1, 1, 1}, {1, 3, 17}, {3, 1, 5}, {17, 33, 3}, {12, 32, 256}, {13, 31, 257},
 	{16, 64, 1000}, {25, 97, 513}, {100, 700, 40}, {64, 1000, 17}, {130, 650, 300},
@@ -164,6 +164,25 @@ func TestGemmPacked(t *testing.T) {
 	})
 }
 
+func TestGemmPackedTransAStrided(t *testing.T) {
+	forLevels(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(45, 46))
+		for _, s := range []struct{ M, N, K int }{{1, 5, 3}, {13, 40, 33}, {30, 70, 600}} {
+			lda, ldc := s.M+3, s.N+5
+			a := randSlice(rng, s.K*lda) // stored K x M
+			b := randSlice(rng, s.N*s.K) // HF layout (N, K)
+			c0 := randSlice(rng, s.M*ldc)
+			want := append([]float32(nil), c0...)
+			got := append([]float32(nil), c0...)
+			GemmRef(true, true, s.M, s.N, s.K, 0.5, a, lda, b, s.K, 2, want, ldc)
+			GemmPacked(true, s.M, 0.5, a, lda, PackB(true, s.K, s.N, b, s.K), 2, got, ldc)
+			if e := relErr(got, want); !(e < 1e-5) {
+				t.Fatalf("M%d N%d K%d: rel err %g", s.M, s.N, s.K, e)
+			}
+		}
+	})
+}
+
 func TestGemvMatchesRef(t *testing.T) {
 	forLevels(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(9, 10))
@@ -198,6 +217,7 @@ func TestAttentionMatchesRef(t *testing.T) {
 		{"single", 1, 1, 1, 1, 8, 0, 0},
 		{"decode-cache", 1, 37, 4, 2, 16, 36, 0},
 		{"decode-window", 3, 50, 4, 1, 24, 47, 8},
+		{"decode-gqa-rows", 3, 60, 4, 2, 20, 57, 9},
 		{"prefill-small", 5, 5, 2, 2, 8, 0, 0},
 		{"prefill-gqa", 100, 100, 8, 2, 64, 0, 0},
 		{"prefill-odd-dh", 45, 45, 3, 1, 17, 0, 0},
@@ -266,4 +286,73 @@ func TestPoolRunsEveryPart(t *testing.T) {
 			t.Fatalf("threads %d: nested parts ran %d times, want 6", threads, n.Load())
 		}
 	}
+}
+
+func TestSetThreadsWhileRunning(t *testing.T) {
+	// Kernels keep running, correctly, while the pool is swapped under them.
+	prev := Threads()
+	defer SetThreads(prev)
+	rng := rand.New(rand.NewPCG(41, 42))
+	M, N, K := 64, 96, 80
+	a, b := randSlice(rng, M*K), randSlice(rng, K*N)
+	want := make([]float32, M*N)
+	GemmRef(false, false, M, N, K, 1, a, K, b, N, 0, want, N)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			SetThreads(1 + i%3)
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		got := make([]float32, M*N)
+		Gemm(false, false, M, N, K, 1, a, K, b, N, 0, got, N)
+		if e := relErr(got, want); !(e < 1e-5) {
+			t.Fatalf("iteration %d: rel err %g", i, e)
+		}
+	}
+	<-done
+}
+
+func TestAttentionMisalignedWorkspace(t *testing.T) {
+	// Workspaces carved out of an arena at any offset must work.
+	rng := rand.New(rand.NewPCG(43, 44))
+	T, H, G, Dh := 40, 2, 1, 16
+	q, k, v := randSlice(rng, T*H*Dh), randSlice(rng, T*G*Dh), randSlice(rng, T*G*Dh)
+	want := make([]float32, T*H*Dh)
+	AttentionRef(want, q, k, v, T, T, H, G, Dh, 0, 0, 0.25)
+	n := AttentionWorkspace(T, T, H, G, Dh)
+	for off := 0; off < 16; off++ {
+		ws := make([]float32, n+off)[off:]
+		got := make([]float32, T*H*Dh)
+		Attention(got, nil, q, k, v, T, T, H, G, Dh, 0, 0, 0.25, ws)
+		if e := relErr(got, want); !(e < 1e-5) {
+			t.Fatalf("offset %d: rel err %g", off, e)
+		}
+	}
+}
+
+func TestGemmAlphaZeroReadsNoInputs(t *testing.T) {
+	// BLAS contract: alpha == 0 means C = beta*C, even with Inf/NaN in A or B.
+	inf := float32(math.Inf(1))
+	for _, beta := range []float32{0, 0.5, 1} {
+		a := []float32{inf, float32(math.NaN()), 1, 2}
+		b := []float32{inf, 1, 2, 3}
+		c := []float32{2, 4, 6, 8}
+		Gemm(false, false, 2, 2, 2, 0, a, 2, b, 2, beta, c, 2)
+		for i, v := range c {
+			if want := beta * []float32{2, 4, 6, 8}[i]; v != want {
+				t.Fatalf("beta %g: C[%d] = %g, want %g", beta, i, v, want)
+			}
+		}
+	}
+}
+
+func TestGemmShapeOverflowPanics(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a stride that overflows the bounds check must panic, not reach the kernel")
+		}
+	}()
+	Gemm(false, false, 5, 1, 1, 1, make([]float32, 1), 1<<61, make([]float32, 1), 1, 0, make([]float32, 5), 1)
 }

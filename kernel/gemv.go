@@ -7,7 +7,8 @@ const minParallelGemv = 1 << 16
 
 // Gemv computes y = alpha*W*x + beta*y for W (N x K, row stride ldw), the
 // decode-time product of one token with a Hugging Face Linear weight. Rows of
-// W are split over the pool. It does not allocate.
+// W are split over the pool (a parallel call allocates one small closure; a
+// single-thread call nothing).
 func Gemv(y []float32, w []float32, ldw int, x []float32, N, K int, alpha, beta float32) {
 	checkGemv("Gemv", len(y), len(w), ldw, len(x), N, K)
 	gemv(y, w, nil, ldw, x, N, K, alpha, beta)

@@ -43,10 +43,12 @@ func GroupedGemmPacked(offs []int, alpha float32, a []float32, bs []*PackedB, be
 	}
 	N, K := bs[0].N, bs[0].K
 	checkGrouped("GroupedGemmPacked", offs, N, K, len(a), len(c), 0, 0, false)
-	grouped(offs, func(e, r0, r1 int) {
-		if bs[e].N != N || bs[e].K != K {
-			panic(fmt.Sprintf("kernel.GroupedGemmPacked: expert %d is %dx%d, expert 0 %dx%d", e, bs[e].K, bs[e].N, K, N))
+	for e, b := range bs { // before dispatch: a panic on a worker would kill the process
+		if b.N != N || b.K != K {
+			panic(fmt.Sprintf("kernel.GroupedGemmPacked: expert %d is %dx%d, expert 0 %dx%d", e, b.K, b.N, K, N))
 		}
+	}
+	grouped(offs, func(e, r0, r1 int) {
 		GemmPacked(false, r1-r0, alpha, a[r0*K:r1*K], K, bs[e], beta, c[r0*N:r1*N], N)
 	})
 }

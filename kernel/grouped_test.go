@@ -61,6 +61,19 @@ func TestGroupedGemm(t *testing.T) {
 			if e := relErr(gotB, wantB); !(e < 1e-5) {
 				t.Fatalf("%s bf16: rel err %g", c.name, e)
 			}
+			// Dot mode: each expert's GEMM on bf16-rounded activations.
+			wantD := append([]float32(nil), c0...)
+			for e := 0; e < E; e++ {
+				r0, r1 := offs[e], offs[e+1]
+				if r1 > r0 {
+					GemmBF16Ref(false, true, r1-r0, c.N, c.K, 0.5, dotA(a[r0*c.K:r1*c.K]), c.K, wb[e*c.N*c.K:], c.K, 1, wantD[r0*c.N:], c.N)
+				}
+			}
+			gotD := append([]float32(nil), c0...)
+			GroupedGemmBF16(BF16Dot, true, offs, c.N, c.K, 0.5, a, wb, c.N*c.K, 1, gotD)
+			if e := relErr(gotD, wantD); !(e < 1e-5) {
+				t.Fatalf("%s bf16 dot: rel err %g", c.name, e)
+			}
 			packed := make([]*PackedB, E)
 			for e := range packed {
 				packed[e] = PackB(true, c.K, c.N, w[e*c.N*c.K:(e+1)*c.N*c.K], c.K)
@@ -83,6 +96,17 @@ func TestGroupedGemm(t *testing.T) {
 			GroupedGemmWeightGrad(offs, c.N, c.K, 1, dc, a, 1, gotW, c.N*c.K)
 			if e := relErr(gotW, wantW); !(e < 1e-5) {
 				t.Fatalf("%s weight grad: rel err %g", c.name, e)
+			}
+			// beta = 0.5 scales every expert's gradient, empty ones included.
+			wantW = append([]float32(nil), dw0...)
+			for e := 0; e < E; e++ {
+				r0, r1 := offs[e], offs[e+1]
+				GemmRef(true, false, c.N, c.K, r1-r0, 1, dc[r0*c.N:], c.N, a[r0*c.K:], c.K, 0.5, wantW[e*c.N*c.K:], c.K)
+			}
+			gotW = append([]float32(nil), dw0...)
+			GroupedGemmWeightGrad(offs, c.N, c.K, 1, dc, a, 0.5, gotW, c.N*c.K)
+			if e := relErr(gotW, wantW); !(e < 1e-5) {
+				t.Fatalf("%s weight grad beta 0.5: rel err %g", c.name, e)
 			}
 		}
 	})

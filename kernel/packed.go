@@ -38,7 +38,7 @@ func PackB(transB bool, K, N int, b []float32, ldb int) *PackedB {
 		}
 		return p
 	}
-	p.f32 = make([]float32, (N+nr-1)/nr*nr*K)
+	p.f32 = makeAlignedF32((N + nr - 1) / nr * nr * K)
 	nativePackB(ptr(p.f32), bkF32, transB, ptr(b), ldb, K, N)
 	return p
 }
@@ -50,7 +50,7 @@ func PackBF16(mode BF16Mode, transB bool, K, N int, b []uint16, ldb int) *Packed
 	checkB("PackBF16", transB, K, N, len(b), ldb)
 	if mode == BF16Dot && level >= LevelAVX512BF16 {
 		p := &PackedB{K: K, N: N, kind: bkBF16Dot, lvl: level}
-		p.u16 = make([]uint16, (N+nr-1)/nr*nr*((K+1)/2)*2)
+		p.u16 = makeAlignedU16((N + nr - 1) / nr * nr * ((K + 1) / 2) * 2)
 		nativePackB(ptr(p.u16), bkBF16Dot, transB, ptr(b), ldb, K, N)
 		return p
 	}
@@ -62,7 +62,7 @@ func PackBF16(mode BF16Mode, transB bool, K, N int, b []uint16, ldb int) *Packed
 }
 
 // GemmPacked computes C = alpha*op(A)*B + beta*C with B pre-packed (K x N);
-// op(A) is M x K as in Gemm. It does not allocate.
+// op(A) is M x K as in Gemm. Allocation as for Gemm.
 func GemmPacked(transA bool, M int, alpha float32, a []float32, lda int, b *PackedB, beta float32, c []float32, ldc int) {
 	N, K := b.N, b.K
 	ar, ac := M, K
@@ -78,7 +78,11 @@ func GemmPacked(transA bool, M int, alpha float32, a []float32, lda int, b *Pack
 	if M == 0 || N == 0 {
 		return
 	}
-	if K == 0 || !useNative() {
+	if alpha == 0 || K == 0 {
+		scaleC(M, N, beta, c, ldc)
+		return
+	}
+	if !useNative() {
 		gemmGo(transA, true, M, N, K, alpha, a, lda, b.f32, nil, K, beta, c, ldc)
 		return
 	}

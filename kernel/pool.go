@@ -3,14 +3,19 @@ package kernel
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // Pool is a persistent set of worker goroutines that run the parts of one
-// parallel kernel call. Calls are serialised: a kernel that is itself running
-// on a pool worker (nested parallelism) runs its parts inline.
+// parallel kernel call. One call uses the workers at a time: a call made
+// while they are busy — a kernel nested inside another kernel's part, or a
+// second goroutine calling concurrently (e.g. two requests of a server) —
+// runs all its parts inline on its own goroutine instead of waiting, so
+// concurrent callers each get one thread and never deadlock.
 type Pool struct {
 	mu      sync.Mutex // one parallel region at a time
-	workers int        // goroutines besides the caller
+	workers int        // goroutines besides the caller; immutable
+	retired bool       // workers have exited (guarded by mu)
 	start   []chan struct{}
 	done    sync.WaitGroup
 	fn      func(part int)
@@ -50,12 +55,14 @@ func (p *Pool) Threads() int { return p.workers + 1 }
 // inside fn), the parts run inline on the calling goroutine.
 func (p *Pool) Run(parts int, fn func(part int)) {
 	if parts <= 1 || p.workers == 0 || !p.mu.TryLock() {
-		for i := 0; i < parts; i++ {
-			fn(i)
-		}
+		runInline(parts, fn)
 		return
 	}
 	defer p.mu.Unlock()
+	if p.retired {
+		runInline(parts, fn)
+		return
+	}
 	p.fn, p.parts = fn, parts
 	active := min(p.workers, parts-1)
 	p.done.Add(active)
@@ -70,32 +77,45 @@ func (p *Pool) Run(parts int, fn func(part int)) {
 }
 
 var (
-	poolMu  sync.Mutex
-	defPool = NewPool(runtime.NumCPU())
+	poolMu  sync.Mutex // serialises SetThreads
+	defPool atomic.Pointer[Pool]
 )
 
+func init() { defPool.Store(NewPool(runtime.NumCPU())) }
+
 // SetThreads replaces the default pool with one of n threads (n < 1: the
-// number of CPUs) and returns the previous thread count. Not safe to call
-// while kernels run.
+// number of CPUs) and returns the previous thread count. Calls in flight on
+// the old pool finish on it; its workers then exit.
 func SetThreads(n int) int {
 	poolMu.Lock()
 	defer poolMu.Unlock()
-	prev := defPool.Threads()
+	old := defPool.Load()
+	prev := old.Threads()
 	if n < 1 {
 		n = runtime.NumCPU()
 	}
 	if n != prev {
-		old := defPool
-		defPool = NewPool(n)
+		defPool.Store(NewPool(n))
+		// Wait for a call in flight, then retire the old workers; a late
+		// caller still holding the old pool finds it retired and runs inline.
+		old.mu.Lock()
 		for _, c := range old.start {
 			close(c)
 		}
+		old.retired = true
+		old.mu.Unlock()
 	}
 	return prev
 }
 
 // Threads returns the default pool's thread count.
-func Threads() int { return defPool.Threads() }
+func Threads() int { return defPool.Load().Threads() }
 
 // parallel runs fn over parts on the default pool.
-func parallel(parts int, fn func(part int)) { defPool.Run(parts, fn) }
+func parallel(parts int, fn func(part int)) { defPool.Load().Run(parts, fn) }
+
+func runInline(parts int, fn func(part int)) {
+	for i := 0; i < parts; i++ {
+		fn(i)
+	}
+}
