@@ -1,0 +1,211 @@
+package model
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// fixture is one of testdata/hf's reference checkpoints with expected
+// outputs computed in float64 by an independent implementation.
+type fixture struct {
+	dir    string
+	inputs [][]int32
+	greedy struct {
+		Prompt int     `json:"prompt_sequence"`
+		NNew   int     `json:"n_new"`
+		Tokens []int32 `json:"tokens"`
+	}
+	tol float64
+}
+
+func loadFixture(t *testing.T, name string) fixture {
+	t.Helper()
+	f := fixture{dir: filepath.Join("..", "testdata", "hf", name)}
+	var in struct{ Sequences [][]int32 }
+	readJSON(t, filepath.Join(f.dir, "expected", "inputs.json"), &in)
+	f.inputs = in.Sequences
+	var exp struct {
+		Greedy json.RawMessage `json:"greedy"`
+		Tol    float64         `json:"recommended_rel_tol"`
+	}
+	readJSON(t, filepath.Join(f.dir, "expected", "expected.json"), &exp)
+	if err := json.Unmarshal(exp.Greedy, &f.greedy); err != nil {
+		t.Fatal(err)
+	}
+	f.tol = exp.Tol
+	return f
+}
+
+func readJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+func readF32(t *testing.T, path string) []float32 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out
+}
+
+func relErr(a, b []float32) float64 {
+	var num, den float64
+	for i := range b {
+		d := float64(a[i]) - float64(b[i])
+		num += d * d
+		den += float64(b[i]) * float64(b[i])
+	}
+	return math.Sqrt(num / den)
+}
+
+var fixtures = []string{"mixtral_f32", "mixtral_bf16", "qwen2_moe"}
+
+func TestFixtureLogitsAndRouting(t *testing.T) {
+	for _, name := range fixtures {
+		t.Run(name, func(t *testing.T) {
+			f := loadFixture(t, name)
+			m, err := Load(f.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			for i, seq := range f.inputs {
+				s := m.NewSession(64)
+				s.RecordRouting = true
+				got, err := s.Forward(seq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := readF32(t, filepath.Join(f.dir, "expected", "logits_"+itoa(i)+".f32"))
+				if len(want) != len(got) {
+					t.Fatalf("seq %d: %d logits, want %d", i, len(got), len(want))
+				}
+				e := relErr(got, want)
+				t.Logf("seq %d: logits rel err %.3g", i, e)
+				if !(e < f.tol) {
+					t.Fatalf("seq %d: logits rel err %g > %g", i, e, f.tol)
+				}
+				var routing struct{ Layers [][][]int32 }
+				readJSON(t, filepath.Join(f.dir, "expected", "routing_"+itoa(i)+".json"), &routing)
+				for l, layer := range routing.Layers {
+					if layer == nil {
+						if s.Routing[l] != nil {
+							t.Fatalf("seq %d layer %d: routed a dense layer", i, l)
+						}
+						continue
+					}
+					K := m.Cfg.K
+					for tok, ids := range layer {
+						for k, id := range ids {
+							if g := s.Routing[l][tok*K+k]; g != id {
+								t.Fatalf("seq %d layer %d token %d: experts %v, want %v", i, l, tok, s.Routing[l][tok*K:(tok+1)*K], ids)
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestFixtureGreedyWithKVCache(t *testing.T) {
+	for _, name := range fixtures {
+		t.Run(name, func(t *testing.T) {
+			f := loadFixture(t, name)
+			m, err := Load(f.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			s := m.NewSession(64)
+			logits, err := s.Forward(f.inputs[f.greedy.Prompt])
+			if err != nil {
+				t.Fatal(err)
+			}
+			V := m.Cfg.V
+			last := logits[len(logits)-V:]
+			var got []int32
+			for len(got) < f.greedy.NNew {
+				next := argmax(last)
+				got = append(got, next)
+				if logits, err = s.Forward([]int32{next}); err != nil {
+					t.Fatal(err)
+				}
+				last = logits
+			}
+			for i := range got {
+				if got[i] != f.greedy.Tokens[i] {
+					t.Fatalf("greedy continuation %v, want %v", got, f.greedy.Tokens)
+				}
+			}
+		})
+	}
+}
+
+// TestKVCacheDecodeEqualsRecompute: decoding token by token over the cache
+// gives the logits of running the whole sequence at once.
+func TestKVCacheDecodeEqualsRecompute(t *testing.T) {
+	for _, name := range fixtures {
+		t.Run(name, func(t *testing.T) {
+			f := loadFixture(t, name)
+			m, err := Load(f.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			seq := f.inputs[0]
+			V := m.Cfg.V
+			full, err := m.NewSession(64).Forward(seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full = append([]float32(nil), full...)
+			s := m.NewSession(64)
+			// A 5-token prefill chunk, then one token at a time.
+			chunk, err := s.Forward(seq[:5])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := relErr(chunk, full[:5*V]); !(e < 1e-5) {
+				t.Fatalf("prefill chunk: rel err %g", e)
+			}
+			for i := 5; i < len(seq); i++ {
+				step, err := s.Forward(seq[i : i+1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e := relErr(step, full[i*V:(i+1)*V]); !(e < 1e-5) {
+					t.Fatalf("decode position %d: rel err %g", i, e)
+				}
+			}
+		})
+	}
+}
+
+func argmax(x []float32) int32 {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return int32(best)
+}
+
+func itoa(i int) string { return string(rune('0' + i)) }

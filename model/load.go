@@ -1,0 +1,192 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/moesys/moesys/safetensors"
+	"github.com/moesys/moesys/tensor"
+)
+
+// ErrWeights is wrapped by every missing or mis-shaped tensor error.
+var ErrWeights = errors.New("model: bad weights")
+
+// Expert is one SwiGLU FFN: down(silu(gate x) * up x).
+type Expert struct {
+	Gate, Up Mat // (F, D)
+	Down     Mat // (D, F)
+}
+
+// Layer holds one decoder block's weights.
+type Layer struct {
+	InNorm, PostNorm []float32 // (D)
+	Q, K, V, O       Mat       // (H*Dh, D), (G*Dh, D), (G*Dh, D), (D, H*Dh)
+	QB, KB, VB       []float32 // biases (Qwen2) or nil
+	QNorm, KNorm     []float32 // (Dh) per head, (H*Dh)/(G*Dh) full width, or nil
+
+	MoE        bool
+	Router     Mat      // (E, D)
+	Experts    []Expert // E routed experts
+	Shared     *Expert  // Qwen2-MoE shared expert, or nil
+	SharedGate Mat      // (1, D) sigmoid gate of the shared expert
+	Dense      *Expert  // dense FFN of a non-MoE layer
+}
+
+// Model is a loaded checkpoint. Weight views point into the mapped files:
+// valid until Close.
+type Model struct {
+	Cfg    *Config
+	Embed  Mat // (V, D)
+	Norm   []float32
+	Head   Mat // (V, D); the embedding when tied
+	Layers []Layer
+
+	set *safetensors.Set
+}
+
+// Load opens a checkpoint directory: config.json and model.safetensors (or a
+// sharded index). F32 and BF16 tensors are used in place; F16 ones are
+// widened to F32 at load. Every expected tensor must exist with its shape.
+func Load(dir string) (*Model, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	set, err := safetensors.OpenModel(dir)
+	if err != nil {
+		return nil, fmt.Errorf("model: open weights: %w", err)
+	}
+	m := &Model{Cfg: cfg, set: set}
+	if err := m.load(); err != nil {
+		set.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close releases the mapped weights.
+func (m *Model) Close() error { return m.set.Close() }
+
+func (m *Model) load() error {
+	c, sp := m.Cfg, SpecFor(m.Cfg.Arch)
+	var err error
+	mat := func(name string, rows, cols int) Mat {
+		if err != nil {
+			return Mat{}
+		}
+		var x Mat
+		x, err = m.mat(name, rows, cols)
+		return x
+	}
+	vec := func(name string, n int) []float32 {
+		if err != nil {
+			return nil
+		}
+		var x Mat
+		x, err = m.mat(name, 1, n)
+		if err != nil {
+			return nil
+		}
+		return x.f32()
+	}
+	has := func(name string) bool { _, ok := m.set.Info(name); return ok }
+	expert := func(gate, up, down string, F int) *Expert {
+		return &Expert{Gate: mat(gate, F, c.D), Up: mat(up, F, c.D), Down: mat(down, c.D, F)}
+	}
+
+	m.Embed = mat(sp.Embed(), c.V, c.D)
+	m.Norm = vec(sp.Norm(), c.D)
+	if c.TieEmbeddings && !has(sp.Head()) {
+		m.Head = m.Embed
+	} else {
+		m.Head = mat(sp.Head(), c.V, c.D)
+	}
+	qd, kd := c.H*c.Dh, c.G*c.Dh
+	m.Layers = make([]Layer, c.L)
+	for l := range m.Layers {
+		ly := &m.Layers[l]
+		ly.InNorm = vec(sp.InNorm(l), c.D)
+		ly.PostNorm = vec(sp.PostNorm(l), c.D)
+		ly.Q = mat(sp.Attn(l, "q", "weight"), qd, c.D)
+		ly.K = mat(sp.Attn(l, "k", "weight"), kd, c.D)
+		ly.V = mat(sp.Attn(l, "v", "weight"), kd, c.D)
+		ly.O = mat(sp.Attn(l, "o", "weight"), c.D, qd)
+		if c.QKVBias {
+			ly.QB = vec(sp.Attn(l, "q", "bias"), qd)
+			ly.KB = vec(sp.Attn(l, "k", "bias"), kd)
+			ly.VB = vec(sp.Attn(l, "v", "bias"), kd)
+		}
+		switch c.QKNorm {
+		case QKNormPerHead:
+			ly.QNorm = vec(sp.QKNorm(l, "q"), c.Dh)
+			ly.KNorm = vec(sp.QKNorm(l, "k"), c.Dh)
+		case QKNormFull:
+			ly.QNorm = vec(sp.QKNorm(l, "q"), qd)
+			ly.KNorm = vec(sp.QKNorm(l, "k"), kd)
+		}
+		ly.MoE = c.MoE[l]
+		if !ly.MoE {
+			g, u, d := sp.Dense(l)
+			ly.Dense = expert(g, u, d, c.DenseFFN)
+			continue
+		}
+		ly.Router = mat(sp.Router(l), c.E, c.D)
+		ly.Experts = make([]Expert, c.E)
+		for e := range ly.Experts {
+			g, u, d := sp.Expert(l, e)
+			if ex := expert(g, u, d, c.ExpertFFN); err == nil {
+				ly.Experts[e] = *ex
+			}
+		}
+		if c.SharedFFN > 0 {
+			g, u, d, sg := sp.Shared(l)
+			ly.Shared = expert(g, u, d, c.SharedFFN)
+			ly.SharedGate = mat(sg, 1, c.D)
+		}
+	}
+	return err
+}
+
+// mat returns tensor name as a rows x cols matrix (a vector when rows == 1,
+// which also accepts a 1-D tensor).
+func (m *Model) mat(name string, rows, cols int) (Mat, error) {
+	info, ok := m.set.Info(name)
+	if !ok {
+		return Mat{}, fmt.Errorf("%w: missing tensor %s", ErrWeights, name)
+	}
+	want := tensor.Shape{rows, cols}
+	if !info.Shape.Equal(want) && !(rows == 1 && info.Shape.Equal(tensor.Shape{cols})) {
+		return Mat{}, fmt.Errorf("%w: tensor %s has shape %v, want %v", ErrWeights, name, info.Shape, want)
+	}
+	x := Mat{Rows: rows, Cols: cols}
+	var err error
+	switch info.DType {
+	case tensor.F32:
+		x.F32, err = m.set.F32(name)
+	case tensor.BF16:
+		x.BF16, err = m.set.U16(name)
+	case tensor.F16:
+		var h []uint16
+		if h, err = m.set.U16(name); err == nil {
+			x.F32 = make([]float32, len(h))
+			tensor.F16SliceToF32(x.F32, h)
+		}
+	default:
+		return Mat{}, fmt.Errorf("%w: tensor %s has dtype %v (want F32, BF16 or F16)", ErrWeights, name, info.DType)
+	}
+	if err != nil {
+		return Mat{}, fmt.Errorf("model: read %s: %w", name, err)
+	}
+	return x, nil
+}
+
+// f32 returns the matrix as float32 values (widening a bf16 copy): for the
+// small vectors (norms, biases) the kernels take as f32.
+func (x Mat) f32() []float32 {
+	if x.F32 != nil {
+		return x.F32
+	}
+	f := make([]float32, len(x.BF16))
+	tensor.BF16SliceToF32(f, x.BF16)
+	return f
+}

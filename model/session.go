@@ -1,0 +1,213 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/moesys/moesys/kernel"
+	"github.com/moesys/moesys/moe"
+)
+
+// Session is one sequence's inference state: a KV cache preallocated for
+// MaxT positions and the position reached. Forward appends tokens (a prefill
+// chunk or one decode step). A Session is not safe for concurrent use; run
+// one Session per goroutine (they share the Model's weights read-only).
+type Session struct {
+	m    *Model
+	MaxT int
+	Pos  int // positions already in the cache
+
+	kc, vc   [][]float32 // per layer (MaxT, G, Dh)
+	cos, sin []float32   // RoPE tables (MaxT, RotaryDim/2)
+
+	// RecordRouting makes Forward keep, per MoE layer, the expert ids chosen
+	// for each of its tokens (T, K) in Routing[l] (nil for dense layers).
+	RecordRouting bool
+	Routing       [][]int32
+
+	s scratch
+}
+
+// scratch holds a forward pass's buffers, grown to the largest chunk seen.
+type scratch struct {
+	T                          int
+	x, h, q, k, v, att         []float32
+	logits, routerTE, gateT    []float32
+	ffnG, ffnU, ffnA, routed   []float32
+	routedOut, sharedOut, attW []float32
+	pos                        []int32
+}
+
+// NewSession allocates a KV cache for maxT positions.
+func (m *Model) NewSession(maxT int) *Session {
+	c := m.Cfg
+	s := &Session{m: m, MaxT: maxT, kc: make([][]float32, c.L), vc: make([][]float32, c.L), Routing: make([][]int32, c.L)}
+	for l := range s.kc {
+		s.kc[l] = make([]float32, maxT*c.G*c.Dh)
+		s.vc[l] = make([]float32, maxT*c.G*c.Dh)
+	}
+	half := c.RotaryDim / 2
+	s.cos, s.sin = make([]float32, maxT*half), make([]float32, maxT*half)
+	kernel.RoPEFreqs(s.cos, s.sin, maxT, c.RotaryDim, c.RopeTheta)
+	return s
+}
+
+// Reset empties the cache (the buffers are kept).
+func (s *Session) Reset() { s.Pos = 0 }
+
+func (s *scratch) grow(c *Config, T int) {
+	if T <= s.T {
+		return
+	}
+	s.T = T
+	F := max(c.DenseFFN, c.ExpertFFN, c.SharedFFN)
+	R := T * max(c.K, 1)
+	s.x, s.h = make([]float32, T*c.D), make([]float32, T*c.D)
+	s.q, s.att = make([]float32, T*c.H*c.Dh), make([]float32, T*c.H*c.Dh)
+	s.k, s.v = make([]float32, T*c.G*c.Dh), make([]float32, T*c.G*c.Dh)
+	s.logits = make([]float32, T*c.V)
+	s.routerTE, s.gateT = make([]float32, T*max(c.E, 1)), make([]float32, T)
+	s.ffnG, s.ffnU, s.ffnA = make([]float32, max(R, T)*F), make([]float32, max(R, T)*F), make([]float32, max(R, T)*F)
+	s.routed, s.routedOut, s.sharedOut = make([]float32, R*c.D), make([]float32, R*c.D), make([]float32, T*c.D)
+	s.pos = make([]int32, T)
+}
+
+// Forward runs tokens through the model at positions Pos..Pos+T-1, appends
+// their keys and values to the cache and returns the logits (T, V), valid
+// until the next Forward.
+func (s *Session) Forward(tokens []int32) ([]float32, error) {
+	c, m := s.m.Cfg, s.m
+	T := len(tokens)
+	if T == 0 {
+		return nil, nil
+	}
+	if s.Pos+T > s.MaxT {
+		return nil, fmt.Errorf("model: %d positions exceed the session's cache of %d", s.Pos+T, s.MaxT)
+	}
+	for i, id := range tokens {
+		if id < 0 || int(id) >= c.V {
+			return nil, fmt.Errorf("model: token %d (position %d) outside the vocabulary [0, %d)", id, s.Pos+i, c.V)
+		}
+	}
+	s.s.grow(c, T)
+	b := &s.s
+	x, h := b.x[:T*c.D], b.h[:T*c.D]
+	if m.Embed.BF16 != nil {
+		kernel.EmbeddingBF16(x, m.Embed.BF16, tokens, T, c.D)
+	} else {
+		kernel.Embedding(x, m.Embed.F32, tokens, T, c.D)
+	}
+	for i := range tokens {
+		b.pos[i] = int32(s.Pos + i)
+	}
+	eps := float32(c.NormEps)
+	for l := range m.Layers {
+		ly := &m.Layers[l]
+		kernel.RMSNorm(h, nil, x, ly.InNorm, T, c.D, eps)
+		s.attention(l, ly, h, x, T)
+		kernel.RMSNorm(h, nil, x, ly.PostNorm, T, c.D, eps)
+		if ly.MoE {
+			s.moe(l, ly, h, x, T)
+		} else {
+			s.Routing[l] = nil
+			ffn(x, h, ly.Dense, T, c.DenseFFN, b, 1)
+		}
+	}
+	kernel.RMSNorm(h, nil, x, m.Norm, T, c.D, eps)
+	logits := b.logits[:T*c.V]
+	m.Head.Apply(logits, h, T, 0)
+	s.Pos += T
+	return logits, nil
+}
+
+// attention adds the attention block's output for h (T, D) into x.
+func (s *Session) attention(l int, ly *Layer, h, x []float32, T int) {
+	c, b := s.m.Cfg, &s.s
+	qd, kd := c.H*c.Dh, c.G*c.Dh
+	q, k, v := b.q[:T*qd], b.k[:T*kd], b.v[:T*kd]
+	ly.Q.Apply(q, h, T, 0)
+	ly.K.Apply(k, h, T, 0)
+	ly.V.Apply(v, h, T, 0)
+	if ly.QB != nil {
+		addBias(q, ly.QB, T)
+		addBias(k, ly.KB, T)
+		addBias(v, ly.VB, T)
+	}
+	eps := float32(c.NormEps)
+	switch c.QKNorm {
+	case QKNormPerHead:
+		kernel.RMSNorm(q, nil, q, ly.QNorm, T*c.H, c.Dh, eps)
+		kernel.RMSNorm(k, nil, k, ly.KNorm, T*c.G, c.Dh, eps)
+	case QKNormFull:
+		kernel.RMSNorm(q, nil, q, ly.QNorm, T, qd, eps)
+		kernel.RMSNorm(k, nil, k, ly.KNorm, T, kd, eps)
+	}
+	pos := b.pos[:T]
+	kernel.RoPE(q, pos, T, c.H, c.Dh, c.RotaryDim, s.cos, s.sin)
+	kernel.RoPE(k, pos, T, c.G, c.Dh, c.RotaryDim, s.cos, s.sin)
+	copy(s.kc[l][s.Pos*kd:], k)
+	copy(s.vc[l][s.Pos*kd:], v)
+	S := s.Pos + T
+	need := kernel.AttentionWorkspace(T, S, c.H, c.G, c.Dh)
+	if len(b.attW) < need {
+		b.attW = make([]float32, need)
+	}
+	att := b.att[:T*qd]
+	scale := float32(1 / math.Sqrt(float64(c.Dh)))
+	kernel.Attention(att, nil, q, s.kc[l][:S*kd], s.vc[l][:S*kd], T, S, c.H, c.G, c.Dh, s.Pos, c.Window[l], scale, b.attW)
+	ly.O.Apply(x, att, T, 1)
+}
+
+// moe adds the MoE block's output for h (T, D) into x: routed experts
+// (weighted) and the shared expert (sigmoid-gated).
+func (s *Session) moe(l int, ly *Layer, h, x []float32, T int) {
+	c, b := s.m.Cfg, &s.s
+	logits := b.routerTE[:T*c.E]
+	ly.Router.Apply(logits, h, T, 0)
+	routing := moe.Router{K: c.K, Normalize: c.NormTopK}.Route(logits, T, c.E)
+	if s.RecordRouting {
+		s.Routing[l] = routing.IDsTK
+	}
+	plan := moe.NewPlan(routing, c.E, -1)
+	R := plan.Rows()
+	routed, out := b.routed[:R*c.D], b.routedOut[:R*c.D]
+	moe.Dispatch(routed, h, plan, c.K, c.D)
+	for e := 0; e < c.E; e++ {
+		r0, r1 := plan.Offsets[e], plan.Offsets[e+1]
+		if r1 > r0 {
+			ffn(out[r0*c.D:r1*c.D], routed[r0*c.D:r1*c.D], &ly.Experts[e], r1-r0, c.ExpertFFN, b, 0)
+		}
+	}
+	moe.Combine(x, out, plan, routing, c.D)
+	if ly.Shared != nil {
+		gate, sh := b.gateT[:T], b.sharedOut[:T*c.D]
+		ly.SharedGate.Apply(gate, h, T, 0)
+		ffn(sh, h, ly.Shared, T, c.SharedFFN, b, 0)
+		for t := 0; t < T; t++ {
+			g := float32(1 / (1 + math.Exp(-float64(gate[t]))))
+			xr, sr := x[t*c.D:(t+1)*c.D], sh[t*c.D:(t+1)*c.D]
+			for i := range xr {
+				xr[i] += g * sr[i]
+			}
+		}
+	}
+}
+
+// ffn computes out (T, D) = down(silu(gate x) * up x) + beta*out.
+func ffn(out, x []float32, e *Expert, T, F int, b *scratch, beta float32) {
+	g, u, a := b.ffnG[:T*F], b.ffnU[:T*F], b.ffnA[:T*F]
+	e.Gate.Apply(g, x, T, 0)
+	e.Up.Apply(u, x, T, 0)
+	kernel.SwiGLU(a, g, u)
+	e.Down.Apply(out, a, T, beta)
+}
+
+func addBias(y, bias []float32, T int) {
+	n := len(bias)
+	for t := 0; t < T; t++ {
+		row := y[t*n : (t+1)*n]
+		for i, v := range bias {
+			row[i] += v
+		}
+	}
+}
