@@ -17,7 +17,7 @@ const attnRowChunk = 96
 
 // AttentionWorkspace returns the number of float32s Attention needs in ws.
 func AttentionWorkspace(T, S, H, G, Dh int) int {
-	if T <= decodeRows || !useNative() {
+	if T <= decodeRows || !useAVX512() {
 		return H * S
 	}
 	sp := (S + nr - 1) / nr * nr
@@ -54,7 +54,7 @@ func Attention(out, lse, q, k, v []float32, T, S, H, G, Dh, pos0, window int, sc
 		}
 		return lse[h*T : (h+1)*T]
 	}
-	if T <= decodeRows && useNative() {
+	if T <= decodeRows && useAVX512() {
 		// Decode: per KV head, each query row reads the cache in place once
 		// for all the query heads sharing it. Scores scratch: rep*S per head.
 		threads := min(G, Threads())
@@ -74,7 +74,7 @@ func Attention(out, lse, q, k, v []float32, T, S, H, G, Dh, pos0, window int, sc
 		})
 		return
 	}
-	if !useNative() {
+	if !useAVX512() {
 		threads := min(H, Threads())
 		parallel(threads, func(p int) {
 			for h := p; h < H; h += threads {

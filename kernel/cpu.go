@@ -14,8 +14,10 @@ type Level int
 const (
 	// LevelGeneric is portable Go: any CPU, any GOARCH, no cgo needed.
 	LevelGeneric Level = iota
-	// LevelAVX2 is detected on x86 CPUs with AVX2+FMA; it currently runs the
-	// portable kernels (an AVX2 micro-kernel is future work).
+	// LevelAVX2 runs the GEMM and GEMV as C micro-kernels with 256-bit FMA
+	// (x86 CPUs with AVX2+FMA but no AVX-512, e.g. AMD Zen 2/3, Intel
+	// Haswell to Alder Lake; cgo builds only). BF16Dot widens to f32, and
+	// attention and the other kernels run the portable Go code.
 	LevelAVX2
 	// LevelAVX512 runs the C micro-kernels with 512-bit FMA (AVX-512 F/BW/DQ/VL).
 	LevelAVX512
@@ -54,7 +56,7 @@ func detect() Level {
 		return LevelAVX512BF16
 	case avx512 && nativeAvailable:
 		return LevelAVX512
-	case x.HasAVX2 && x.HasFMA:
+	case x.HasAVX2 && x.HasFMA && nativeAvailable:
 		return LevelAVX2
 	}
 	return LevelGeneric
@@ -75,8 +77,13 @@ func SetLevel(l Level) Level {
 	return prev
 }
 
-// useNative reports whether the C AVX-512 kernels run.
-func useNative() bool { return level >= LevelAVX512 }
+// useNative reports whether the C GEMM and GEMV kernels run (AVX2 or
+// AVX-512); the bindings in native_cgo.go pick the tier's entry points.
+func useNative() bool { return level >= LevelAVX2 }
+
+// useAVX512 reports whether the C kernels that exist only for AVX-512 run
+// (attention).
+func useAVX512() bool { return level >= LevelAVX512 }
 
 // Note describes, in one line, what the kernels run on and what is missing.
 func Note() string {
@@ -85,8 +92,12 @@ func Note() string {
 		return fmt.Sprintf("kernels: %s, %d threads", level, Threads())
 	case level == LevelAVX512:
 		return fmt.Sprintf("kernels: %s (no AVX512_BF16: bf16-dot GEMM widens to f32), %d threads", level, Threads())
+	case level == LevelAVX2:
+		return fmt.Sprintf("kernels: %s (no AVX-512: GEMM and GEMV at 256 bits, bf16-dot GEMM widens to f32, attention in portable Go), %d threads", level, Threads())
 	case !nativeAvailable && runtime.GOARCH == "amd64":
 		return fmt.Sprintf("kernels: portable Go (built without cgo: SIMD kernels unavailable, much slower), %d threads", Threads())
+	case Detected > LevelGeneric:
+		return fmt.Sprintf("kernels: portable Go (lowered from %s by SetLevel: much slower), %d threads", Detected, Threads())
 	}
-	return fmt.Sprintf("kernels: portable Go (CPU %s lacks AVX-512: much slower), %d threads", Detected, Threads())
+	return fmt.Sprintf("kernels: portable Go (no AVX2+FMA on this CPU: much slower), %d threads", Threads())
 }

@@ -8,12 +8,17 @@ import (
 	"testing"
 
 	"github.com/moesys/moesys/tensor"
+	"golang.org/x/sys/cpu"
 )
 
 // levels returns the kernel tiers this machine can run, best first, so each
-// test checks the SIMD path and the portable path against the same twin.
+// test checks the SIMD paths (AVX-512 and, where the CPU has it, AVX2) and
+// the portable path against the same twin.
 func levels() []Level {
 	ls := []Level{Detected}
+	if Detected > LevelAVX2 && cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		ls = append(ls, LevelAVX2)
+	}
 	if Detected > LevelGeneric {
 		ls = append(ls, LevelGeneric)
 	}

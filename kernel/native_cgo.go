@@ -38,18 +38,36 @@ func b2i(b bool) C.int {
 	return 0
 }
 
+// The GEMM, packing and GEMV bindings run the current tier's C kernels:
+// mk_* (native_x86.c) at LevelAVX512 and above, mk2_* (native_avx2.c) at
+// LevelAVX2. Callers check useNative and pass bkBF16Dot only at
+// LevelAVX512BF16.
+
 func nativeGemm(transA, transB bool, M, N, K int, alpha float32, a []float32, lda int,
 	b unsafe.Pointer, bkind int, packed bool, ldb int, beta float32, c []float32, ldc int) {
-	C.mk_gemm(b2i(transA), b2i(transB), C.long(M), C.long(N), C.long(K), C.float(alpha),
+	if level >= LevelAVX512 {
+		C.mk_gemm(b2i(transA), b2i(transB), C.long(M), C.long(N), C.long(K), C.float(alpha),
+			f32p(a), C.long(lda), b, C.int(bkind), b2i(packed), C.long(ldb), C.float(beta), f32p(c), C.long(ldc))
+		return
+	}
+	C.mk2_gemm(b2i(transA), b2i(transB), C.long(M), C.long(N), C.long(K), C.float(alpha),
 		f32p(a), C.long(lda), b, C.int(bkind), b2i(packed), C.long(ldb), C.float(beta), f32p(c), C.long(ldc))
 }
 
 func nativePackB(dst unsafe.Pointer, bkind int, transB bool, b unsafe.Pointer, ldb, K, N int) {
-	C.mk_pack_b(dst, C.int(bkind), b2i(transB), b, C.long(ldb), C.long(K), C.long(N))
+	if level >= LevelAVX512 {
+		C.mk_pack_b(dst, C.int(bkind), b2i(transB), b, C.long(ldb), C.long(K), C.long(N))
+		return
+	}
+	C.mk2_pack_b(dst, C.int(bkind), b2i(transB), b, C.long(ldb), C.long(K), C.long(N))
 }
 
 func nativeGemv(y []float32, w unsafe.Pointer, bf16 bool, ldw int, x []float32, N, K int, alpha, beta float32) {
-	C.mk_gemv(f32p(y), w, b2i(bf16), C.long(ldw), f32p(x), C.long(N), C.long(K), C.float(alpha), C.float(beta))
+	if level >= LevelAVX512 {
+		C.mk_gemv(f32p(y), w, b2i(bf16), C.long(ldw), f32p(x), C.long(N), C.long(K), C.float(alpha), C.float(beta))
+		return
+	}
+	C.mk2_gemv(f32p(y), w, b2i(bf16), C.long(ldw), f32p(x), C.long(N), C.long(K), C.float(alpha), C.float(beta))
 }
 
 func nativeAttnPackKV(kp, vp, k, v []float32, ld, S, Dh int) {
@@ -72,4 +90,10 @@ func nativePeakFMA(n int) float32  { return float32(C.mk_peak_fma(C.long(n))) }
 func nativePeakBF16(n int) float32 { return float32(C.mk_peak_bf16(C.long(n))) }
 func nativeReadBW(p []float32, streams int) float32 {
 	return float32(C.mk_read_bw(f32p(p), C.long(len(p)), C.int(streams)))
+}
+
+// AVX2 probes (native_avx2.c).
+func nativePeakFMA2(n int) float32 { return float32(C.mk2_peak_fma(C.long(n))) }
+func nativeReadBW2(p []float32, streams int) float32 {
+	return float32(C.mk2_read_bw(f32p(p), C.long(len(p)), C.int(streams)))
 }

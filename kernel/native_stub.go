@@ -31,9 +31,11 @@ func nativeAttnDecode(out []float32, ldo int, lse []float32, lseStride int, q []
 	k, v []float32, ldkv, lo, hi, Dh int, scale float32, scratch []float32) {
 	panic("kernel: native kernels not built")
 }
-func nativePeakFMA(n int) float32                   { panic("kernel: native kernels not built") }
-func nativePeakBF16(n int) float32                  { panic("kernel: native kernels not built") }
-func nativeReadBW(p []float32, streams int) float32 { panic("kernel: native kernels not built") }
+func nativePeakFMA(n int) float32                    { panic("kernel: native kernels not built") }
+func nativePeakBF16(n int) float32                   { panic("kernel: native kernels not built") }
+func nativeReadBW(p []float32, streams int) float32  { panic("kernel: native kernels not built") }
+func nativePeakFMA2(n int) float32                   { panic("kernel: native kernels not built") }
+func nativeReadBW2(p []float32, streams int) float32 { panic("kernel: native kernels not built") }
 
 func ptr[T any](s []T) unsafe.Pointer {
 	if len(s) == 0 {

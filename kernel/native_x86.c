@@ -12,13 +12,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
+#include "native_common.h"
 #include "native_x86.h"
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 #define T512BF __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx512bf16")))
-#define INL inline __attribute__((always_inline))
 
 #define NR MK_NR
 // MR: rows of the register tile. 12 rows x 2 vectors = 24 accumulators, leaving
@@ -46,66 +45,13 @@
 // BC: keys per attention score block (scores stay in L1: MR x BC floats).
 #define BC 256
 
-static inline long lmin(long a, long b) { return a < b ? a : b; }
-static inline long lmax(long a, long b) { return a > b ? a : b; }
-
-#define HUGE_PAGE ((size_t)2 << 20)
-
 // Per-thread packing buffers, grown on first use and kept for the thread's life.
 static __thread float* tl_a;
 static __thread size_t tl_a_cap;
 static __thread float* tl_b;
 static __thread size_t tl_b_cap;
 
-static void* grow(float** p, size_t* cap, size_t bytes) {
-	if (*cap < bytes) {
-		free(*p);
-		// 2 MiB-aligned and advised as huge pages: packed blocks span
-		// hundreds of 4 KiB pages (measured +2-5% on a 2048^3 GEMM).
-		bytes = (bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
-		*p = aligned_alloc(HUGE_PAGE, bytes);
-		if (*p) madvise(*p, bytes, MADV_HUGEPAGE);
-		*cap = *p ? bytes : 0;
-	}
-	return *p;
-}
-
-static inline uint16_t f32_to_bf16(float f) {
-	uint32_t u;
-	memcpy(&u, &f, 4);
-	if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-	u += 0x7fffu + ((u >> 16) & 1u);
-	return (uint16_t)(u >> 16);
-}
-
-static inline float bf16_to_f32(uint16_t h) {
-	uint32_t u = (uint32_t)h << 16;
-	float f;
-	memcpy(&f, &u, 4);
-	return f;
-}
-
 // ---- packing -------------------------------------------------------------
-
-// pack_a writes rows [0, mc) x cols [0, kc) of op(A) as micro-panels of mr
-// rows: panel p holds dst[k*m + i] for its m <= mr rows, panels back to back.
-static void pack_a(float* dst, const float* A, long lda, int transA, long mc, long kc, int mr) {
-	for (long i0 = 0; i0 < mc; i0 += mr) {
-		int m = (int)lmin(mr, mc - i0);
-		if (!transA) {
-			for (int i = 0; i < m; i++) {
-				const float* src = A + (i0 + i) * lda;
-				for (long k = 0; k < kc; k++) dst[k * m + i] = src[k];
-			}
-		} else {
-			for (long k = 0; k < kc; k++) {
-				const float* src = A + k * lda + i0;
-				for (int i = 0; i < m; i++) dst[k * m + i] = src[i];
-			}
-		}
-		dst += kc * m;
-	}
-}
 
 // pack_a_bf16 is pack_a for the bf16-dot kernel: pairs (k, k+1) of each row,
 // rounded to bf16, as one 32-bit word: dst[kp*m + i]; odd kc padded with 0.
@@ -191,42 +137,8 @@ static T512 void pack_b_block(void* dstv, int bkind, int transB, const void* Bv,
 			             (const char*)Bv + esz * ((j0 + jp) * ldb + k0), ldb, kc);
 			continue;
 		}
-		if (bkind == MK_B_F32) {
-			const float* B = Bv;
-			float* dst = (float*)dstv + (jp / NR) * pstride;
-			if (!transB) {
-				for (long k = 0; k < kc; k++) {
-					const float* src = B + (k0 + k) * ldb + j0 + jp;
-					float* d = dst + k * NR;
-					long j = 0;
-					for (; j < n; j++) d[j] = src[j];
-					for (; j < NR; j++) d[j] = 0;
-				}
-			} else {
-				if (n < NR) memset(dst, 0, sizeof(float) * kc * NR);
-				for (long j = 0; j < n; j++) {
-					const float* src = B + (j0 + jp + j) * ldb + k0;
-					for (long k = 0; k < kc; k++) dst[k * NR + j] = src[k];
-				}
-			}
-		} else if (bkind == MK_B_BF16) {
-			const uint16_t* B = Bv;
-			float* dst = (float*)dstv + (jp / NR) * pstride;
-			if (!transB) {
-				for (long k = 0; k < kc; k++) {
-					const uint16_t* src = B + (k0 + k) * ldb + j0 + jp;
-					float* d = dst + k * NR;
-					long j = 0;
-					for (; j < n; j++) d[j] = bf16_to_f32(src[j]);
-					for (; j < NR; j++) d[j] = 0;
-				}
-			} else {
-				if (n < NR) memset(dst, 0, sizeof(float) * kc * NR);
-				for (long j = 0; j < n; j++) {
-					const uint16_t* src = B + (j0 + jp + j) * ldb + k0;
-					for (long k = 0; k < kc; k++) dst[k * NR + j] = bf16_to_f32(src[k]);
-				}
-			}
+		if (bkind != MK_B_BF16DOT) {
+			pack_b_panel((float*)dstv + (jp / NR) * pstride, bkind, transB, Bv, ldb, k0, kc, j0 + jp, n);
 		} else { // MK_B_BF16DOT: dst[kp][NR][2]
 			const uint16_t* B = Bv;
 			uint16_t* dst = (uint16_t*)dstv + (jp / NR) * pstride;
@@ -354,12 +266,6 @@ static T512BF void ukr_bf16_any(int m, long kcp, const uint32_t* a, const uint16
 
 // ---- GEMM driver ---------------------------------------------------------
 
-// rows_per_panel balances micro-panels: 16 rows become 8+8, not 12+4.
-static int rows_per_panel(long mc) {
-	long panels = (mc + MR - 1) / MR;
-	return (int)((mc + panels - 1) / panels);
-}
-
 void mk_gemm(int transA, int transB, long M, long N, long K, float alpha,
              const float* A, long lda, const void* B, int bkind, int packed, long ldb,
              float beta, float* C, long ldc) {
@@ -375,7 +281,7 @@ void mk_gemm(int transA, int transB, long M, long N, long K, float alpha,
 		float bet = pc == 0 ? beta : 1.0f;
 		for (long ic = 0; ic < M; ic += MC) {
 			long mc = lmin(MC, M - ic);
-			int mr = rows_per_panel(mc);
+			int mr = rows_per_panel(mc, MR);
 			const float* Ablk = transA ? A + pc * lda + ic : A + ic * lda + pc;
 			if (dot) pack_a_bf16((uint32_t*)tl_a, Ablk, lda, transA, mc, kc, mr);
 			else pack_a(tl_a, Ablk, lda, transA, mc, kc, mr);

@@ -1,6 +1,7 @@
 //go:build cgo && amd64
 
-// native_x86.h: C entry points of the x86 SIMD kernels (AVX-512, AVX512_BF16).
+// native_x86.h: C entry points of the x86 SIMD kernels (AVX-512, AVX512_BF16
+// in native_x86.c; AVX2+FMA in native_avx2.c).
 // All functions are pure computations on caller-owned memory; none keeps a
 // pointer after returning. Block sizes are fixed here and mirrored in Go.
 #ifndef MOESYS_NATIVE_X86_H
@@ -57,4 +58,23 @@ float mk_peak_fma(long n);
 float mk_peak_bf16(long n);
 // mk_read_bw sums n floats with 512-bit loads in 1 or 8 streams (bandwidth probe).
 float mk_read_bw(const float* p, long n, int streams);
+
+// AVX2+FMA kernels (native_avx2.c) for CPUs without AVX-512: no AVX-512
+// instruction is used. They take bkind MK_B_F32 or MK_B_BF16 only (no bf16 dot
+// product on AVX2: callers widen) and otherwise keep the contracts above,
+// including the packed-B layout, so a buffer packed by either tier serves both.
+
+// mk2_gemm is mk_gemm for bkind MK_B_F32 and MK_B_BF16.
+void mk2_gemm(int transA, int transB, long M, long N, long K, float alpha,
+              const float* A, long lda, const void* B, int bkind, int packed, long ldb,
+              float beta, float* C, long ldc);
+// mk2_pack_b is mk_pack_b for bkind MK_B_F32 and MK_B_BF16.
+void mk2_pack_b(void* dst, int bkind, int transB, const void* B, long ldb, long K, long N);
+// mk2_gemv is mk_gemv.
+void mk2_gemv(float* y, const void* W, int bf16, long ldw, const float* x, long N, long K,
+              float alpha, float beta);
+// mk2_peak_fma runs n iterations of 12 independent 256-bit FMA chains (peak probe).
+float mk2_peak_fma(long n);
+// mk2_read_bw is mk_read_bw with 256-bit loads.
+float mk2_read_bw(const float* p, long n, int streams);
 #endif

@@ -12,7 +12,7 @@ import (
 type PackedB struct {
 	K, N int
 	kind int       // bkF32, bkBF16 (widened to f32 at pack time) or bkBF16Dot
-	f32  []float32 // native f32/bf16-exact: [ceil(N/NR)][K][NR]; portable: (N, K)
+	f32  []float32 // native (AVX2, AVX-512) f32/bf16-exact: [ceil(N/NR)][K][NR]; portable: (N, K)
 	u16  []uint16  // native bf16-dot: [ceil(N/NR)][ceil(K/2)][NR][2]
 	lvl  Level     // tier it was packed for
 }
@@ -72,8 +72,10 @@ func GemmPacked(transA bool, M int, alpha float32, a []float32, lda int, b *Pack
 	if M < 0 || (ar > 0 && lda < ac) || len(a) < need(ar, ac, lda) || (M > 0 && ldc < N) || len(c) < need(M, N, ldc) {
 		panic(fmt.Sprintf("kernel.GemmPacked: bad shapes M=%d N=%d K=%d len(a)=%d lda=%d len(c)=%d ldc=%d", M, N, K, len(a), lda, len(c), ldc))
 	}
-	if b.lvl != level && (b.lvl >= LevelAVX512) != useNative() {
-		panic("kernel.GemmPacked: B was packed for another kernel level")
+	// The layout depends on the tier only as native (AVX2 and AVX-512 share
+	// the NR-panel layout) or portable; bf16-dot pairs need AVX512_BF16.
+	if (b.lvl >= LevelAVX2) != useNative() || (b.kind == bkBF16Dot && level < LevelAVX512BF16) {
+		panic(fmt.Sprintf("kernel.GemmPacked: B was packed at level %s, kernels run at %s", b.lvl, level))
 	}
 	if M == 0 || N == 0 {
 		return

@@ -5,13 +5,19 @@ import "runtime"
 // Machine probes for benchmarks: they measure this machine's own peaks so that
 // kernel speeds are reported as fractions of what the hardware allows.
 
-// ProbeFMAFlops runs n iterations of 24 independent 512-bit f32 FMA chains and
-// returns the floating-point operations done (2 per lane per FMA). Without
-// the native kernels it runs a scalar Go loop and reports its flops.
+// ProbeFMAFlops runs n iterations of independent f32 FMA chains at the
+// kernels' vector width (24 chains of 512 bits at LevelAVX512 and above, 12 of
+// 256 bits at LevelAVX2) and returns the floating-point operations done (2
+// per lane per FMA). Without the native kernels it runs a scalar Go loop and
+// reports its flops.
 func ProbeFMAFlops(n int) float64 {
-	if useNative() {
+	if useAVX512() {
 		nativePeakFMA(n)
 		return float64(n) * 24 * 16 * 2
+	}
+	if useNative() {
+		nativePeakFMA2(n)
+		return float64(n) * 12 * 8 * 2
 	}
 	var a [8]float32
 	for it := 0; it < n; it++ {
@@ -37,8 +43,10 @@ func ProbeBF16Flops(n int) float64 {
 // ProbeRead sums p with wide loads (a memory-bandwidth probe) in 1 or 8
 // concurrent sequential streams and returns the bytes read.
 func ProbeRead(p []float32, streams int) float64 {
-	if useNative() {
+	if useAVX512() {
 		runtime.KeepAlive(nativeReadBW(p, streams))
+	} else if useNative() {
+		runtime.KeepAlive(nativeReadBW2(p, streams))
 	} else {
 		runtime.KeepAlive(rowSum(p))
 	}

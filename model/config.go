@@ -12,6 +12,12 @@ import (
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("model: bad config")
 
+// Sanity limits on config sizes (far above any published MoE model).
+const (
+	maxLayers  = 1 << 12
+	maxExperts = 1 << 14
+)
+
 // QKNorm says how queries and keys are normalised before RoPE.
 type QKNorm int
 
@@ -156,6 +162,10 @@ func ParseConfig(b []byte) (*Config, error) {
 		c.RotaryDim = int(float64(c.Dh) * *h.PartialRotaryFactor)
 	}
 
+	// Sizes beyond any real model are config errors, not allocations to try.
+	if c.L > maxLayers || c.E > maxExperts {
+		return nil, bad("num_hidden_layers %d or experts %d beyond the supported %d / %d", c.L, c.E, maxLayers, maxExperts)
+	}
 	// Which layers are MoE: Qwen's decoder_sparse_step and mlp_only_layers.
 	c.MoE = make([]bool, max(c.L, 0))
 	step := intOr(h.DecoderSparseStep, 1)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/moesys/moesys/internal/atomicfile"
 )
 
 // File names of HF checkpoints in a model directory.
@@ -53,7 +55,7 @@ func WriteIndex(path string, idx Index) error {
 	if err := enc.Encode(idx); err != nil {
 		return fmt.Errorf("write index %s: %w: %v", path, ErrInvalid, err)
 	}
-	if err := writeFileAtomic(path, buf.Bytes()); err != nil {
+	if err := atomicfile.WriteFile(path, buf.Bytes()); err != nil {
 		return fmt.Errorf("write index %s: %w", path, err)
 	}
 	return nil

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"slices"
+
+	"github.com/moesys/moesys/internal/atomicfile"
 )
 
 // Writer streams a safetensors file whose header is fixed up front, for
@@ -47,7 +49,7 @@ func Create(path string, tensors []TensorInfo, metadata map[string]string) (*Wri
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", path, err)
 	}
-	f, err := createTemp(path)
+	f, err := atomicfile.Create(path)
 	if err != nil {
 		return nil, err
 	}
@@ -68,11 +70,11 @@ func Create(path string, tensors []TensorInfo, metadata map[string]string) (*Wri
 	}
 	// Write the header and size the file up front; tensor data fills it in.
 	if _, err := f.Write(hdr); err != nil {
-		discard(f)
+		atomicfile.Discard(f)
 		return nil, err
 	}
 	if err := f.Truncate(total); err != nil {
-		discard(f)
+		atomicfile.Discard(f)
 		return nil, err
 	}
 	return w, nil
@@ -128,7 +130,7 @@ func (w *Writer) Close() error {
 	}
 	f := w.f
 	w.f = nil
-	if err := commit(f, w.path); err != nil {
+	if err := atomicfile.Commit(f, w.path); err != nil {
 		return fmt.Errorf("commit %s: %w", w.path, err)
 	}
 	return nil
@@ -142,5 +144,5 @@ func (w *Writer) Abort() error {
 	}
 	f := w.f
 	w.f = nil
-	return discard(f)
+	return atomicfile.Discard(f)
 }

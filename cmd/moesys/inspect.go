@@ -23,6 +23,7 @@ func init() {
 }
 
 const inspectHelp = `Usage: moesys inspect PATH [--json] [--tensors]
+       moesys inspect logits --model DIR --inputs FILE --out DIR   (see moesys inspect logits --help)
 
 Print what a Hugging Face checkpoint holds: the key fields of its config.json,
 the number of tensors and bytes per dtype, and parameter counts split into
@@ -105,6 +106,9 @@ type tensorRow struct {
 }
 
 func runInspect(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "logits" {
+		return runInspectLogits(args[1:], stdout, stderr)
+	}
 	fset := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fset.SetOutput(io.Discard) // usage and errors are printed below
 	jsonOut := fset.Bool("json", false, "print one JSON object with everything instead of text")

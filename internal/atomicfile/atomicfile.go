@@ -1,4 +1,10 @@
-package safetensors
+// Package atomicfile replaces files atomically: written to a hidden temporary
+// file in the target's directory, fsynced, renamed over the target, and the
+// directory fsynced, so a crash leaves either the old file or the complete
+// new one. Checkpoints, indexes and every output moesys writes go through it.
+//
+//	err := atomicfile.WriteFile("out/config.json", data)
+package atomicfile
 
 import (
 	"errors"
@@ -12,13 +18,9 @@ import (
 	"syscall"
 )
 
-// Files are replaced atomically: written to a hidden temporary file in the
-// target's directory, fsynced, renamed over the target, and the directory
-// fsynced, so a crash leaves either the old file or the complete new one.
-
-// createTemp creates a new empty file ".BASE.tmp-RANDOM" beside path, with
+// Create creates a new empty file ".BASE.tmp-RANDOM" beside path, with
 // mode 0666 before the umask (as os.Create), open for writing.
-func createTemp(path string) (*os.File, error) {
+func Create(path string) (*os.File, error) {
 	dir, base := filepath.Split(path)
 	for range 100 {
 		name := filepath.Join(dir, "."+base+".tmp-"+strconv.FormatUint(rand.Uint64(), 36))
@@ -31,9 +33,9 @@ func createTemp(path string) (*os.File, error) {
 	return nil, fmt.Errorf("create temporary file for %s: too many collisions", path)
 }
 
-// commit makes the temporary file f the file at path: fsync, close, rename,
+// Commit makes the temporary file f the file at path: fsync, close, rename,
 // fsync the directory. On failure before the rename, f is removed.
-func commit(f *os.File, path string) error {
+func Commit(f *os.File, path string) error {
 	tmp := f.Name()
 	err := f.Sync()
 	if cerr := f.Close(); err == nil {
@@ -49,8 +51,8 @@ func commit(f *os.File, path string) error {
 	return syncDir(filepath.Dir(path))
 }
 
-// discard closes and removes the temporary file f.
-func discard(f *os.File) error {
+// Discard closes and removes the temporary file f.
+func Discard(f *os.File) error {
 	f.Close()
 	return os.Remove(f.Name())
 }
@@ -76,15 +78,15 @@ func syncDir(dir string) error {
 	return err
 }
 
-// writeFileAtomic replaces path with data.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := createTemp(path)
+// WriteFile replaces path with data.
+func WriteFile(path string, data []byte) error {
+	f, err := Create(path)
 	if err != nil {
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
-		discard(f)
+		Discard(f)
 		return err
 	}
-	return commit(f, path)
+	return Commit(f, path)
 }

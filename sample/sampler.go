@@ -1,0 +1,238 @@
+package sample
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// pcgStream is the second PCG seed word (the stream). It is fixed so that
+// Params.Seed alone decides the token sequence; the value is the 64-bit
+// golden-ratio constant, any odd constant would do.
+const pcgStream = 0x9e3779b97f4a7c15
+
+// minPSlack widens the logit-space min-p pre-filter (in units of
+// (logit−max)/Temperature, i.e. natural log of the probability ratio) so it
+// never rejects a token that the exact test on its float32 weight accepts:
+// float32 rounding of a weight moves it by at most 2⁻²⁴ ≈ 6e-8 relative.
+const minPSlack = 1e-6
+
+// Sampler turns rows of logits into token ids for one generation stream,
+// under fixed Params and its own seeded generator. It is not safe for
+// concurrent use: give each request its own Sampler.
+//
+// Scratch buffers are sized on the first Next and reallocated only when a
+// longer logits row arrives; every other call allocates nothing.
+type Sampler struct {
+	p       Params
+	penalty float32 // p.RepetitionPenalty in the logits' precision
+
+	src rand.PCG
+	rng *rand.Rand
+
+	z    []float32 // (V) logits after sanitize and the repetition penalty
+	w    []float32 // (V) weights exp((z−max)/Temperature); valid only for the ids under consideration
+	iota []int32   // (V) 0, 1, …, V−1: the "every token" id list; never written after it is filled
+	topk []int32   // (min(TopK, V)) top-k selection heap, then the kept ids ascending
+	list []int32   // (V) top-p candidates, then the survivors ascending
+}
+
+// New returns a Sampler for p, or p's Validate error. The Sampler keeps its
+// own copy of p.
+func New(p Params) (*Sampler, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	p.StopStrings = slices.Clone(p.StopStrings)
+	p.EOS = slices.Clone(p.EOS)
+	s := &Sampler{p: p, penalty: float32(p.RepetitionPenalty)}
+	s.src.Seed(p.Seed, pcgStream)
+	s.rng = rand.New(&s.src)
+	return s, nil
+}
+
+// Params returns the Params the Sampler was made with (Seed as last set by
+// Reseed). The slices are the Sampler's own; do not modify them.
+func (s *Sampler) Params() Params { return s.p }
+
+// Reseed restarts the generator as if the Sampler had been made with
+// Params.Seed = seed, so a pooled Sampler can serve a new request.
+func (s *Sampler) Reseed(seed uint64) {
+	s.p.Seed = seed
+	s.src.Seed(seed, pcgStream)
+}
+
+// Next returns the next token id for logits, the (V) row of scores of the
+// last position, given context, the token ids so far (prompt and generated;
+// only used by the repetition penalty, each in [0, V) or Next panics).
+//
+// Steps, in transformers' order (see the package doc for why): repetition
+// penalty, temperature, top-k, top-p, min-p, then one draw from the
+// surviving tokens renormalised. With Temperature 0 it returns the argmax
+// after the penalty (ties to the lowest id) and does not touch the
+// generator; otherwise it consumes exactly one draw, whatever the filters
+// keep, so the generator's position depends only on the number of calls.
+//
+// NaN logits count as −Inf (masked) and +Inf ones as the largest float32.
+// If every logit is masked, Next returns 0 (still consuming the draw when
+// sampling). It neither modifies nor retains logits or context.
+//
+// Cost per call: a few passes over V (copy, penalty, argmax, and one exp
+// per token unless top-k or min-p rule most tokens out before it), plus the
+// selections described in topk.go and topp.go; no allocation after the
+// first call for a given vocab size.
+func (s *Sampler) Next(logits []float32, context []int32) int32 {
+	V := len(logits)
+	if V == 0 {
+		panic("sample.Sampler.Next: empty logits row (V = 0)")
+	}
+	if V > math.MaxInt32 {
+		panic(fmt.Sprintf("sample.Sampler.Next: V = %d does not fit token ids (int32)", V))
+	}
+	s.grow(V)
+	z := s.z[:V]
+	prepare(z, logits, context, s.penalty)
+	best := argmax(z)
+	if s.p.Temperature == 0 {
+		return best
+	}
+	u := s.rng.Float64()
+	if math.IsInf(float64(z[best]), -1) {
+		return best // every token masked: best is 0
+	}
+	ids, total := s.survivors(best)
+	return draw(ids, s.w, total, u)
+}
+
+// survivors applies temperature, top-k, top-p and min-p to s.z (best is its
+// argmax) and returns the surviving ids in ascending order, their weights
+// set in s.w, and the sum of those weights (float64, summed in id order).
+// The survivors always include best.
+func (s *Sampler) survivors(best int32) ([]int32, float64) {
+	z := s.z
+	V := len(z)
+	zmax := z[best]
+	invT := 1 / s.p.Temperature
+
+	// Top-k works on the logit order, which temperature does not change.
+	keep := s.iota[:V]
+	if k := s.p.TopK; k > 0 && k < V {
+		keep = topK(s.topk[:k], z)
+	}
+
+	// Top-p needs the normaliser over every token still in play, so every
+	// one of them gets its weight; min-p then thins the nucleus.
+	if s.p.TopP < 1 {
+		Z := weigh(s.w, z, keep, zmax, invT)
+		ids, total := s.nucleus(keep, Z)
+		if s.p.MinP > 0 {
+			ids, total = minP(ids, s.w, s.p.MinP)
+		}
+		return ids, total
+	}
+
+	// Without top-p, min-p is a threshold on (z−max)/T, so tokens far below
+	// it are dropped before paying for their exp.
+	if mp := s.p.MinP; mp > 0 {
+		lim := math.Log(mp) - minPSlack
+		zm := float64(zmax)
+		ids := s.list[:0]
+		var total float64
+		for _, id := range keep {
+			x := (float64(z[id]) - zm) * invT
+			if x < lim {
+				continue
+			}
+			e := float32(math.Exp(x))
+			if float64(e) >= mp {
+				s.w[id] = e
+				ids = append(ids, id)
+				total += float64(e)
+			}
+		}
+		return ids, total
+	}
+	return keep, weigh(s.w, z, keep, zmax, invT)
+}
+
+// grow sizes the scratch buffers for a row of V logits.
+func (s *Sampler) grow(V int) {
+	if cap(s.z) < V {
+		s.z = make([]float32, V)
+		s.w = make([]float32, V)
+		s.list = make([]int32, V)
+		s.iota = make([]int32, V)
+		for i := range s.iota {
+			s.iota[i] = int32(i)
+		}
+	}
+	s.z, s.w, s.list, s.iota = s.z[:V], s.w[:V], s.list[:V], s.iota[:V]
+	if k := min(s.p.TopK, V); cap(s.topk) < k {
+		s.topk = make([]int32, k)
+	}
+}
+
+// argmax returns the index of the largest value, the lowest on ties (0 if
+// every value is −Inf). z holds no NaN.
+func argmax(z []float32) int32 {
+	best, bv := 0, z[0]
+	for i, v := range z {
+		if v > bv {
+			best, bv = i, v
+		}
+	}
+	return int32(best)
+}
+
+// weigh sets w[id] = exp((z[id]−zmax)·invT), rounded to float32, for each id
+// and returns their sum accumulated in float64 in the order of ids. The
+// difference is taken in float64 so that ±MaxFloat32 logits cannot overflow.
+func weigh(w, z []float32, ids []int32, zmax float32, invT float64) float64 {
+	zm := float64(zmax)
+	var sum float64
+	for _, id := range ids {
+		e := float32(math.Exp((float64(z[id]) - zm) * invT))
+		w[id] = e
+		sum += float64(e)
+	}
+	return sum
+}
+
+// minP keeps, in place and in order, the ids whose weight is at least mp
+// times the top weight, which is 1 (the top token has z = zmax), and returns
+// them with their weight sum.
+func minP(ids []int32, w []float32, mp float64) ([]int32, float64) {
+	out := ids[:0]
+	var total float64
+	for _, id := range ids {
+		if e := w[id]; float64(e) >= mp {
+			out = append(out, id)
+			total += float64(e)
+		}
+	}
+	return out, total
+}
+
+// draw picks from ids (ascending) with probability w[id]/total, where total
+// is the sum of those weights and u a uniform draw in [0, 1): the first id
+// whose running sum exceeds u·total. Zero-weight ids are never picked; if
+// rounding leaves u·total at or past the final sum, the last id with a
+// positive weight is returned.
+func draw(ids []int32, w []float32, total, u float64) int32 {
+	t := u * total
+	var acc float64
+	last := ids[0]
+	for _, id := range ids {
+		e := float64(w[id])
+		if e == 0 {
+			continue
+		}
+		acc += e
+		last = id
+		if t < acc {
+			return id
+		}
+	}
+	return last
+}
