@@ -188,6 +188,61 @@ func TestGemmPackedTransAStrided(t *testing.T) {
 	})
 }
 
+// TestPackedBAcrossLevels: AVX2 and AVX-512 share the packed layout, the
+// portable path has its own, and bf16-dot pairs need AVX512_BF16; a PackedB
+// used at a tier with another layout panics instead of computing garbage.
+func TestPackedBAcrossLevels(t *testing.T) {
+	if !(Detected > LevelAVX2 && cpu.X86.HasAVX2 && cpu.X86.HasFMA) {
+		t.Skip("needs a CPU with both the AVX-512 and AVX2 tiers")
+	}
+	cases := []struct {
+		name          string
+		packAt, runAt Level
+		dot           bool
+		wantPanic     bool
+	}{
+		{"avx512-to-avx2", Detected, LevelAVX2, false, false},
+		{"avx2-to-avx512", LevelAVX2, Detected, false, false},
+		{"generic-to-avx2", LevelGeneric, LevelAVX2, false, true},
+		{"avx2-to-generic", LevelAVX2, LevelGeneric, false, true},
+		{"dot-to-avx2", Detected, LevelAVX2, true, Detected >= LevelAVX512BF16},
+	}
+	M, N, K := 5, 70, 33
+	rng := rand.New(rand.NewPCG(13, 14))
+	a, b := randSlice(rng, M*K), randSlice(rng, N*K) // b in the HF layout (N, K)
+	bb := toBF16(b)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			prev := SetLevel(c.packAt)
+			defer SetLevel(prev)
+			var pb *PackedB
+			if c.dot {
+				pb = PackBF16(BF16Dot, true, K, N, bb, K)
+			} else {
+				pb = PackB(true, K, N, b, K)
+			}
+			SetLevel(c.runAt)
+			got := make([]float32, M*N)
+			panicked := func() (p bool) {
+				defer func() { p = recover() != nil }()
+				GemmPacked(false, M, 1, a, K, pb, 0, got, N)
+				return false
+			}()
+			if panicked != c.wantPanic {
+				t.Fatalf("panicked = %v, want %v", panicked, c.wantPanic)
+			}
+			if panicked || c.dot {
+				return
+			}
+			want := make([]float32, M*N)
+			GemmRef(false, true, M, N, K, 1, a, K, b, K, 0, want, N)
+			if e := relErr(got, want); !(e < 1e-5) {
+				t.Fatalf("rel err %g", e)
+			}
+		})
+	}
+}
+
 func TestGemvMatchesRef(t *testing.T) {
 	forLevels(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(9, 10))

@@ -94,7 +94,8 @@ type hfConfig struct {
 	BOSTokenID            json.RawMessage `json:"bos_token_id"`
 	EOSTokenID            json.RawMessage `json:"eos_token_id"`
 	// moesys-native fields.
-	MoEInterval int `json:"moe_interval"`
+	MoEInterval           *int `json:"moe_interval"`
+	DenseIntermediateSize int  `json:"dense_intermediate_size"`
 }
 
 // LoadConfig reads dir/config.json.
@@ -139,10 +140,19 @@ func ParseConfig(b []byte) (*Config, error) {
 		if h.ClipQKV != nil {
 			return nil, bad("clip_qkv is not supported")
 		}
+	case "moesys":
+		// moesys' own checkpoints: Mixtral names for MoE layers, Llama names
+		// for dense ones; every moe_interval-th layer is MoE (Switch: 2).
+		c.E, c.ExpertFFN = h.NumLocalExperts, h.IntermediateSize
+		c.DenseFFN = h.DenseIntermediateSize
+		if c.DenseFFN == 0 {
+			c.DenseFFN = h.IntermediateSize
+		}
+		c.NormTopK = boolOr(h.NormTopKProb, true)
 	case "":
 		return nil, fmt.Errorf("%w: config.json has no model_type", ErrConfig)
 	default:
-		return nil, fmt.Errorf("%w: unsupported model_type %q (supported: mixtral, qwen2_moe, qwen3_moe, olmoe)", ErrConfig, h.ModelType)
+		return nil, fmt.Errorf("%w: unsupported model_type %q (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, moesys)", ErrConfig, h.ModelType)
 	}
 	if h.HiddenAct != "" && h.HiddenAct != "silu" {
 		return nil, bad("hidden_act %q is not supported (only silu)", h.HiddenAct)
@@ -169,8 +179,11 @@ func ParseConfig(b []byte) (*Config, error) {
 	// Which layers are MoE: Qwen's decoder_sparse_step and mlp_only_layers.
 	c.MoE = make([]bool, max(c.L, 0))
 	step := intOr(h.DecoderSparseStep, 1)
+	if h.ModelType == "moesys" {
+		step = intOr(h.MoEInterval, 1)
+	}
 	if step < 1 {
-		return nil, bad("decoder_sparse_step %d must be >= 1", step)
+		return nil, bad("decoder_sparse_step / moe_interval %d must be >= 1", step)
 	}
 	only := map[int]bool{}
 	for _, l := range h.MLPOnlyLayers {

@@ -2,6 +2,7 @@ package model
 
 import (
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -178,4 +179,61 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatal("ParseConfig accepted a config Validate rejects")
 		}
 	})
+}
+
+func TestShapesParse(t *testing.T) {
+	for _, name := range ShapeNames() {
+		b, err := ShapeConfig(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := ParseConfig(b)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var params int
+		for _, ts := range SpecFor(c.Arch).Tensors(c) {
+			n := 1
+			for _, d := range ts.Shape {
+				n *= d
+			}
+			params += n
+		}
+		t.Logf("%s: %.2fB parameters", name, float64(params)/1e9)
+		// Published totals: OLMoE 6.9B, Qwen1.5-MoE 14.3B, Mixtral 46.7B.
+		want := map[string]float64{"olmoe-1b-7b": 6.92, "qwen1.5-moe-a2.7b": 14.32, "mixtral-8x7b": 46.70}[name]
+		if want > 0 && math.Abs(float64(params)/1e9-want) > 0.02*want {
+			t.Fatalf("%s: %.2fB parameters, published %.2fB", name, float64(params)/1e9, want)
+		}
+	}
+}
+
+func TestTensorsMatchLoad(t *testing.T) {
+	// Spec.Tensors lists exactly the fixture's tensors.
+	for _, name := range []string{"mixtral_f32", "qwen2_moe"} {
+		dir := filepath.Join("..", "testdata", "hf", name)
+		m, err := Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := map[string]bool{}
+		for _, n := range m.set.Names() {
+			names[n] = true
+		}
+		specs := SpecFor(m.Cfg.Arch).Tensors(m.Cfg)
+		for _, ts := range specs {
+			info, ok := m.set.Info(ts.Name)
+			if !ok {
+				t.Fatalf("%s: spec lists %s, not in the checkpoint", name, ts.Name)
+			}
+			if n, _ := info.Shape.Elements(); n != prod(ts.Shape) {
+				t.Fatalf("%s: %s has %v, spec %v", name, ts.Name, info.Shape, ts.Shape)
+			}
+			delete(names, ts.Name)
+		}
+		if len(names) != 0 {
+			t.Fatalf("%s: checkpoint tensors not in the spec: %v", name, names)
+		}
+		m.Close()
+	}
 }

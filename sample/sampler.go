@@ -83,6 +83,18 @@ func (s *Sampler) Reseed(seed uint64) {
 // selections described in topk.go and topp.go; no allocation after the
 // first call for a given vocab size.
 func (s *Sampler) Next(logits []float32, context []int32) int32 {
+	ids, total := s.filter(logits, context)
+	if s.p.Temperature == 0 {
+		return ids[0]
+	}
+	return draw(ids, s.w, total, s.rng.Float64())
+}
+
+// filter runs everything in Next but the draw: it returns the surviving ids
+// in ascending order, with their weights in s.w and the sum of those weights.
+// Greedy decoding, and a row with every token masked, leave the one token
+// Next returns, with weight 1.
+func (s *Sampler) filter(logits []float32, context []int32) ([]int32, float64) {
 	V := len(logits)
 	if V == 0 {
 		panic("sample.Sampler.Next: empty logits row (V = 0)")
@@ -94,15 +106,12 @@ func (s *Sampler) Next(logits []float32, context []int32) int32 {
 	z := s.z[:V]
 	prepare(z, logits, context, s.penalty)
 	best := argmax(z)
-	if s.p.Temperature == 0 {
-		return best
+	if s.p.Temperature == 0 || math.IsInf(float64(z[best]), -1) {
+		s.w[best] = 1
+		s.list[0] = best
+		return s.list[:1], 1 // greedy, or every token masked (best is 0)
 	}
-	u := s.rng.Float64()
-	if math.IsInf(float64(z[best]), -1) {
-		return best // every token masked: best is 0
-	}
-	ids, total := s.survivors(best)
-	return draw(ids, s.w, total, u)
+	return s.survivors(best)
 }
 
 // survivors applies temperature, top-k, top-p and min-p to s.z (best is its
