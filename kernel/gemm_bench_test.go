@@ -37,6 +37,19 @@ func BenchmarkGemmF32(b *testing.B) {
 	}
 }
 
+// BenchmarkGemmF32Levels runs the 2048^3 single-thread GEMM at every tier
+// this machine has (levels(): e.g. avx512bf16, avx2, generic), so the tiers
+// are compared in one run.
+func BenchmarkGemmF32Levels(b *testing.B) {
+	for _, l := range levels() {
+		b.Run(fmt.Sprintf("2048x2048x2048_t1_%s", l), func(b *testing.B) {
+			prev := SetLevel(l)
+			defer SetLevel(prev)
+			benchGemm(b, 2048, 2048, 2048, 1, false)
+		})
+	}
+}
+
 func BenchmarkGemmBF16(b *testing.B) {
 	for _, mode := range []BF16Mode{BF16Exact, BF16Dot} {
 		b.Run(fmt.Sprintf("512x1024x4096_mode%d_t1", mode), func(b *testing.B) {
@@ -72,7 +85,20 @@ func BenchmarkGemmPacked(b *testing.B) {
 
 // BenchmarkGemvBF16 is decode against a Mixtral-sized projection (117 MB of
 // bf16 weights, far beyond the caches); bytes are weight bytes.
-func BenchmarkGemvBF16(b *testing.B) {
+func BenchmarkGemvBF16(b *testing.B) { benchGemvBF16(b) }
+
+// BenchmarkGemvBF16Levels is BenchmarkGemvBF16 at every tier of levels().
+func BenchmarkGemvBF16Levels(b *testing.B) {
+	for _, l := range levels() {
+		b.Run(l.String(), func(b *testing.B) {
+			prev := SetLevel(l)
+			defer SetLevel(prev)
+			benchGemvBF16(b)
+		})
+	}
+}
+
+func benchGemvBF16(b *testing.B) {
 	prev := SetThreads(1)
 	defer SetThreads(prev)
 	rng := rand.New(rand.NewPCG(1, 2))

@@ -48,6 +48,7 @@ var benchSuites = map[string]struct {
 
 type benchOptions struct {
 	quick bool
+	model string // checkpoint directory for model suites ("" = default)
 }
 
 func init() {
@@ -58,6 +59,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	quick := fs.Bool("quick", false, "fewer repetitions (about a minute); same result names")
+	modelDir := fs.String("model", "", "checkpoint for model suites (decode: default a random olmoe-1b-7b bf16 made once in the user cache)")
 	asJSON := fs.Bool("json", false, "print one JSON object (docs/BENCHMARKS.md format) on stdout")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: moesys bench SUITE [--quick] [--json]")
@@ -96,7 +98,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown suite %q", suiteName)
 	}
 	fmt.Fprintln(stderr, kernel.Note())
-	results, err := suite.run(benchOptions{quick: *quick}, stderr)
+	results, err := suite.run(benchOptions{quick: *quick, model: *modelDir}, stderr)
 	if err != nil {
 		return err
 	}
