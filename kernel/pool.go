@@ -111,6 +111,11 @@ func SetThreads(n int) int {
 // Threads returns the default pool's thread count.
 func Threads() int { return defPool.Load().Threads() }
 
+// Parallel runs fn(0) ... fn(parts-1) on the default pool's threads and
+// returns when all are done: coarse-grained parallelism for callers (one
+// part per expert, say). Kernels called inside fn run single-threaded.
+func Parallel(parts int, fn func(part int)) { defPool.Load().Run(parts, fn) }
+
 // parallel runs fn over parts on the default pool.
 func parallel(parts int, fn func(part int)) { defPool.Load().Run(parts, fn) }
 

@@ -36,6 +36,7 @@ type scratch struct {
 	ffnG, ffnU, ffnA, routed   []float32
 	routedOut, sharedOut, attW []float32
 	pos                        []int32
+	active                     []int // experts with rows in the current plan
 }
 
 // NewSession allocates a KV cache for maxT positions.
@@ -172,12 +173,23 @@ func (s *Session) moe(l int, ly *Layer, h, x []float32, T int) {
 	R := plan.Rows()
 	routed, out := b.routed[:R*c.D], b.routedOut[:R*c.D]
 	moe.Dispatch(routed, h, plan, c.K, c.D)
+	// Experts in parallel, each on one thread (kernels nested in a part run
+	// inline), with disjoint scratch rows: a decode step's K experts of one
+	// row each would otherwise be K tiny GEMVs each split across threads.
+	active := b.active[:0]
 	for e := 0; e < c.E; e++ {
-		r0, r1 := plan.Offsets[e], plan.Offsets[e+1]
-		if r1 > r0 {
-			ffn(out[r0*c.D:r1*c.D], routed[r0*c.D:r1*c.D], &ly.Experts[e], r1-r0, c.ExpertFFN, b, 0)
+		if plan.Offsets[e+1] > plan.Offsets[e] {
+			active = append(active, e)
 		}
 	}
+	b.active = active
+	F := c.ExpertFFN
+	kernel.Parallel(len(active), func(i int) {
+		e := active[i]
+		r0, r1 := plan.Offsets[e], plan.Offsets[e+1]
+		ffnRows(out[r0*c.D:r1*c.D], routed[r0*c.D:r1*c.D], &ly.Experts[e], r1-r0, F,
+			b.ffnG[r0*F:r1*F], b.ffnU[r0*F:r1*F], b.ffnA[r0*F:r1*F], 0)
+	})
 	moe.Combine(x, out, plan, routing, c.D)
 	if ly.Shared != nil {
 		gate, sh := b.gateT[:T], b.sharedOut[:T*c.D]
@@ -195,7 +207,11 @@ func (s *Session) moe(l int, ly *Layer, h, x []float32, T int) {
 
 // ffn computes out (T, D) = down(silu(gate x) * up x) + beta*out.
 func ffn(out, x []float32, e *Expert, T, F int, b *scratch, beta float32) {
-	g, u, a := b.ffnG[:T*F], b.ffnU[:T*F], b.ffnA[:T*F]
+	ffnRows(out, x, e, T, F, b.ffnG[:T*F], b.ffnU[:T*F], b.ffnA[:T*F], beta)
+}
+
+// ffnRows is ffn with explicit (T, F) scratch g, u, a.
+func ffnRows(out, x []float32, e *Expert, T, F int, g, u, a []float32, beta float32) {
 	e.Gate.Apply(g, x, T, 0)
 	e.Up.Apply(u, x, T, 0)
 	kernel.SwiGLU(a, g, u)

@@ -34,24 +34,33 @@ func penalize(v, penalty float32) float32 {
 	return v
 }
 
-// prepare writes z[i] = sanitize(logits[i]) for the V = len(logits) tokens
-// and applies the repetition penalty to each id in context. The penalised
-// value is computed from the caller's logit, not from z, so an id occurring
-// several times in context is penalised exactly once (transformers gathers,
-// penalises and scatters, with the same effect). A context id outside
-// [0, V) is a programmer error (the ids come from another vocabulary) and
-// panics.
-func prepare(z, logits []float32, context []int32, penalty float32) {
+// prepare writes z[i] = sanitize(logits[i]) for the V = len(logits) tokens,
+// applies the repetition penalty to each id in context, and returns the
+// argmax of the result (lowest id on ties). The penalised value is computed
+// from the caller's logit, not from z, so an id occurring several times in
+// context is penalised exactly once (transformers gathers, penalises and
+// scatters, with the same effect). A context id outside [0, V) is a
+// programmer error (the ids come from another vocabulary) and panics.
+func prepare(z, logits []float32, context []int32, penalty float32) int32 {
 	z = z[:len(logits)]
+	best, bv := 0, sanitize(logits[0])
 	for i, v := range logits {
-		z[i] = sanitize(v)
+		v = sanitize(v)
+		z[i] = v
+		if v > bv {
+			best, bv = i, v
+		}
 	}
 	for _, id := range context {
 		if uint(id) >= uint(len(z)) {
 			panic(fmt.Sprintf("sample.Sampler.Next: context id %d outside the vocabulary [0, %d) of the logits row", id, len(z)))
 		}
-		if penalty != 1 {
-			z[id] = penalize(sanitize(logits[id]), penalty)
-		}
 	}
+	if penalty == 1 || len(context) == 0 {
+		return int32(best)
+	}
+	for _, id := range context {
+		z[id] = penalize(sanitize(logits[id]), penalty)
+	}
+	return argmax(z) // the penalty may move the maximum either way
 }

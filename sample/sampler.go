@@ -13,10 +13,12 @@ import (
 const pcgStream = 0x9e3779b97f4a7c15
 
 // minPSlack widens the logit-space min-p pre-filter (in units of
-// (logit−max)/Temperature, i.e. natural log of the probability ratio) so it
+// (logit−max)/Temperature, the natural log of the probability ratio) so it
 // never rejects a token that the exact test on its float32 weight accepts:
-// float32 rounding of a weight moves it by at most 2⁻²⁴ ≈ 6e-8 relative.
-const minPSlack = 1e-6
+// rounding the argument to float32 moves it by at most 104·2⁻²⁴ ≈ 6e-6 and
+// exp32 is within 1 ulp; 1e-3 covers both with room, at the price of an exp
+// for the few tokens just below the threshold.
+const minPSlack = 1e-3
 
 // Sampler turns rows of logits into token ids for one generation stream,
 // under fixed Params and its own seeded generator. It is not safe for
@@ -78,10 +80,10 @@ func (s *Sampler) Reseed(seed uint64) {
 // If every logit is masked, Next returns 0 (still consuming the draw when
 // sampling). It neither modifies nor retains logits or context.
 //
-// Cost per call: a few passes over V (copy, penalty, argmax, and one exp
-// per token unless top-k or min-p rule most tokens out before it), plus the
-// selections described in topk.go and topp.go; no allocation after the
-// first call for a given vocab size.
+// Cost per call: about two passes over V (copy with argmax; one exp per
+// token unless top-k or min-p rule most tokens out before it), plus the
+// selections described in topk.go and topp.go, which never sort the
+// vocabulary; no allocation after the first call for a given vocab size.
 func (s *Sampler) Next(logits []float32, context []int32) int32 {
 	ids, total := s.filter(logits, context)
 	if s.p.Temperature == 0 {
@@ -104,8 +106,7 @@ func (s *Sampler) filter(logits []float32, context []int32) ([]int32, float64) {
 	}
 	s.grow(V)
 	z := s.z[:V]
-	prepare(z, logits, context, s.penalty)
-	best := argmax(z)
+	best := prepare(z, logits, context, s.penalty)
 	if s.p.Temperature == 0 || math.IsInf(float64(z[best]), -1) {
 		s.w[best] = 1
 		s.list[0] = best
@@ -115,8 +116,10 @@ func (s *Sampler) filter(logits []float32, context []int32) ([]int32, float64) {
 }
 
 // survivors applies temperature, top-k, top-p and min-p to s.z (best is its
-// argmax) and returns the surviving ids in ascending order, their weights
-// set in s.w, and the sum of those weights (float64, summed in id order).
+// argmax) and returns the surviving ids, their weights set in s.w, and the
+// sum of those weights (float64, summed in the order of the ids). The ids are
+// ascending, except after top-p, where they come in the order the selection
+// left them: a function of the inputs alone, so draws stay deterministic.
 // The survivors always include best.
 func (s *Sampler) survivors(best int32) ([]int32, float64) {
 	z := s.z
@@ -133,8 +136,7 @@ func (s *Sampler) survivors(best int32) ([]int32, float64) {
 	// Top-p needs the normaliser over every token still in play, so every
 	// one of them gets its weight; min-p then thins the nucleus.
 	if s.p.TopP < 1 {
-		Z := weigh(s.w, z, keep, zmax, invT)
-		ids, total := s.nucleus(keep, Z)
+		ids, total := s.nucleus(keep, zmax, invT)
 		if s.p.MinP > 0 {
 			ids, total = minP(ids, s.w, s.p.MinP)
 		}
@@ -149,11 +151,10 @@ func (s *Sampler) survivors(best int32) ([]int32, float64) {
 		ids := s.list[:0]
 		var total float64
 		for _, id := range keep {
-			x := (float64(z[id]) - zm) * invT
-			if x < lim {
+			if x := (float64(z[id]) - zm) * invT; x < lim {
 				continue
 			}
-			e := float32(math.Exp(x))
+			e := weight(z[id], zm, invT)
 			if float64(e) >= mp {
 				s.w[id] = e
 				ids = append(ids, id)
@@ -194,14 +195,20 @@ func argmax(z []float32) int32 {
 	return int32(best)
 }
 
-// weigh sets w[id] = exp((z[id]−zmax)·invT), rounded to float32, for each id
-// and returns their sum accumulated in float64 in the order of ids. The
-// difference is taken in float64 so that ±MaxFloat32 logits cannot overflow.
+// weight returns exp((z−zmax)·invT) rounded to float32, the unnormalised
+// probability of a token (1 for the top one). The difference is taken in
+// float64 so that ±MaxFloat32 logits cannot overflow.
+func weight(z float32, zm, invT float64) float32 {
+	return exp32(float32((float64(z) - zm) * invT))
+}
+
+// weigh sets w[id] = weight(z[id]) for each id and returns their sum,
+// accumulated in float64 in the order of ids.
 func weigh(w, z []float32, ids []int32, zmax float32, invT float64) float64 {
 	zm := float64(zmax)
 	var sum float64
 	for _, id := range ids {
-		e := float32(math.Exp((float64(z[id]) - zm) * invT))
+		e := weight(z[id], zm, invT)
 		w[id] = e
 		sum += float64(e)
 	}

@@ -8,62 +8,64 @@ import (
 // Top-p without sorting the vocabulary.
 //
 // The nucleus is the shortest prefix of the tokens in rank order (see
-// topk.go) whose weights sum to at least TopP·Z, Z the sum over every token
-// still in play (n of them). Sorting all n (150k for Qwen) per token is the
-// obvious method and the slow one. Instead:
+// topk.go) whose weights sum to at least TopP·Z, Z the sum over the n tokens
+// still in play. Sorting all n (152064 for Qwen) per token is the obvious
+// method and the slow one. Instead:
 //
 //  1. Cutoff. Tokens with weight below c = (1−TopP)·Z/n hold less than
 //     n·c = (1−TopP)·Z together, so the tokens at or above c hold more than
 //     TopP·Z. They form a prefix of the rank order (weight is monotone in
 //     the logit), hence contain the nucleus. Real logits put most of the
-//     vocabulary far below c; only those above are gathered as candidates.
+//     vocabulary far below c, so few tokens become candidates. The gather
+//     rides on the pass that computes the weights, judging each token
+//     against the running sum (a lower cutoff, so nothing needed is lost),
+//     then the short candidate list is trimmed to the final c.
 //  2. Weighted quickselect on the candidates (nth_element, with the
 //     prefix mass instead of a count deciding which side to keep): partition
 //     around a median-of-three pivot, keep the side where the running mass
 //     crosses TopP·Z. Expected linear time; after 2·log₂ of the candidate
 //     count rounds without finishing, the remaining range is heap-sorted, so
 //     the worst case is O(c log c).
-//  3. The nucleus comes out unordered; it is put back in ascending id order
-//     (the order draw walks) by sorting it if it is small, or by one
-//     rank-compare pass over the tokens in play if it is large.
+//  3. The nucleus is returned in the order the selection left it, which
+//     depends only on the inputs; draw does not need it sorted.
 //
-// So a token costs a gather compare, and only candidates get partitioned;
-// nothing is sorted except the nucleus itself when small.
+// So a token outside the candidates costs one compare beyond its exp, and
+// nothing is sorted but ranges of at most smallSelect tokens.
 
 // smallSelect is the range size (tokens) below which selection switches
 // from partitioning to insertion sort: partition overhead beats it there.
 const smallSelect = 16
 
-// nucleus returns the top-p survivors among keep (ascending ids, weights set
-// in s.w, summing to Z) in ascending id order, and their weight sum. It uses
-// s.list as scratch and may return it.
-func (s *Sampler) nucleus(keep []int32, Z float64) ([]int32, float64) {
+// nucleus sets the weights of keep (ascending ids) in s.w and returns the
+// top-p survivors among them, in selection order, with their weight sum.
+// zmax is the top logit and invT 1/Temperature. It uses s.list as scratch
+// and returns part of it.
+func (s *Sampler) nucleus(keep []int32, zmax float32, invT float64) ([]int32, float64) {
 	z, w := s.z, s.w
 	p := s.p.TopP
-	target := p * Z
-	cutoff := (1 - p) * Z / float64(len(keep))
+	frac := (1 - p) / float64(len(keep)) // the cutoff c is frac·Z
+	zm := float64(zmax)
 
 	cand := s.list[:0]
+	var Z float64
 	for _, id := range keep {
-		if float64(w[id]) >= cutoff {
+		e := weight(z[id], zm, invT)
+		w[id] = e
+		Z += float64(e)
+		if float64(e) >= frac*Z { // the running Z never exceeds the final one
 			cand = append(cand, id)
 		}
 	}
-	n := selectNucleus(cand, z, w, target)
-
-	var out []int32
-	if n*bits.Len(uint(n)) <= len(keep) {
-		out = cand[:n]
-		slices.Sort(out)
-	} else {
-		b := cand[n-1] // the lowest-ranked token of the nucleus
-		out = s.list[:0]
-		for _, id := range keep {
-			if !better(z, b, id) {
-				out = append(out, id)
-			}
+	c, m := frac*Z, 0
+	for _, id := range cand {
+		if float64(w[id]) >= c {
+			cand[m] = id
+			m++
 		}
 	}
+	cand = cand[:m]
+
+	out := cand[:selectNucleus(cand, z, w, p*Z)]
 	var total float64
 	for _, id := range out {
 		total += float64(w[id])

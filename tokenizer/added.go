@@ -29,6 +29,7 @@ type addedToken struct {
 // position finds the same matches).
 type addedMatcher struct {
 	nodes []trieNode // nodes[0] is the root
+	first [256]bool  // bytes some token starts with
 }
 
 type trieNode struct {
@@ -45,6 +46,7 @@ func newAddedMatcher(toks []*addedToken) *addedMatcher {
 		if t.match == "" {
 			continue
 		}
+		m.first[t.match[0]] = true
 		n := int32(0)
 		for i := 0; i < len(t.match); i++ {
 			c := t.match[i]
@@ -100,7 +102,10 @@ func (m *addedMatcher) split(dst []segment, s string) []segment {
 	}
 	prev := 0 // end of the last accepted match
 	for i := 0; i < len(s); {
-		t := m.longest(s[i:])
+		var t *addedToken
+		if m.first[s[i]] {
+			t = m.longest(s[i:])
+		}
 		if t == nil {
 			i++
 			continue
