@@ -38,6 +38,8 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./safetensors
 	$(GO) test -run '^$$' -fuzz '^FuzzParseIndex$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./safetensors
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./model
+	$(GO) test -run '^$$' -fuzz '^FuzzStopper$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./sample
 
 bench:
 	$(GO) run ./cmd/moesys bench kernels

@@ -40,3 +40,30 @@ func TestExp32(t *testing.T) {
 		t.Errorf("exp32(0) = %v, want exactly 1", exp32(0))
 	}
 }
+
+// weigh repeats exp32 inline: the same bits for every token, and the sum of
+// the weights.
+func TestWeigh(t *testing.T) {
+	z := randLogits(4, 1000, 20)
+	z[7], z[8], z[9] = float32(math.Inf(-1)), -math.MaxFloat32, math.MaxFloat32
+	ids := make([]int32, len(z))
+	for i := range ids {
+		ids[i] = int32(len(z) - 1 - i)
+	}
+	for _, invT := range []float32{1, 0.25, 3.7, math.MaxFloat32} {
+		w := make([]float32, len(z))
+		zmax := z[argmax(z)]
+		got := weigh(w, z, ids, zmax, invT)
+		var want float64
+		for i := range z {
+			e := exp32((z[i] - zmax) * invT)
+			if math.Float32bits(w[i]) != math.Float32bits(e) {
+				t.Fatalf("invT %v: w[%d] = %v, exp32 gives %v", invT, i, w[i], e)
+			}
+			want += float64(e)
+		}
+		if math.Abs(got-want) > 1e-12*want {
+			t.Errorf("invT %v: sum %v, want %v", invT, got, want)
+		}
+	}
+}

@@ -12,13 +12,13 @@ import (
 // golden-ratio constant, any odd constant would do.
 const pcgStream = 0x9e3779b97f4a7c15
 
-// minPSlack widens the logit-space min-p pre-filter (in units of
-// (logit−max)/Temperature, the natural log of the probability ratio) so it
-// never rejects a token that the exact test on its float32 weight accepts:
-// rounding the argument to float32 moves it by at most 104·2⁻²⁴ ≈ 6e-6 and
-// exp32 is within 1 ulp; 1e-3 covers both with room, at the price of an exp
-// for the few tokens just below the threshold.
-const minPSlack = 1e-3
+// minPSlack widens the min-p pre-filter on the exp argument (z−max)/T, the
+// natural log of the probability ratio, so that it never rejects a token the
+// exact test on its float32 weight accepts: exp32 is within 1 ulp and the
+// weight rounds to float32, about 1.2e-7 relative together; 1e-5 covers that
+// with room, at the price of an exp for the few tokens just below the
+// threshold.
+const minPSlack = 1e-5
 
 // Sampler turns rows of logits into token ids for one generation stream,
 // under fixed Params and its own seeded generator. It is not safe for
@@ -37,7 +37,7 @@ type Sampler struct {
 	w    []float32 // (V) weights exp((z−max)/Temperature); valid only for the ids under consideration
 	iota []int32   // (V) 0, 1, …, V−1: the "every token" id list; never written after it is filled
 	topk []int32   // (min(TopK, V)) top-k selection heap, then the kept ids ascending
-	list []int32   // (V) top-p candidates, then the survivors ascending
+	list []int32   // (V) top-p candidates and nucleus, or the min-p survivors
 }
 
 // New returns a Sampler for p, or p's Validate error. The Sampler keeps its
@@ -93,7 +93,8 @@ func (s *Sampler) Next(logits []float32, context []int32) int32 {
 }
 
 // filter runs everything in Next but the draw: it returns the surviving ids
-// in ascending order, with their weights in s.w and the sum of those weights.
+// (see survivors for their order), with their weights in s.w and the sum of
+// those weights.
 // Greedy decoding, and a row with every token masked, leave the one token
 // Next returns, with weight 1.
 func (s *Sampler) filter(logits []float32, context []int32) ([]int32, float64) {
@@ -117,15 +118,15 @@ func (s *Sampler) filter(logits []float32, context []int32) ([]int32, float64) {
 
 // survivors applies temperature, top-k, top-p and min-p to s.z (best is its
 // argmax) and returns the surviving ids, their weights set in s.w, and the
-// sum of those weights (float64, summed in the order of the ids). The ids are
-// ascending, except after top-p, where they come in the order the selection
-// left them: a function of the inputs alone, so draws stay deterministic.
-// The survivors always include best.
+// sum of those weights (float64). The ids are ascending, except after top-p,
+// where they come in the order the selection left them: a function of the
+// inputs alone, so draws stay deterministic. The survivors always include
+// best.
 func (s *Sampler) survivors(best int32) ([]int32, float64) {
 	z := s.z
 	V := len(z)
 	zmax := z[best]
-	invT := 1 / s.p.Temperature
+	invT := float32(min(1/s.p.Temperature, math.MaxFloat32))
 
 	// Top-k works on the logit order, which temperature does not change.
 	keep := s.iota[:V]
@@ -147,14 +148,14 @@ func (s *Sampler) survivors(best int32) ([]int32, float64) {
 	// it are dropped before paying for their exp.
 	if mp := s.p.MinP; mp > 0 {
 		lim := math.Log(mp) - minPSlack
-		zm := float64(zmax)
 		ids := s.list[:0]
 		var total float64
 		for _, id := range keep {
-			if x := (float64(z[id]) - zm) * invT; x < lim {
+			x := (z[id] - zmax) * invT
+			if float64(x) < lim {
 				continue
 			}
-			e := weight(z[id], zm, invT)
+			e := exp32(x)
 			if float64(e) >= mp {
 				s.w[id] = e
 				ids = append(ids, id)
@@ -195,24 +196,40 @@ func argmax(z []float32) int32 {
 	return int32(best)
 }
 
-// weight returns exp((z−zmax)·invT) rounded to float32, the unnormalised
-// probability of a token (1 for the top one). The difference is taken in
-// float64 so that ±MaxFloat32 logits cannot overflow.
-func weight(z float32, zm, invT float64) float32 {
-	return exp32(float32((float64(z) - zm) * invT))
-}
-
-// weigh sets w[id] = weight(z[id]) for each id and returns their sum,
-// accumulated in float64 in the order of ids.
-func weigh(w, z []float32, ids []int32, zmax float32, invT float64) float64 {
-	zm := float64(zmax)
-	var sum float64
-	for _, id := range ids {
-		e := weight(z[id], zm, invT)
+// weigh sets w[id] = exp32((z[id]−zmax)·invT), the unnormalised
+// probability of each token (1 for the top one), and returns their sum,
+// accumulated in float64 in four interleaved partial sums.
+//
+// The arithmetic is float32 throughout: z−zmax ≤ 0 may overflow to −Inf,
+// which weighs 0 as it should, and invT ≤ MaxFloat32 keeps 0·invT = 0. The
+// body of exp32 is repeated inline because it is too large for Go's inliner
+// and the call, with the float64 detour it would invite, doubles the cost
+// of this loop, the hottest of Next; TestWeigh holds the two bit-identical.
+func weigh(w, z []float32, ids []int32, zmax, invT float32) float64 {
+	var acc [4]float64
+	for i, id := range ids {
+		x := (z[id] - zmax) * invT
+		var e float32
+		if x >= expLo {
+			k := float32(x*expLog2e) + expRound
+			n := int32(math.Float32bits(k)) - expRoundInt
+			nf := k - expRound
+			r := x - float32(nf*expLn2Hi)
+			r -= float32(nf * expLn2Lo)
+			p := float32(expP0)
+			p = float32(p*r) + expP1
+			p = float32(p*r) + expP2
+			p = float32(p*r) + expP3
+			p = float32(p*r) + expP4
+			p = float32(p*r) + expP5
+			p = float32(p*float32(r*r)) + r + 1
+			n1 := n >> 1
+			e = float32(p*math.Float32frombits(uint32(n1+127)<<23)) * math.Float32frombits(uint32(n-n1+127)<<23)
+		}
 		w[id] = e
-		sum += float64(e)
+		acc[i&3] += float64(e)
 	}
-	return sum
+	return (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
 // minP keeps, in place and in order, the ids whose weight is at least mp
@@ -230,9 +247,9 @@ func minP(ids []int32, w []float32, mp float64) ([]int32, float64) {
 	return out, total
 }
 
-// draw picks from ids (ascending) with probability w[id]/total, where total
-// is the sum of those weights and u a uniform draw in [0, 1): the first id
-// whose running sum exceeds u·total. Zero-weight ids are never picked; if
+// draw picks from ids with probability w[id]/total, where total is the sum
+// of those weights and u a uniform draw in [0, 1): walking ids in the order
+// given, the first whose running sum exceeds u·total. Zero-weight ids are never picked; if
 // rounding leaves u·total at or past the final sum, the last id with a
 // positive weight is returned.
 func draw(ids []int32, w []float32, total, u float64) int32 {

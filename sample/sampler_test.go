@@ -46,21 +46,31 @@ func params(edit func(*Params)) Params {
 }
 
 // fastDist returns the distribution Next draws from, as computed by the
-// Sampler itself: the surviving ids ascending and w/total, zero weights
-// dropped.
+// Sampler itself: the surviving ids sorted ascending and w/total, zero
+// weights dropped.
 func fastDist(t testing.TB, s *Sampler, logits []float32, ctx []int32) ([]int32, []float64) {
 	t.Helper()
 	ids, total := s.filter(logits, ctx)
-	if !slices.IsSorted(ids) {
-		t.Fatalf("survivors %v not ascending", ids)
+	var sum float64
+	for _, id := range ids {
+		sum += float64(s.w[id])
+	}
+	if math.Abs(sum-total) > 1e-12*total {
+		t.Fatalf("total %v, weights sum to %v", total, sum)
 	}
 	var outIDs []int32
-	var outP []float64
 	for _, id := range ids {
-		if w := s.w[id]; w > 0 {
+		if s.w[id] > 0 {
 			outIDs = append(outIDs, id)
-			outP = append(outP, float64(w)/total)
 		}
+	}
+	slices.Sort(outIDs)
+	if len(slices.Compact(slices.Clone(outIDs))) != len(outIDs) {
+		t.Fatalf("survivors %v repeat an id", outIDs)
+	}
+	outP := make([]float64, len(outIDs))
+	for i, id := range outIDs {
+		outP[i] = float64(s.w[id]) / total
 	}
 	return outIDs, outP
 }
@@ -98,6 +108,10 @@ func TestFilters(t *testing.T) {
 			[]int32{0, 1, 2, 3, 4}, norm(1, 4, 9, 16, 100)},
 		{"temperature 2 takes square roots", params(func(p *Params) { p.Temperature = 2 }), base, nil,
 			[]int32{0, 1, 2, 3, 4}, norm(1, math.Sqrt2, math.Sqrt(3), 2, math.Sqrt(10))},
+		{"huge temperature is uniform over unmasked tokens", params(func(p *Params) { p.Temperature = 1e300 }), []float32{-inf, 5, -3, nan, 1e30}, nil,
+			[]int32{1, 2, 4}, norm(1, 1, 1)},
+		{"tiny temperature keeps only the top", params(func(p *Params) { p.Temperature = 1e-30 }), []float32{1, 1.0001, -3, 1}, nil,
+			[]int32{1}, []float64{1}},
 		{"greedy is the argmax", params(func(p *Params) { p.Temperature = 0 }), base, nil,
 			[]int32{4}, []float64{1}},
 		{"greedy ties go to the lowest id", params(func(p *Params) { p.Temperature = 0 }), []float32{1, 3, 3, 2, 3}, nil,

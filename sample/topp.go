@@ -1,8 +1,8 @@
 package sample
 
 import (
+	"math"
 	"math/bits"
-	"slices"
 )
 
 // Top-p without sorting the vocabulary.
@@ -15,11 +15,10 @@ import (
 //  1. Cutoff. Tokens with weight below c = (1−TopP)·Z/n hold less than
 //     n·c = (1−TopP)·Z together, so the tokens at or above c hold more than
 //     TopP·Z. They form a prefix of the rank order (weight is monotone in
-//     the logit), hence contain the nucleus. Real logits put most of the
-//     vocabulary far below c, so few tokens become candidates. The gather
-//     rides on the pass that computes the weights, judging each token
-//     against the running sum (a lower cutoff, so nothing needed is lost),
-//     then the short candidate list is trimmed to the final c.
+//     the logit, up to exp32's last bit), hence contain the nucleus. Real logits put most of the
+//     vocabulary far below c, so few tokens become candidates (about a
+//     fifth of 152064 Gaussian logits of sd 3, far fewer on real ones); the
+//     gather is one branch-free pass.
 //  2. Weighted quickselect on the candidates (nth_element, with the
 //     prefix mass instead of a count deciding which side to keep): partition
 //     around a median-of-three pivot, keep the side where the running mass
@@ -30,7 +29,8 @@ import (
 //     depends only on the inputs; draw does not need it sorted.
 //
 // So a token outside the candidates costs one compare beyond its exp, and
-// nothing is sorted but ranges of at most smallSelect tokens.
+// nothing is sorted but ranges of at most smallSelect tokens (and, in the
+// rare fallback, the remaining range).
 
 // smallSelect is the range size (tokens) below which selection switches
 // from partitioning to insertion sort: partition overhead beats it there.
@@ -40,26 +40,25 @@ const smallSelect = 16
 // top-p survivors among them, in selection order, with their weight sum.
 // zmax is the top logit and invT 1/Temperature. It uses s.list as scratch
 // and returns part of it.
-func (s *Sampler) nucleus(keep []int32, zmax float32, invT float64) ([]int32, float64) {
+func (s *Sampler) nucleus(keep []int32, zmax, invT float32) ([]int32, float64) {
 	z, w := s.z, s.w
 	p := s.p.TopP
-	frac := (1 - p) / float64(len(keep)) // the cutoff c is frac·Z
-	zm := float64(zmax)
+	Z := weigh(w, z, keep, zmax, invT)
 
-	cand := s.list[:0]
-	var Z float64
-	for _, id := range keep {
-		e := weight(z[id], zm, invT)
-		w[id] = e
-		Z += float64(e)
-		if float64(e) >= frac*Z { // the running Z never exceeds the final one
-			cand = append(cand, id)
-		}
+	// The cutoff in float32, rounded down so it stays conservative.
+	c := (1 - p) * Z / float64(len(keep))
+	c32 := float32(c)
+	if float64(c32) > c {
+		c32 = math.Nextafter32(c32, 0)
 	}
-	c, m := frac*Z, 0
-	for _, id := range cand {
-		if float64(w[id]) >= c {
-			cand[m] = id
+	// Branch-free gather: always write, advance only on a keep. A branch
+	// here mispredicts on a good share of the vocabulary and costs four
+	// times as much.
+	cand := s.list[:len(keep)]
+	m := 0
+	for _, id := range keep {
+		cand[m] = id
+		if w[id] >= c32 {
 			m++
 		}
 	}
