@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/moesys/moesys/kernel"
 )
 
 // fixture is one of testdata/hf's reference checkpoints with expected
@@ -209,3 +211,28 @@ func argmax(x []float32) int32 {
 }
 
 func itoa(i int) string { return string(rune('0' + i)) }
+
+func TestFastPrecisionCloseToExact(t *testing.T) {
+	// Fast (bf16 activations in multi-token products) stays within bf16
+	// rounding of the reference and routes the same experts here.
+	f := loadFixture(t, "mixtral_bf16")
+	m, err := Load(f.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.SetPrecision(Fast)
+	got, err := m.NewSession(64).Forward(f.inputs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := readF32(t, filepath.Join(f.dir, "expected", "logits_0.f32"))
+	e := relErr(got, want)
+	t.Logf("fast precision: rel err %.3g", e)
+	if !(e < 2e-2) {
+		t.Fatalf("rel err %g: want within bf16 rounding (< 2e-2)", e)
+	}
+	if kernel.CurrentLevel() >= kernel.LevelAVX512BF16 && e < 1e-6 {
+		t.Fatalf("rel err %g: the bf16 dot path did not run", e)
+	}
+}

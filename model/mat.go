@@ -13,11 +13,15 @@ type Mat struct {
 	Rows, Cols int
 	F32        []float32
 	BF16       []uint16
+	// Mode is how multi-token products treat bf16 weights (set by
+	// Model.SetPrecision); single tokens always widen exactly.
+	Mode kernel.BF16Mode
 }
 
-// Apply computes y (T x Rows) = x (T x Cols) * M^T + beta*y. bf16 weights are
-// widened exactly (f32 products), so results match an f32 reference. One
-// token uses the GEMV kernel, more use the GEMM. It does not allocate.
+// Apply computes y (T x Rows) = x (T x Cols) * M^T + beta*y. One token uses
+// the GEMV kernel (bf16 weights widened exactly: it is bandwidth-bound
+// anyway); more use the GEMM in the Mat's Mode. It does not allocate on one
+// thread.
 func (m *Mat) Apply(y, x []float32, T int, beta float32) {
 	switch {
 	case T == 1 && m.BF16 != nil:
@@ -25,7 +29,7 @@ func (m *Mat) Apply(y, x []float32, T int, beta float32) {
 	case T == 1:
 		kernel.Gemv(y, m.F32, m.Cols, x, m.Rows, m.Cols, 1, beta)
 	case m.BF16 != nil:
-		kernel.GemmBF16(kernel.BF16Exact, false, true, T, m.Rows, m.Cols, 1, x, m.Cols, m.BF16, m.Cols, beta, y, m.Rows)
+		kernel.GemmBF16(m.Mode, false, true, T, m.Rows, m.Cols, 1, x, m.Cols, m.BF16, m.Cols, beta, y, m.Rows)
 	default:
 		kernel.Gemm(false, true, T, m.Rows, m.Cols, 1, x, m.Cols, m.F32, m.Cols, beta, y, m.Rows)
 	}

@@ -122,6 +122,7 @@ func benchDecode(opts benchOptions, progress io.Writer) ([]benchResult, error) {
 		return nil, err
 	}
 	defer m.Close()
+	m.SetPrecision(model.Fast) // bf16 dot products for prefill, as bf16 inference does
 	c := m.Cfg
 	name := filepath.Base(dir)
 	// Touch every weight once so the first timed token does not pay page faults.
