@@ -58,8 +58,8 @@ func TestParseConfigErrors(t *testing.T) {
 
 func TestParseConfigSemantics(t *testing.T) {
 	cases := []struct {
-		name string
-		json string
+		name  string
+		json  string
 		check func(t *testing.T, c *Config)
 	}{
 		{"qwen2 sparse step and mlp-only layers", `{"model_type":"qwen2_moe","vocab_size":10,"hidden_size":8,"num_hidden_layers":4,

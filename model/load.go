@@ -3,6 +3,8 @@ package model
 import (
 	"errors"
 	"fmt"
+	"math"
+	"runtime"
 
 	"github.com/moesys/moesys/kernel"
 
@@ -234,4 +236,64 @@ func (x Mat) f32() []float32 {
 	f := make([]float32, len(x.BF16))
 	tensor.BF16SliceToF32(f, x.BF16)
 	return f
+}
+
+// Mats returns every weight matrix of the model (norm vectors excluded), for
+// accounting and residency.
+func (m *Model) Mats() []*Mat {
+	ms := []*Mat{&m.Embed}
+	if m.Head.F32 != nil || m.Head.BF16 != nil {
+		ms = append(ms, &m.Head)
+	}
+	for i := range m.Layers {
+		ly := &m.Layers[i]
+		ms = append(ms, &ly.Q, &ly.K, &ly.V, &ly.O)
+		if ly.Router.Rows > 0 {
+			ms = append(ms, &ly.Router)
+		}
+		if ly.SharedGate.Rows > 0 {
+			ms = append(ms, &ly.SharedGate)
+		}
+		for _, e := range []*Expert{ly.Shared, ly.Dense} {
+			if e != nil {
+				ms = append(ms, &e.Gate, &e.Up, &e.Down)
+			}
+		}
+		for j := range ly.Experts {
+			e := &ly.Experts[j]
+			ms = append(ms, &e.Gate, &e.Up, &e.Down)
+		}
+	}
+	return ms
+}
+
+// Prefault reads every weight page once, so that a model meant to be fully
+// resident pays its disk reads at load rather than on the first tokens that
+// route to each expert. It returns the bytes touched.
+func (m *Model) Prefault() int64 {
+	mats := m.Mats()
+	var total int64
+	for _, x := range mats {
+		total += int64(x.Bytes())
+	}
+	const page = 4096
+	var sums [2]uint64
+	kernel.Parallel(2, func(p int) {
+		var s uint64
+		for i := p; i < len(mats); i += 2 {
+			x := mats[i]
+			if x.BF16 != nil {
+				for j := 0; j < len(x.BF16); j += page / 2 {
+					s += uint64(x.BF16[j])
+				}
+			} else {
+				for j := 0; j < len(x.F32); j += page / 4 {
+					s += uint64(math.Float32bits(x.F32[j]))
+				}
+			}
+		}
+		sums[p] = s
+	})
+	runtime.KeepAlive(sums)
+	return total
 }
