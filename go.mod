@@ -2,15 +2,17 @@ module github.com/moesys/moesys
 
 go 1.26.8
 
-require golang.org/x/sys v0.49.0
+require (
+	github.com/dlclark/regexp2 v1.12.0
+	golang.org/x/sys v0.49.0
+	golang.org/x/text v0.42.0
+)
 
 require (
 	github.com/BurntSushi/toml v1.4.1-0.20240526193622-a339e1f7089c // indirect
-	github.com/dlclark/regexp2 v1.12.0 // indirect
 	golang.org/x/exp/typeparams v0.0.0-20231108232855-2478ac86f678 // indirect
 	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/sync v0.23.0 // indirect
-	golang.org/x/text v0.42.0 // indirect
 	golang.org/x/tools v0.51.0 // indirect
 	honnef.co/go/tools v0.8.2 // indirect
 )

@@ -16,7 +16,9 @@ const maxPendingIDs = 16
 // split a UTF-8 character across ids; Push holds such ids back until the
 // character is complete, so what it returns is always valid UTF-8 and never
 // breaks a character. The concatenation of everything Push and Flush return
-// equals Decode of all ids.
+// equals Decode of all ids (less skipped specials), except where more than
+// maxPendingIDs ids in a row end inside a character: those are let out
+// early, as U+FFFD.
 //
 // It keeps the ids of the last emitted chunk as context and returns
 // Decode(context+new) minus Decode(context), the way HF's DecodeStream does,

@@ -1,6 +1,8 @@
 package tokenizer
 
 import (
+	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -161,4 +163,93 @@ func (ds detokenizers) decode(tokens []string) []string {
 		tokens = d.decode(tokens)
 	}
 	return tokens
+}
+
+func parseDetokenizer(raw json.RawMessage, depth int) (detokenizer, error) {
+	const what = "decoder"
+	typ, err := typeOf(raw, what)
+	if err != nil || typ == "" {
+		return nil, err
+	}
+	if depth > maxDepth {
+		return nil, fmt.Errorf("%w: %s nested deeper than %d", ErrFormat, what, maxDepth)
+	}
+	switch typ {
+	case "ByteLevel":
+		return byteLevelDetok{}, nil
+	case "ByteFallback":
+		return byteFallbackDetok{}, nil
+	case "Fuse":
+		return fuseDetok{}, nil
+	case "Metaspace":
+		var j metaspaceJSON
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		repl, scheme, _, err := j.parse()
+		if err != nil {
+			return nil, err
+		}
+		r, _ := utf8.DecodeRuneInString(repl)
+		return metaspaceDetok{repl: r, prependNever: scheme == prependNever}, nil
+	case "Replace":
+		var j struct {
+			Pattern patternJSON `json:"pattern"`
+			Content string      `json:"content"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		p, err := j.Pattern.compile()
+		if err != nil {
+			return nil, fmt.Errorf("%s Replace: %w", what, err)
+		}
+		return replaceDetok{p, j.Content}, nil
+	case "Strip":
+		var j struct {
+			Content string `json:"content"`
+			Start   int    `json:"start"`
+			Stop    int    `json:"stop"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		if utf8.RuneCountInString(j.Content) != 1 {
+			return nil, fmt.Errorf("%w: %s Strip content %q is not one character", ErrFormat, what, j.Content)
+		}
+		r, _ := utf8.DecodeRuneInString(j.Content)
+		return stripDetok{content: r, start: j.Start, stop: j.Stop}, nil
+	case "BPEDecoder":
+		var j struct {
+			Suffix *string `json:"suffix"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		d := bpeDetok{suffix: "</w>"}
+		if j.Suffix != nil {
+			d.suffix = *j.Suffix
+		}
+		return d, nil
+	case "Sequence":
+		var j struct {
+			Decoders []json.RawMessage `json:"decoders"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		var ds detokenizers
+		for i, sub := range j.Decoders {
+			d, err := parseDetokenizer(sub, depth+1)
+			if err != nil {
+				return nil, fmt.Errorf("decoders[%d]: %w", i, err)
+			}
+			if d != nil {
+				ds = append(ds, d)
+			}
+		}
+		return ds, nil
+	}
+	// WordPiece, CTC, ...
+	return nil, fmt.Errorf("%w: decoder type %q", ErrUnsupported, typ)
 }

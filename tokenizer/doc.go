@@ -24,8 +24,12 @@
 //	bos, ok := tok.BOS()                                        // 1, true
 //	stop := tok.EOS()                                           // [2]
 //
+// Parse does the same from bytes. On malformed files both return an error
+// wrapping ErrFormat or ErrUnsupported; they never panic. Tokenizers are
+// safe for concurrent use.
+//
 // Streaming generation decodes one id at a time with a Decoder, which holds
-// back ids that end inside a UTF-8 character:
+// back ids that end inside a UTF-8 character (one Decoder per stream):
 //
 //	d := tokenizer.NewDecoder(tok, true) // skip special tokens
 //	for id := range generated {

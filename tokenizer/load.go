@@ -10,10 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"unicode"
-	"unicode/utf8"
-
-	"golang.org/x/text/unicode/norm"
 )
 
 // File names of a Hugging Face model directory.
@@ -38,7 +34,8 @@ var wellKnownEOS = []string{
 
 // Load reads a Hugging Face tokenizer.json with a BPE model: path is the
 // file or a directory holding FileName. If a tokenizer_config.json sits
-// beside it, its eos_token comes first in EOS.
+// beside it, its eos_token comes first in EOS. The result is a *BPE, whose
+// ID and Token methods look up vocabulary strings.
 func Load(path string) (Tokenizer, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, FileName)
@@ -159,7 +156,7 @@ func (t *BPE) parseModel(raw json.RawMessage) error {
 	}
 	switch {
 	case j.Type == "BPE":
-	case j.Type == "" && j.Merges != nil: // legacy files without a type
+	case j.Type == "" && !isNull(j.Merges): // legacy files without a type
 	case j.Type == "":
 		return fmt.Errorf("%w: model without type", ErrFormat)
 	default:
@@ -168,7 +165,7 @@ func (t *BPE) parseModel(raw json.RawMessage) error {
 	if j.Dropout != nil && *j.Dropout != 0 {
 		return fmt.Errorf("%w: BPE dropout %g (a training-time option)", ErrUnsupported, *j.Dropout)
 	}
-	if j.Vocab == nil || j.Merges == nil {
+	if j.Vocab == nil || isNull(j.Merges) {
 		return fmt.Errorf("%w: BPE model without vocab or merges", ErrFormat)
 	}
 	m := &t.model
@@ -302,9 +299,13 @@ func (t *BPE) addTokens(list []addedTokenJSON) error {
 		order = append(order, a)
 	}
 
+	// Size the id tables to every id in use, the post-processor's too.
 	n := len(t.tokens)
 	for _, a := range order {
 		n = max(n, int(a.id)+1)
+	}
+	for _, id := range slices.Concat(t.prefix, t.suffix) {
+		n = max(n, int(id)+1)
 	}
 	t.tokens = slices.Grow(t.tokens, n-len(t.tokens))[:n]
 	t.known = slices.Grow(t.known, n-len(t.known))[:n]
@@ -384,343 +385,10 @@ func isNull(raw json.RawMessage) bool {
 	return len(raw) == 0 || string(raw) == "null"
 }
 
-// patternJSON is {"String": "..."} or {"Regex": "..."}.
-type patternJSON struct {
-	String *string `json:"String"`
-	Regex  *string `json:"Regex"`
-}
-
-func (p patternJSON) compile() (pattern, error) {
-	switch {
-	case p.String != nil:
-		return literalPattern(*p.String), nil
-	case p.Regex != nil:
-		return compileRegex(*p.Regex)
-	}
-	return nil, fmt.Errorf("%w: pattern is neither String nor Regex", ErrFormat)
-}
-
 // decodeComponent unmarshals a component's fields.
 func decodeComponent(raw json.RawMessage, what, typ string, v any) error {
 	if err := json.Unmarshal(raw, v); err != nil {
 		return fmt.Errorf("%w: %s %s: %v", ErrFormat, what, typ, err)
 	}
 	return nil
-}
-
-func parseNormalizer(raw json.RawMessage, depth int) (normalizer, error) {
-	const what = "normalizer"
-	typ, err := typeOf(raw, what)
-	if err != nil || typ == "" {
-		return nil, err
-	}
-	if depth > maxDepth {
-		return nil, fmt.Errorf("%w: %s nested deeper than %d", ErrFormat, what, maxDepth)
-	}
-	switch typ {
-	case "NFC":
-		return unicodeNorm{norm.NFC}, nil
-	case "NFD":
-		return unicodeNorm{norm.NFD}, nil
-	case "NFKC":
-		return unicodeNorm{norm.NFKC}, nil
-	case "NFKD":
-		return unicodeNorm{norm.NFKD}, nil
-	case "Lowercase":
-		return lowercase{}, nil
-	case "StripAccents":
-		return stripAccents{}, nil
-	case "ByteLevel":
-		return byteLevelNorm{}, nil
-	case "Strip":
-		var j struct {
-			Left  bool `json:"strip_left"`
-			Right bool `json:"strip_right"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		return strip{j.Left, j.Right}, nil
-	case "Prepend":
-		var j struct {
-			Prepend string `json:"prepend"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		return prepend(j.Prepend), nil
-	case "Replace":
-		var j struct {
-			Pattern patternJSON `json:"pattern"`
-			Content string      `json:"content"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		p, err := j.Pattern.compile()
-		if err != nil {
-			return nil, fmt.Errorf("%s Replace: %w", what, err)
-		}
-		return replace{p, j.Content}, nil
-	case "Sequence":
-		var j struct {
-			Normalizers []json.RawMessage `json:"normalizers"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		var ns normalizers
-		for i, sub := range j.Normalizers {
-			n, err := parseNormalizer(sub, depth+1)
-			if err != nil {
-				return nil, fmt.Errorf("normalizers[%d]: %w", i, err)
-			}
-			if n != nil {
-				ns = append(ns, n)
-			}
-		}
-		return ns, nil
-	}
-	// BertNormalizer, Precompiled (SentencePiece's charsmap), Nmt, ...
-	return nil, fmt.Errorf("%w: normalizer type %q", ErrUnsupported, typ)
-}
-
-// metaspaceJSON holds the fields of Metaspace, a pre-tokenizer and decoder.
-type metaspaceJSON struct {
-	Replacement    string  `json:"replacement"`
-	AddPrefixSpace *bool   `json:"add_prefix_space"`
-	PrependScheme  *string `json:"prepend_scheme"`
-	Split          *bool   `json:"split"`
-}
-
-// parse returns the replacement, prepend scheme and split flag. As in HF, an
-// absent prepend_scheme means "always" unless add_prefix_space is false.
-func (j metaspaceJSON) parse() (string, prependScheme, bool, error) {
-	if utf8.RuneCountInString(j.Replacement) != 1 {
-		return "", 0, false, fmt.Errorf("%w: Metaspace replacement %q is not one character", ErrFormat, j.Replacement)
-	}
-	scheme := prependAlways
-	if j.PrependScheme != nil {
-		switch *j.PrependScheme {
-		case "always":
-		case "first":
-			scheme = prependFirst
-		case "never":
-			scheme = prependNever
-		default:
-			return "", 0, false, fmt.Errorf("%w: Metaspace prepend_scheme %q", ErrFormat, *j.PrependScheme)
-		}
-	}
-	if j.AddPrefixSpace != nil && !*j.AddPrefixSpace {
-		if j.PrependScheme != nil && scheme != prependNever {
-			return "", 0, false, fmt.Errorf("%w: Metaspace add_prefix_space false but prepend_scheme %q", ErrFormat, *j.PrependScheme)
-		}
-		scheme = prependNever
-	}
-	return j.Replacement, scheme, j.Split == nil || *j.Split, nil
-}
-
-func parsePreTokenizer(raw json.RawMessage, depth int) (preTokenizer, error) {
-	const what = "pre_tokenizer"
-	typ, err := typeOf(raw, what)
-	if err != nil || typ == "" {
-		return nil, err
-	}
-	if depth > maxDepth {
-		return nil, fmt.Errorf("%w: %s nested deeper than %d", ErrFormat, what, maxDepth)
-	}
-	switch typ {
-	case "ByteLevel":
-		var j struct {
-			AddPrefixSpace *bool `json:"add_prefix_space"`
-			UseRegex       *bool `json:"use_regex"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		return byteLevelPre{
-			addPrefixSpace: j.AddPrefixSpace == nil || *j.AddPrefixSpace,
-			useRegex:       j.UseRegex == nil || *j.UseRegex,
-		}, nil
-	case "Split":
-		var j struct {
-			Pattern  patternJSON `json:"pattern"`
-			Behavior string      `json:"behavior"`
-			Invert   bool        `json:"invert"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		p, err := j.Pattern.compile()
-		if err != nil {
-			return nil, fmt.Errorf("%s Split: %w", what, err)
-		}
-		b, ok := behaviorNames[j.Behavior]
-		if !ok {
-			return nil, fmt.Errorf("%w: %s Split behavior %q", ErrFormat, what, j.Behavior)
-		}
-		if j.Invert {
-			p = invertPattern{p}
-		}
-		return splitPre{p, b}, nil
-	case "Metaspace":
-		var j metaspaceJSON
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		repl, scheme, split, err := j.parse()
-		if err != nil {
-			return nil, err
-		}
-		return metaspacePre{repl: repl, scheme: scheme, splits: split}, nil
-	case "Digits":
-		var j struct {
-			Individual bool `json:"individual_digits"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		return digitsPre{j.Individual}, nil
-	case "Whitespace":
-		return whitespacePre{}, nil
-	case "WhitespaceSplit":
-		return splitPre{runePattern(unicode.IsSpace), removed}, nil
-	case "BertPreTokenizer":
-		return bertPre{}, nil
-	case "Punctuation":
-		var j struct {
-			Behavior *string `json:"behavior"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		b := isolated
-		if j.Behavior != nil {
-			var ok bool
-			if b, ok = behaviorNames[*j.Behavior]; !ok {
-				return nil, fmt.Errorf("%w: %s Punctuation behavior %q", ErrFormat, what, *j.Behavior)
-			}
-		}
-		return splitPre{runePattern(isPunct), b}, nil
-	case "CharDelimiterSplit":
-		var j struct {
-			Delimiter string `json:"delimiter"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		if utf8.RuneCountInString(j.Delimiter) != 1 {
-			return nil, fmt.Errorf("%w: %s CharDelimiterSplit delimiter %q is not one character", ErrFormat, what, j.Delimiter)
-		}
-		return splitPre{literalRune(j.Delimiter), removed}, nil
-	case "Sequence":
-		var j struct {
-			PreTokenizers []json.RawMessage `json:"pretokenizers"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		var ps preTokenizers
-		for i, sub := range j.PreTokenizers {
-			p, err := parsePreTokenizer(sub, depth+1)
-			if err != nil {
-				return nil, fmt.Errorf("pretokenizers[%d]: %w", i, err)
-			}
-			if p != nil {
-				ps = append(ps, p)
-			}
-		}
-		return ps, nil
-	}
-	// UnicodeScripts, FixedLength, ...
-	return nil, fmt.Errorf("%w: pre_tokenizer type %q", ErrUnsupported, typ)
-}
-
-func parseDetokenizer(raw json.RawMessage, depth int) (detokenizer, error) {
-	const what = "decoder"
-	typ, err := typeOf(raw, what)
-	if err != nil || typ == "" {
-		return nil, err
-	}
-	if depth > maxDepth {
-		return nil, fmt.Errorf("%w: %s nested deeper than %d", ErrFormat, what, maxDepth)
-	}
-	switch typ {
-	case "ByteLevel":
-		return byteLevelDetok{}, nil
-	case "ByteFallback":
-		return byteFallbackDetok{}, nil
-	case "Fuse":
-		return fuseDetok{}, nil
-	case "Metaspace":
-		var j metaspaceJSON
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		repl, scheme, _, err := j.parse()
-		if err != nil {
-			return nil, err
-		}
-		r, _ := utf8.DecodeRuneInString(repl)
-		return metaspaceDetok{repl: r, prependNever: scheme == prependNever}, nil
-	case "Replace":
-		var j struct {
-			Pattern patternJSON `json:"pattern"`
-			Content string      `json:"content"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		p, err := j.Pattern.compile()
-		if err != nil {
-			return nil, fmt.Errorf("%s Replace: %w", what, err)
-		}
-		return replaceDetok{p, j.Content}, nil
-	case "Strip":
-		var j struct {
-			Content string `json:"content"`
-			Start   int    `json:"start"`
-			Stop    int    `json:"stop"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		if utf8.RuneCountInString(j.Content) != 1 {
-			return nil, fmt.Errorf("%w: %s Strip content %q is not one character", ErrFormat, what, j.Content)
-		}
-		r, _ := utf8.DecodeRuneInString(j.Content)
-		return stripDetok{content: r, start: j.Start, stop: j.Stop}, nil
-	case "BPEDecoder":
-		var j struct {
-			Suffix *string `json:"suffix"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		d := bpeDetok{suffix: "</w>"}
-		if j.Suffix != nil {
-			d.suffix = *j.Suffix
-		}
-		return d, nil
-	case "Sequence":
-		var j struct {
-			Decoders []json.RawMessage `json:"decoders"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
-			return nil, err
-		}
-		var ds detokenizers
-		for i, sub := range j.Decoders {
-			d, err := parseDetokenizer(sub, depth+1)
-			if err != nil {
-				return nil, fmt.Errorf("decoders[%d]: %w", i, err)
-			}
-			if d != nil {
-				ds = append(ds, d)
-			}
-		}
-		return ds, nil
-	}
-	// WordPiece, CTC, ...
-	return nil, fmt.Errorf("%w: decoder type %q", ErrUnsupported, typ)
 }

@@ -1,6 +1,8 @@
 package tokenizer
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"unicode"
 
@@ -106,4 +108,81 @@ func (ns normalizers) normalize(s string) string {
 		s = n.normalize(s)
 	}
 	return s
+}
+
+func parseNormalizer(raw json.RawMessage, depth int) (normalizer, error) {
+	const what = "normalizer"
+	typ, err := typeOf(raw, what)
+	if err != nil || typ == "" {
+		return nil, err
+	}
+	if depth > maxDepth {
+		return nil, fmt.Errorf("%w: %s nested deeper than %d", ErrFormat, what, maxDepth)
+	}
+	switch typ {
+	case "NFC":
+		return unicodeNorm{norm.NFC}, nil
+	case "NFD":
+		return unicodeNorm{norm.NFD}, nil
+	case "NFKC":
+		return unicodeNorm{norm.NFKC}, nil
+	case "NFKD":
+		return unicodeNorm{norm.NFKD}, nil
+	case "Lowercase":
+		return lowercase{}, nil
+	case "StripAccents":
+		return stripAccents{}, nil
+	case "ByteLevel":
+		return byteLevelNorm{}, nil
+	case "Strip":
+		var j struct {
+			Left  bool `json:"strip_left"`
+			Right bool `json:"strip_right"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		return strip{j.Left, j.Right}, nil
+	case "Prepend":
+		var j struct {
+			Prepend string `json:"prepend"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		return prepend(j.Prepend), nil
+	case "Replace":
+		var j struct {
+			Pattern patternJSON `json:"pattern"`
+			Content string      `json:"content"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		p, err := j.Pattern.compile()
+		if err != nil {
+			return nil, fmt.Errorf("%s Replace: %w", what, err)
+		}
+		return replace{p, j.Content}, nil
+	case "Sequence":
+		var j struct {
+			Normalizers []json.RawMessage `json:"normalizers"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		var ns normalizers
+		for i, sub := range j.Normalizers {
+			n, err := parseNormalizer(sub, depth+1)
+			if err != nil {
+				return nil, fmt.Errorf("normalizers[%d]: %w", i, err)
+			}
+			if n != nil {
+				ns = append(ns, n)
+			}
+		}
+		return ns, nil
+	}
+	// BertNormalizer, Precompiled (SentencePiece's charsmap), Nmt, ...
+	return nil, fmt.Errorf("%w: normalizer type %q", ErrUnsupported, typ)
 }

@@ -31,8 +31,14 @@ type regexPattern struct {
 	re *regexp2.Regexp
 }
 
-// compileRegex compiles an HF regex pattern.
-func compileRegex(expr string) (regexPattern, error) {
+// compileRegex compiles an HF regex pattern. Patterns come from untrusted
+// files: a panic inside the regex parser is returned as an error.
+func compileRegex(expr string) (p regexPattern, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p, err = regexPattern{}, fmt.Errorf("%w: regex %q: %v", ErrUnsupported, expr, r)
+		}
+	}()
 	re, err := regexp2.Compile(expr, regexp2.None)
 	if err != nil {
 		return regexPattern{}, fmt.Errorf("%w: regex %q: %v", ErrUnsupported, expr, err)
@@ -229,4 +235,20 @@ func applyBehavior(spans []span, b behavior) []span {
 		}
 	}
 	return out
+}
+
+// patternJSON is {"String": "..."} or {"Regex": "..."}.
+type patternJSON struct {
+	String *string `json:"String"`
+	Regex  *string `json:"Regex"`
+}
+
+func (p patternJSON) compile() (pattern, error) {
+	switch {
+	case p.String != nil:
+		return literalPattern(*p.String), nil
+	case p.Regex != nil:
+		return compileRegex(*p.Regex)
+	}
+	return nil, fmt.Errorf("%w: pattern is neither String nor Regex", ErrFormat)
 }

@@ -1,8 +1,11 @@
 package tokenizer
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // word is a piece of text on its way to the model.
@@ -199,4 +202,155 @@ func (ps preTokenizers) split(dst []word, w word) []word {
 		cur, next = next, cur
 	}
 	return append(dst, cur...)
+}
+
+// metaspaceJSON holds the fields of Metaspace, a pre-tokenizer and decoder.
+type metaspaceJSON struct {
+	Replacement    string  `json:"replacement"`
+	AddPrefixSpace *bool   `json:"add_prefix_space"`
+	PrependScheme  *string `json:"prepend_scheme"`
+	Split          *bool   `json:"split"`
+}
+
+// parse returns the replacement, prepend scheme and split flag. As in HF, an
+// absent prepend_scheme means "always" unless add_prefix_space is false.
+func (j metaspaceJSON) parse() (string, prependScheme, bool, error) {
+	if utf8.RuneCountInString(j.Replacement) != 1 {
+		return "", 0, false, fmt.Errorf("%w: Metaspace replacement %q is not one character", ErrFormat, j.Replacement)
+	}
+	scheme := prependAlways
+	if j.PrependScheme != nil {
+		switch *j.PrependScheme {
+		case "always":
+		case "first":
+			scheme = prependFirst
+		case "never":
+			scheme = prependNever
+		default:
+			return "", 0, false, fmt.Errorf("%w: Metaspace prepend_scheme %q", ErrFormat, *j.PrependScheme)
+		}
+	}
+	if j.AddPrefixSpace != nil && !*j.AddPrefixSpace {
+		if j.PrependScheme != nil && scheme != prependNever {
+			return "", 0, false, fmt.Errorf("%w: Metaspace add_prefix_space false but prepend_scheme %q", ErrFormat, *j.PrependScheme)
+		}
+		scheme = prependNever
+	}
+	return j.Replacement, scheme, j.Split == nil || *j.Split, nil
+}
+
+func parsePreTokenizer(raw json.RawMessage, depth int) (preTokenizer, error) {
+	const what = "pre_tokenizer"
+	typ, err := typeOf(raw, what)
+	if err != nil || typ == "" {
+		return nil, err
+	}
+	if depth > maxDepth {
+		return nil, fmt.Errorf("%w: %s nested deeper than %d", ErrFormat, what, maxDepth)
+	}
+	switch typ {
+	case "ByteLevel":
+		var j struct {
+			AddPrefixSpace *bool `json:"add_prefix_space"`
+			UseRegex       *bool `json:"use_regex"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		return byteLevelPre{
+			addPrefixSpace: j.AddPrefixSpace == nil || *j.AddPrefixSpace,
+			useRegex:       j.UseRegex == nil || *j.UseRegex,
+		}, nil
+	case "Split":
+		var j struct {
+			Pattern  patternJSON `json:"pattern"`
+			Behavior string      `json:"behavior"`
+			Invert   bool        `json:"invert"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		p, err := j.Pattern.compile()
+		if err != nil {
+			return nil, fmt.Errorf("%s Split: %w", what, err)
+		}
+		b, ok := behaviorNames[j.Behavior]
+		if !ok {
+			return nil, fmt.Errorf("%w: %s Split behavior %q", ErrFormat, what, j.Behavior)
+		}
+		if j.Invert {
+			p = invertPattern{p}
+		}
+		return splitPre{p, b}, nil
+	case "Metaspace":
+		var j metaspaceJSON
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		repl, scheme, split, err := j.parse()
+		if err != nil {
+			return nil, err
+		}
+		return metaspacePre{repl: repl, scheme: scheme, splits: split}, nil
+	case "Digits":
+		var j struct {
+			Individual bool `json:"individual_digits"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		return digitsPre{j.Individual}, nil
+	case "Whitespace":
+		return whitespacePre{}, nil
+	case "WhitespaceSplit":
+		return splitPre{runePattern(unicode.IsSpace), removed}, nil
+	case "BertPreTokenizer":
+		return bertPre{}, nil
+	case "Punctuation":
+		var j struct {
+			Behavior *string `json:"behavior"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		b := isolated
+		if j.Behavior != nil {
+			var ok bool
+			if b, ok = behaviorNames[*j.Behavior]; !ok {
+				return nil, fmt.Errorf("%w: %s Punctuation behavior %q", ErrFormat, what, *j.Behavior)
+			}
+		}
+		return splitPre{runePattern(isPunct), b}, nil
+	case "CharDelimiterSplit":
+		var j struct {
+			Delimiter string `json:"delimiter"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		if utf8.RuneCountInString(j.Delimiter) != 1 {
+			return nil, fmt.Errorf("%w: %s CharDelimiterSplit delimiter %q is not one character", ErrFormat, what, j.Delimiter)
+		}
+		return splitPre{literalRune(j.Delimiter), removed}, nil
+	case "Sequence":
+		var j struct {
+			PreTokenizers []json.RawMessage `json:"pretokenizers"`
+		}
+		if err := decodeComponent(raw, what, typ, &j); err != nil {
+			return nil, err
+		}
+		var ps preTokenizers
+		for i, sub := range j.PreTokenizers {
+			p, err := parsePreTokenizer(sub, depth+1)
+			if err != nil {
+				return nil, fmt.Errorf("pretokenizers[%d]: %w", i, err)
+			}
+			if p != nil {
+				ps = append(ps, p)
+			}
+		}
+		return ps, nil
+	}
+	// UnicodeScripts, FixedLength, ...
+	return nil, fmt.Errorf("%w: pre_tokenizer type %q", ErrUnsupported, typ)
 }

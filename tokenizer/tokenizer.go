@@ -19,8 +19,8 @@ type Tokenizer interface {
 	// dropped. The result is always valid UTF-8: byte sequences that do not
 	// form characters become U+FFFD.
 	Decode(ids []int32) string
-	// VocabSize is one more than the largest id; some ids below it may be
-	// unused.
+	// VocabSize is one more than the largest id the tokenizer can produce;
+	// some ids below it may be unused.
 	VocabSize() int
 	// BOS is the id EncodeSpecial puts first, before the text; ok is false
 	// when it adds none.
