@@ -52,7 +52,7 @@ type benchOptions struct {
 }
 
 func init() {
-	register("bench", "measure speed against this machine's limits (suites: kernels)", runBench)
+	register("bench", "measure speed against this machine's limits (suites: kernels, decode)", runBench)
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
