@@ -5,7 +5,7 @@ BIN     := bin/moesys
 CGO     := $(shell ./scripts/deps.sh)
 export CGO_ENABLED := $(CGO)
 
-.PHONY: all build demo test lint fuzz bench clean
+.PHONY: all build demo test test-avx2 lint fuzz bench clean
 
 all: build
 
@@ -27,6 +27,14 @@ test: lint
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 ./... > /dev/null
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
+# The kernel tests on an emulated x86 CPU without AVX-512 (qemu-user's
+# Haswell model; apt-get install qemu-user): Detected is avx2 there, so the
+# AVX2 C kernels run, and any AVX-512 instruction in them is an illegal
+# instruction. Not part of `test`: it needs qemu and takes a few minutes.
+test-avx2:
+	$(GO) test -c -o bin/kernel.test ./kernel
+	cd kernel && qemu-x86_64 -cpu Haswell ../bin/kernel.test -test.short
+
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
@@ -39,6 +47,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./safetensors
 	$(GO) test -run '^$$' -fuzz '^FuzzParseIndex$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./safetensors
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./model
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenLayout$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./offload
 	$(GO) test -run '^$$' -fuzz '^FuzzStopper$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./sample
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./tokenizer
 	$(GO) test -run '^$$' -fuzz '^FuzzByteLevelRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./tokenizer
