@@ -93,7 +93,7 @@ func Note() string {
 	case level == LevelAVX512:
 		return fmt.Sprintf("kernels: %s (no AVX512_BF16: bf16-dot GEMM widens to f32), %d threads", level, Threads())
 	case level == LevelAVX2:
-		return fmt.Sprintf("kernels: %s (no AVX-512: GEMM and GEMV at 256 bits, bf16-dot GEMM widens to f32, attention in portable Go), %d threads", level, Threads())
+		return fmt.Sprintf("kernels: %s (GEMM and GEMV at 256 bits, bf16-dot GEMM widens to f32, attention in portable Go), %d threads", level, Threads())
 	case !nativeAvailable && runtime.GOARCH == "amd64":
 		return fmt.Sprintf("kernels: portable Go (built without cgo: SIMD kernels unavailable, much slower), %d threads", Threads())
 	case Detected > LevelGeneric:

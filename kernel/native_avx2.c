@@ -24,33 +24,19 @@
 // MR: rows of the register tile. 3 rows x 4 vectors = 12 accumulators, one
 // broadcast and up to three B vectors in the 16 ymm registers (the fourth B
 // vector is an FMA memory operand); 12 independent FMA chains cover the FMA
-// latency (4 cycles) on two FMA pipes. Measured on Zen 5 (2048^3, one
-// thread, same process, alternating): 3 x 32 ran 3-9% faster than 6 x 16
-// (two 16-column halves of a panel) and ~25% faster than 2 x 32 (8 chains).
+// latency (4 cycles) on two FMA pipes. Measured on Zen 5 (2048^3, one thread,
+// variants alternating in one process, medians of 11-25 runs): 3 x 32 ran
+// 3-9% faster than 6 x 16 (two 16-column halves of a panel: 12 accumulators,
+// 2 B vectors) and 20-30% faster than 2 x 32 (8 accumulators, 4 B vectors:
+// too few chains).
 #define MR 3
-// KC: depth of a packed slice. The B micro-panel (KC x NR floats = 48 KiB)
-// is what stays in L1 while the thin A micro-panels stream past it (see
-// COL_ROWS); C is read and written once per slice.
-#ifndef KC
-#define KC 384
-#endif
-// NC: columns of a packed B block (KC x NC floats = 1.1 MiB, L2 + L3).
-#ifndef NC
+// KC, NC, MC: as in native_x86.c (KC x NR B micro-panel 64 KiB, KC x NC B
+// block 1.5 MiB, A block up to MC x KC). Measured on Zen 5 with the loop
+// order below: KC 512 beat 384, 256 and 192 by 1-3% on 2048^3 and by 2-9% on
+// 512x1024x4096 with transposed B (C is read and written once per slice).
+#define KC 512
 #define NC 768
-#endif
-// MC: rows of a packed A block (cap on the per-thread A buffer: 6 MiB).
-#ifndef MC
 #define MC 4096
-#endif
-// COL_ROWS: at or below this many rows of A per block, sweep row panels
-// inside column panels, so each B micro-panel is loaded into L1 once and
-// used by every row panel; above it, each A micro-panel stays in L1 across
-// the B panels. With only 3 rows per tile a B panel is reused 3 times per
-// load, which makes streaming B from L2 the bottleneck: column-outer won at
-// every size measured (see docs/ARCHITECTURE.md).
-#ifndef COL_ROWS
-#define COL_ROWS MC
-#endif
 
 // Per-thread packing buffers, grown on first use and kept for the thread's life.
 static __thread float* tl_a;
@@ -196,15 +182,19 @@ void mk2_gemm(int transA, int transB, long M, long N, long K, float alpha,
 					bp = tl_b;
 				}
 				float* Cblk = C + ic * ldc + jc;
-				int col = mc <= COL_ROWS;
-				long nir = (mc + mr - 1) / mr, njr = (nc + NR - 1) / NR;
-				for (long o = 0; o < nir * njr; o++) {
-					long ir = (col ? o % nir : o / njr) * mr;
-					long jr = (col ? o / nir : o % njr) * NR;
-					int m = (int)lmin(mr, mc - ir);
+				// Row panels inside column panels at every size: each B
+				// micro-panel is used by all row panels while it is in
+				// L1/L2 and the thin 3-row A panels stream past it. The
+				// other order (A panel in L1 across the B panels, as
+				// native_x86.c does above 48 rows) measured 3-5% slower
+				// on 2048^3 and 512x1024x4096 on Zen 5.
+				for (long jr = 0; jr < nc; jr += NR) {
 					int n = (int)lmin(NR, nc - jr);
-					ukr_any(m, kc, tl_a + ir * kc, bp + (jr / NR) * pstride, Cblk + ir * ldc + jr, ldc, n,
-					        alpha, bet);
+					const float* b = bp + (jr / NR) * pstride;
+					for (long ir = 0; ir < mc; ir += mr) {
+						int m = (int)lmin(mr, mc - ir);
+						ukr_any(m, kc, tl_a + ir * kc, b, Cblk + ir * ldc + jr, ldc, n, alpha, bet);
+					}
 				}
 			}
 		}
@@ -225,15 +215,15 @@ static INL T2 float hsum(__m256 v) {
 	return _mm_cvtss_f32(s);
 }
 
-static INL T2 __m256 load_w(const void* W, int bf16, long k) {
-	if (bf16) {
-		__m128i h = _mm_loadu_si128((const __m128i*)((const uint16_t*)W + k));
-		return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-	}
-	return _mm256_loadu_ps((const float*)W + k);
-}
-
-static INL T2 void gemv_rows(int rows, float* y, const void* W, int bf16, long ldw,
+// gemv_rows computes y[r] = alpha * W[r,:] . x + beta * y[r] for r < rows,
+// 16 columns per step. bf16 weights are widened without a shuffle: a 32-bit
+// word holds the pair (k, k+1), so word << 16 is the even element and
+// word & 0xffff0000 the odd one as f32, multiplied by x split once per step
+// into its even and odd elements (shared by all rows). Measured on Zen 5
+// (one thread, bf16): 59 vs 51 GB/s for widening with vpmovzxwd + shift (two
+// more uops per 16 weights) on an 8 MiB W in L3; the same ~18 GB/s on a
+// 117 MB W in DRAM, where software prefetch (512-2048 bytes ahead) only hurt.
+static INL T2 void gemv_rows(const int rows, float* y, const void* W, const int bf16, long ldw,
                              const float* x, long K, float alpha, float beta) {
 	size_t esz = bf16 ? 2 : 4;
 	const char* w[GEMV_ROWS];
@@ -244,32 +234,57 @@ static INL T2 void gemv_rows(int rows, float* y, const void* W, int bf16, long l
 		acc[r] = _mm256_setzero_ps();
 	}
 	long k = 0;
-	for (; k + 8 <= K; k += 8) {
-		__m256 xv = _mm256_loadu_ps(x + k);
+	if (bf16) {
+		const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+		for (; k + 16 <= K; k += 16) {
+			__m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+			// shuffle_ps picks within 128-bit lanes; permute4x64 restores order.
+			__m256 xe = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(x0, x1, 0x88)), 0xd8));
+			__m256 xo = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(x0, x1, 0xdd)), 0xd8));
 #pragma GCC unroll 8
-		for (int r = 0; r < GEMV_ROWS; r++) {
-			if (r >= rows) break;
-			acc[r] = _mm256_fmadd_ps(load_w(w[r], bf16, k), xv, acc[r]);
+			for (int r = 0; r < GEMV_ROWS; r++) {
+				if (r >= rows) break;
+				__m256i p = _mm256_loadu_si256((const __m256i*)((const uint16_t*)w[r] + k));
+				acc[r] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(p, 16)), xe, acc[r]);
+				acc[r] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(p, hi)), xo, acc[r]);
+			}
+		}
+	} else {
+		for (; k + 16 <= K; k += 16) {
+			__m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+#pragma GCC unroll 8
+			for (int r = 0; r < GEMV_ROWS; r++) {
+				if (r >= rows) break;
+				acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps((const float*)w[r] + k), x0, acc[r]);
+				acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps((const float*)w[r] + k + 8), x1, acc[r]);
+			}
 		}
 	}
 #pragma GCC unroll 8
 	for (int r = 0; r < GEMV_ROWS; r++) {
 		if (r >= rows) break;
 		float s = hsum(acc[r]);
-		for (long t = k; t < K; t++) // fewer than 8 left: scalar
+		for (long t = k; t < K; t++) // fewer than 16 left: scalar
 			s += (bf16 ? bf16_to_f32(((const uint16_t*)w[r])[t]) : ((const float*)w[r])[t]) * x[t];
 		s *= alpha;
 		y[r] = beta == 0.0f ? s : s + beta * y[r];
 	}
 }
 
-T2 void mk2_gemv(float* y, const void* W, int bf16, long ldw, const float* x, long N, long K,
-                 float alpha, float beta) {
+// gemv_n runs gemv_rows over all N rows for a constant bf16 (one copy each).
+static INL T2 void gemv_n(float* y, const void* W, const int bf16, long ldw, const float* x, long N,
+                          long K, float alpha, float beta) {
 	size_t esz = bf16 ? 2 : 4;
 	long n = 0;
 	for (; n + GEMV_ROWS <= N; n += GEMV_ROWS)
 		gemv_rows(GEMV_ROWS, y + n, (const char*)W + esz * n * ldw, bf16, ldw, x, K, alpha, beta);
 	for (; n < N; n++) gemv_rows(1, y + n, (const char*)W + esz * n * ldw, bf16, ldw, x, K, alpha, beta);
+}
+
+T2 void mk2_gemv(float* y, const void* W, int bf16, long ldw, const float* x, long N, long K,
+                 float alpha, float beta) {
+	if (bf16) gemv_n(y, W, 1, ldw, x, N, K, alpha, beta);
+	else gemv_n(y, W, 0, ldw, x, N, K, alpha, beta);
 }
 
 // ---- machine probes ------------------------------------------------------
