@@ -105,7 +105,6 @@ static T512 void pack_bt_dot(uint16_t* dst, const uint16_t* src, long ldb, long 
 
 static T512 void pack_b_block(void* dstv, int bkind, int transB, const void* Bv, long ldb,
                               long k0, long kc, long j0, long nc, long pstride) {
-	size_t esz = bkind == MK_B_F32 ? 4 : 2;
 	for (long jp = 0; jp < nc; jp += NR) {
 		long n = lmin(NR, nc - jp);
 		if (bkind == MK_B_BF16DOT && transB && n == NR && 32 * ldb * 2 < (1L << 31)) {
