@@ -236,3 +236,32 @@ func TestFastPrecisionCloseToExact(t *testing.T) {
 		t.Fatalf("rel err %g: the bf16 dot path did not run", e)
 	}
 }
+
+func TestMakeResidentKeepsResults(t *testing.T) {
+	f := loadFixture(t, "qwen2_moe")
+	m, err := Load(f.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := m.NewSession(32).Forward(f.inputs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = append([]float32(nil), before...)
+	n, err := m.MakeResident()
+	if err != nil || n <= 0 {
+		t.Fatalf("MakeResident: %d bytes, %v", n, err)
+	}
+	after, err := m.NewSession(32).Forward(f.inputs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range before {
+		if before[i] != after[i] {
+			t.Fatalf("logit %d changed: %g -> %g", i, before[i], after[i])
+		}
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

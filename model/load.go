@@ -3,8 +3,9 @@ package model
 import (
 	"errors"
 	"fmt"
-	"math"
-	"runtime"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/moesys/moesys/kernel"
 
@@ -111,8 +112,13 @@ func (m *Model) SetPrecision(p Precision) {
 	}
 }
 
-// Close releases the mapped weights.
-func (m *Model) Close() error { return m.set.Close() }
+// Close releases the mapped weights (nothing after MakeResident).
+func (m *Model) Close() error {
+	if m.set == nil {
+		return nil
+	}
+	return m.set.Close()
+}
 
 func (m *Model) load() error {
 	c, sp := m.Cfg, SpecFor(m.Cfg.Arch)
@@ -267,33 +273,73 @@ func (m *Model) Mats() []*Mat {
 	return ms
 }
 
-// Prefault reads every weight page once, so that a model meant to be fully
-// resident pays its disk reads at load rather than on the first tokens that
-// route to each expert. It returns the bytes touched.
-func (m *Model) Prefault() int64 {
+// MakeResident copies every weight out of the mapped files into process
+// memory and releases the mapping, for a model meant to stay fully
+// resident: the copies are read at full memory bandwidth (measured: a 196 MB
+// bf16 GEMV from the file mapping 16.6 GB/s on one thread, from a heap copy
+// 22.3), and no token pays a page fault. It returns the bytes copied.
+func (m *Model) MakeResident() (int64, error) {
 	mats := m.Mats()
 	var total int64
 	for _, x := range mats {
 		total += int64(x.Bytes())
 	}
-	const page = 4096
-	var sums [2]uint64
-	kernel.Parallel(2, func(p int) {
-		var s uint64
-		for i := p; i < len(mats); i += 2 {
-			x := mats[i]
-			if x.BF16 != nil {
-				for j := 0; j < len(x.BF16); j += page / 2 {
-					s += uint64(x.BF16[j])
-				}
-			} else {
-				for j := 0; j < len(x.F32); j += page / 4 {
-					s += uint64(math.Float32bits(x.F32[j]))
-				}
+	// The head may alias the embedding (tied): copy each backing array once.
+	seen := map[*uint16][]uint16{}
+	seenF := map[*float32][]float32{}
+	for _, x := range mats {
+		if len(x.BF16) > 0 {
+			if c, ok := seen[&x.BF16[0]]; ok {
+				x.BF16 = c
+				continue
 			}
+			c := make([]uint16, len(x.BF16))
+			seen[&x.BF16[0]] = c
+			copy(c, x.BF16)
+			dropPages(unsafe.Pointer(&x.BF16[0]), 2*len(x.BF16))
+			x.BF16 = c
+		} else if len(x.F32) > 0 {
+			if c, ok := seenF[&x.F32[0]]; ok {
+				x.F32 = c
+				continue
+			}
+			c := make([]float32, len(x.F32))
+			seenF[&x.F32[0]] = c
+			copy(c, x.F32)
+			dropPages(unsafe.Pointer(&x.F32[0]), 4*len(x.F32))
+			x.F32 = c
 		}
-		sums[p] = s
-	})
-	runtime.KeepAlive(sums)
-	return total
+	}
+	// Norm and bias vectors may be views too.
+	cp := func(v []float32) []float32 { return append([]float32(nil), v...) }
+	m.Norm = cp(m.Norm)
+	for i := range m.Layers {
+		ly := &m.Layers[i]
+		ly.InNorm, ly.PostNorm = cp(ly.InNorm), cp(ly.PostNorm)
+		if ly.QB != nil {
+			ly.QB, ly.KB, ly.VB = cp(ly.QB), cp(ly.KB), cp(ly.VB)
+		}
+		if ly.QNorm != nil {
+			ly.QNorm, ly.KNorm = cp(ly.QNorm), cp(ly.KNorm)
+		}
+	}
+	err := m.set.Close()
+	m.set = nil
+	return total, err
+}
+
+// dropPages tells the kernel the whole pages inside [p, p+n) of the file
+// mapping are no longer needed, so copying a model out of its mapping does
+// not hold both copies in the process (they stay in the page cache,
+// reclaimable). Pages shared with a neighbouring tensor are kept. Errors are
+// ignored: it only lowers memory use.
+func dropPages(p unsafe.Pointer, n int) {
+	const page = 4096
+	start := (uintptr(p) + page - 1) &^ (page - 1)
+	end := (uintptr(p) + uintptr(n)) &^ (page - 1)
+	if end <= start {
+		return
+	}
+	b := unsafe.Slice((*byte)(unsafe.Add(p, start-uintptr(p))), int(end-start))
+	_ = unix.Madvise(b, unix.MADV_DONTNEED)
 }
