@@ -150,3 +150,23 @@ func BenchmarkAttentionBackward(b *testing.B) {
 	}
 	b.ReportMetric(10*float64(Dh*H)*float64(T)*float64(T+1)/2*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
+
+// BenchmarkGemvPackedBF16 is BenchmarkGemvBF16 over weights packed at load
+// in the bf16 pair layout (one contiguous stream per 32 columns).
+func BenchmarkGemvPackedBF16(b *testing.B) {
+	if CurrentLevel() < LevelAVX512BF16 {
+		b.Skip("the bf16 pair layout needs AVX512_BF16")
+	}
+	prev := SetThreads(1)
+	defer SetThreads(prev)
+	rng := rand.New(rand.NewPCG(1, 2))
+	N, K := 14336, 4096
+	w := toBF16(randSlice(rng, N*K))
+	pw := PackBF16(BF16Dot, true, K, N, w, K)
+	x, y := randSlice(rng, K), make([]float32, N)
+	b.ReportAllocs()
+	b.SetBytes(int64(2 * N * K))
+	for b.Loop() {
+		GemvPacked(y, pw, x, 1, 0)
+	}
+}

@@ -416,3 +416,31 @@ func TestGemmShapeOverflowPanics(t *testing.T) {
 	}()
 	Gemm(false, false, 5, 1, 1, 1, make([]float32, 1), 1<<61, make([]float32, 1), 1, 0, make([]float32, 5), 1)
 }
+
+func TestGemvPacked(t *testing.T) {
+	forLevels(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(51, 52))
+		for _, s := range []struct{ N, K int }{{1, 1}, {5, 3}, {33, 17}, {100, 64}, {700, 301}, {1024, 2048}} {
+			w := randSlice(rng, s.N*s.K) // HF layout (N, K)
+			x := randSlice(rng, s.K)
+			y0 := randSlice(rng, s.N)
+			wb := toBF16(w)
+			want := append([]float32(nil), y0...)
+			GemmBF16Ref(false, true, 1, s.N, s.K, 0.5, x, s.K, wb, s.K, 2, want, s.N)
+			for _, mode := range []BF16Mode{BF16Exact, BF16Dot} {
+				got := append([]float32(nil), y0...)
+				GemvPacked(got, PackBF16(mode, true, s.K, s.N, wb, s.K), x, 0.5, 2)
+				if e := relErr(got, want); !(e < 1e-5) {
+					t.Fatalf("N%d K%d mode %d: rel err %g", s.N, s.K, mode, e)
+				}
+			}
+			wantF := append([]float32(nil), y0...)
+			GemmRef(false, true, 1, s.N, s.K, 1, x, s.K, w, s.K, 0, wantF, s.N)
+			gotF := append([]float32(nil), y0...)
+			GemvPacked(gotF, PackB(true, s.K, s.N, w, s.K), x, 1, 0)
+			if e := relErr(gotF, wantF); !(e < 1e-5) {
+				t.Fatalf("N%d K%d f32: rel err %g", s.N, s.K, e)
+			}
+		}
+	})
+}

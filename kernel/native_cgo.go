@@ -97,3 +97,7 @@ func nativePeakFMA2(n int) float32 { return float32(C.mk2_peak_fma(C.long(n))) }
 func nativeReadBW2(p []float32, streams int) float32 {
 	return float32(C.mk2_read_bw(f32p(p), C.long(len(p)), C.int(streams)))
 }
+
+func nativeGemvPacked(y []float32, b unsafe.Pointer, bkind, N, K int, x []float32, alpha, beta float32) {
+	C.mk_gemv_packed(f32p(y), b, C.int(bkind), C.long(N), C.long(K), f32p(x), C.float(alpha), C.float(beta))
+}

@@ -43,3 +43,7 @@ func ptr[T any](s []T) unsafe.Pointer {
 	}
 	return unsafe.Pointer(&s[0])
 }
+
+func nativeGemvPacked(y []float32, b unsafe.Pointer, bkind, N, K int, x []float32, alpha, beta float32) {
+	panic("kernel: native kernels not built")
+}

@@ -654,3 +654,61 @@ T512 float mk_read_bw(const float* p, long n, int streams) {
 	for (; i < n; i++) s += p[i];
 	return s;
 }
+
+// ---- GEMV over pre-packed weights ----------------------------------------
+
+// mk_gemv_packed computes y = alpha * x * B + beta * y for columns [0, N) of a
+// pre-packed B (K x N; see mk_pack_b): each NR-column panel is one
+// contiguous stream. bf16-dot panels ([Kp][NR][2]) are widened exactly
+// (even k by a shift, odd k by a mask), so x stays f32: the products are
+// exact, unlike the dot-product GEMM.
+T512 void mk_gemv_packed(float* y, const void* Bp, int bkind, long N, long K, const float* x,
+                         float alpha, float beta) {
+	long panels = (N + NR - 1) / NR;
+	const __m512i himask = _mm512_set1_epi32((int)0xffff0000u);
+	for (long p = 0; p < panels; p++) {
+		__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+		if (bkind == MK_B_BF16DOT) {
+			long kp_n = (K + 1) / 2;
+			const uint16_t* b = (const uint16_t*)Bp + p * kp_n * NR * 2;
+			for (long kp = 0; kp < kp_n; kp++) {
+				__m512i w0 = _mm512_load_si512((const void*)(b + kp * NR * 2));
+				__m512i w1 = _mm512_load_si512((const void*)(b + kp * NR * 2 + 32));
+				__m512 xe = _mm512_set1_ps(x[2 * kp]);
+				__m512 xo = _mm512_set1_ps(2 * kp + 1 < K ? x[2 * kp + 1] : 0.0f);
+				a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), xe, a0);
+				a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w0, himask)), xo, a1);
+				a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)), xe, a2);
+				a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w1, himask)), xo, a3);
+			}
+		} else { // f32 panels [K][NR]
+			const float* b = (const float*)Bp + p * K * NR;
+			long k = 0;
+			for (; k + 1 < K; k += 2) {
+				__m512 x0 = _mm512_set1_ps(x[k]), x1 = _mm512_set1_ps(x[k + 1]);
+				a0 = _mm512_fmadd_ps(_mm512_load_ps(b + k * NR), x0, a0);
+				a2 = _mm512_fmadd_ps(_mm512_load_ps(b + k * NR + 16), x0, a2);
+				a1 = _mm512_fmadd_ps(_mm512_load_ps(b + (k + 1) * NR), x1, a1);
+				a3 = _mm512_fmadd_ps(_mm512_load_ps(b + (k + 1) * NR + 16), x1, a3);
+			}
+			if (k < K) {
+				__m512 x0 = _mm512_set1_ps(x[k]);
+				a0 = _mm512_fmadd_ps(_mm512_load_ps(b + k * NR), x0, a0);
+				a2 = _mm512_fmadd_ps(_mm512_load_ps(b + k * NR + 16), x0, a2);
+			}
+		}
+		long n = lmin(NR, N - p * NR);
+		__mmask16 k0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+		__mmask16 k1 = n >= 32 ? 0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
+		float* yp = y + p * NR;
+		__m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+		__m512 r0 = _mm512_mul_ps(va, _mm512_add_ps(a0, a1));
+		__m512 r1 = _mm512_mul_ps(va, _mm512_add_ps(a2, a3));
+		if (beta != 0.0f) {
+			r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k0, yp), r0);
+			r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k1, yp + 16), r1);
+		}
+		_mm512_mask_storeu_ps(yp, k0, r0);
+		_mm512_mask_storeu_ps(yp + 16, k1, r1);
+	}
+}

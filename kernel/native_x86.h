@@ -77,4 +77,8 @@ void mk2_gemv(float* y, const void* W, int bf16, long ldw, const float* x, long 
 float mk2_peak_fma(long n);
 // mk2_read_bw is mk_read_bw with 256-bit loads.
 float mk2_read_bw(const float* p, long n, int streams);
+// mk_gemv_packed computes y = alpha * x * B + beta * y over a pre-packed B
+// (f32 or bf16-dot panels from mk_pack_b), N columns, K rows; AVX-512 only.
+void mk_gemv_packed(float* y, const void* Bp, int bkind, long N, long K, const float* x,
+                    float alpha, float beta);
 #endif

@@ -106,3 +106,68 @@ func checkB(op string, transB bool, K, N, lb, ldb int) {
 		panic(fmt.Sprintf("kernel.%s: bad shapes K=%d N=%d transB=%v len(b)=%d ldb=%d", op, K, N, transB, lb, ldb))
 	}
 }
+
+// GemvPacked computes y (N) = alpha * x (K) * B + beta * y for a pre-packed
+// B (K x N): the decode-time product with weights packed at load. Each
+// 32-column panel is one contiguous stream; panels are split over the pool.
+// bf16 panels are widened exactly (x stays f32), in either packing mode.
+func GemvPacked(y []float32, b *PackedB, x []float32, alpha, beta float32) {
+	N, K := b.N, b.K
+	if len(y) < N || len(x) < K {
+		panic(fmt.Sprintf("kernel.GemvPacked: len(y)=%d len(x)=%d for %dx%d", len(y), len(x), K, N))
+	}
+	if (b.lvl >= LevelAVX2) != useNative() || (b.kind == bkBF16Dot && level < LevelAVX512BF16) {
+		panic(fmt.Sprintf("kernel.GemvPacked: B was packed at level %s, kernels run at %s", b.lvl, level))
+	}
+	if N == 0 {
+		return
+	}
+	if K == 0 || alpha == 0 {
+		scaleC(1, N, beta, y, N)
+		return
+	}
+	if !useNative() { // portable layout: B^T row-major (N, K)
+		gemvRows(y, b.f32, nil, K, x, 0, N, K, alpha, beta)
+		return
+	}
+	panels := (N + nr - 1) / nr
+	parts := 1
+	if N*K >= minParallelGemv {
+		parts = min(Threads(), panels)
+	}
+	run := func(p0, p1 int) {
+		j0, j1 := p0*nr, min(N, p1*nr)
+		if j0 >= j1 {
+			return
+		}
+		if b.kind == bkBF16Dot {
+			nativeGemvPacked(y[j0:j1], ptr(b.u16[p0*((K+1)/2)*nr*2:]), bkBF16Dot, j1-j0, K, x, alpha, beta)
+		} else if useAVX512() {
+			nativeGemvPacked(y[j0:j1], ptr(b.f32[p0*K*nr:]), bkF32, j1-j0, K, x, alpha, beta)
+		} else {
+			gemvPackedGo(y[j0:j1], b.f32[p0*K*nr:], j1-j0, K, x, alpha, beta)
+		}
+	}
+	if parts == 1 {
+		run(0, panels)
+		return
+	}
+	parallel(parts, func(p int) { run(panels*p/parts, panels*(p+1)/parts) })
+}
+
+// gemvPackedGo is GemvPacked over f32 panels in Go (the AVX2 tier).
+func gemvPackedGo(y, b []float32, N, K int, x []float32, alpha, beta float32) {
+	for p := 0; p*nr < N; p++ {
+		var acc [nr]float32
+		panel := b[p*K*nr : (p+1)*K*nr]
+		for k, xk := range x[:K] {
+			row := panel[k*nr : (k+1)*nr]
+			for j := range acc {
+				acc[j] += xk * row[j]
+			}
+		}
+		for j := 0; j < nr && p*nr+j < N; j++ {
+			y[p*nr+j] = scaleAdd(alpha*acc[j], beta, y[p*nr+j])
+		}
+	}
+}

@@ -16,6 +16,9 @@ type Mat struct {
 	// Mode is how multi-token products treat bf16 weights (set by
 	// Model.SetPrecision); single tokens always widen exactly.
 	Mode kernel.BF16Mode
+	// Packed, when set (Model.MakeResident with packing), replaces F32/BF16:
+	// the weights in the kernels' panel layout, so no product packs them.
+	Packed *kernel.PackedB
 }
 
 // Apply computes y (T x Rows) = x (T x Cols) * M^T + beta*y. One token uses
@@ -24,6 +27,10 @@ type Mat struct {
 // thread.
 func (m *Mat) Apply(y, x []float32, T int, beta float32) {
 	switch {
+	case m.Packed != nil && T == 1:
+		kernel.GemvPacked(y, m.Packed, x, 1, beta)
+	case m.Packed != nil:
+		kernel.GemmPacked(false, T, 1, x, m.Cols, m.Packed, beta, y, m.Rows)
 	case T == 1 && m.BF16 != nil:
 		kernel.GemvBF16(y, m.BF16, m.Cols, x, m.Rows, m.Cols, 1, beta)
 	case T == 1:
@@ -36,7 +43,12 @@ func (m *Mat) Apply(y, x []float32, T int, beta float32) {
 }
 
 // Bytes returns the weight bytes.
-func (m *Mat) Bytes() int { return 4*len(m.F32) + 2*len(m.BF16) }
+func (m *Mat) Bytes() int {
+	if m.Packed != nil {
+		return m.Packed.Bytes()
+	}
+	return 4*len(m.F32) + 2*len(m.BF16)
+}
 
 func (m *Mat) String() string {
 	dt := "f32"

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -113,8 +114,10 @@ func benchDecode(opts benchOptions, progress io.Writer) ([]benchResult, error) {
 			return nil, err
 		}
 	}
-	// Bounds: memory bandwidth and compute peaks of this machine, 2 threads.
-	p := measurePeaks(benchOptions{quick: true}, progress)
+	// Bounds: memory bandwidth and compute peaks of this machine, 2 threads,
+	// measured before and after the model runs (the larger median is kept,
+	// as in the kernels suite).
+	p := measurePeaks(opts, progress)
 	threads := runtime.NumCPU()
 	kernel.SetThreads(threads)
 	m, err := model.Load(dir)
@@ -125,10 +128,11 @@ func benchDecode(opts benchOptions, progress io.Writer) ([]benchResult, error) {
 	m.SetPrecision(model.Fast) // bf16 dot products for prefill, as bf16 inference does
 	c := m.Cfg
 	name := filepath.Base(dir)
-	// A fully resident model: copy every weight into process memory now, so
-	// timed tokens pay no page faults and read at full bandwidth.
+	// A fully resident model: every weight in process memory, pre-packed in
+	// the kernels' panel layout, so timed tokens pay no page faults and no
+	// product repacks its weights.
 	warm := time.Now()
-	n, err := m.MakeResident()
+	n, err := m.MakeResident(true)
 	if err != nil {
 		return nil, err
 	}
@@ -161,10 +165,6 @@ func benchDecode(opts benchOptions, progress io.Writer) ([]benchResult, error) {
 	sort.Float64s(pre)
 	ttft := pre[len(pre)/2]
 	preTPS := float64(len(prompt)) / ttft
-	preBound := p.bf16[threads] * 1e9 / (prefillFlops(m, len(prompt)) / float64(len(prompt)))
-	res = append(res, benchResult{Name: "prefill_olmoe_bf16_p512_t2", Value: preTPS, Unit: "tokens/s", Bound: preBound, Ratio: preTPS / preBound, Target: 0.40,
-		Note: fmt.Sprintf("%s; bound = bf16 dot peak %.0f GFLOP/s / %.1f GFLOP per 512 tokens", name, p.bf16[threads], prefillFlops(m, 512)/1e9)})
-	res = append(res, benchResult{Name: "ttft_olmoe_bf16_p512_t2", Value: ttft * 1000, Unit: "ms"})
 
 	// Decode at batch 1 after a 64-token prompt.
 	s.Reset()
@@ -177,9 +177,8 @@ func benchDecode(opts benchOptions, progress io.Writer) ([]benchResult, error) {
 		steps = 12
 	}
 	var per []float64
-	next := int32(0)
 	for i := 0; i < steps; i++ {
-		next = argmax(logits[len(logits)-c.V:])
+		next := argmax(logits[len(logits)-c.V:])
 		t0 := time.Now()
 		if logits, err = s.Forward([]int32{next}); err != nil {
 			return nil, err
@@ -188,6 +187,15 @@ func benchDecode(opts benchOptions, progress io.Writer) ([]benchResult, error) {
 	}
 	sort.Float64s(per)
 	tps := 1 / per[len(per)/2]
+
+	fmt.Fprintln(progress, "re-measuring peaks")
+	again := measurePeaks(opts, progress)
+	p.bf16[threads] = math.Max(p.bf16[threads], again.bf16[threads])
+	p.read[threads] = math.Max(p.read[threads], again.read[threads])
+	preBound := p.bf16[threads] * 1e9 / (prefillFlops(m, len(prompt)) / float64(len(prompt)))
+	res = append(res, benchResult{Name: "prefill_olmoe_bf16_p512_t2", Value: preTPS, Unit: "tokens/s", Bound: preBound, Ratio: preTPS / preBound, Target: 0.40,
+		Note: fmt.Sprintf("%s; bound = bf16 dot peak %.0f GFLOP/s / %.2f GFLOP per token", name, p.bf16[threads], prefillFlops(m, len(prompt))/float64(len(prompt))/1e9)})
+	res = append(res, benchResult{Name: "ttft_olmoe_bf16_p512_t2", Value: ttft * 1000, Unit: "ms"})
 	bytes := decodeBytesPerToken(m, 64+steps/2)
 	bound := p.read[threads] * 1e9 / bytes
 	res = append(res, benchResult{Name: "decode_olmoe_bf16_b1_t2", Value: tps, Unit: "tokens/s", Bound: bound, Ratio: tps / bound, Target: 0.75,
