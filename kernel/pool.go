@@ -1,7 +1,9 @@
 package kernel
 
 import (
+	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 )
@@ -81,7 +83,17 @@ var (
 	defPool atomic.Pointer[Pool]
 )
 
-func init() { defPool.Store(NewPool(runtime.NumCPU())) }
+// ThreadsEnv names the environment variable that sets the default thread
+// count (a positive integer; unset or invalid: one thread per CPU).
+const ThreadsEnv = "MOESYS_THREADS"
+
+func init() {
+	n := runtime.NumCPU()
+	if v, err := strconv.Atoi(os.Getenv(ThreadsEnv)); err == nil && v > 0 {
+		n = v
+	}
+	defPool.Store(NewPool(n))
+}
 
 // SetThreads replaces the default pool with one of n threads (n < 1: the
 // number of CPUs) and returns the previous thread count. Calls in flight on
