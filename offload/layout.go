@@ -124,18 +124,29 @@ func OpenLayout(dir string) (*Layout, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Layout{Path: filepath.Join(dir, ExpertsFile), blocks: map[[2]int]int{}}
+	path := filepath.Join(dir, ExpertsFile)
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	l, err := parseLayout(b, st.Size())
+	if err != nil {
+		return nil, err
+	}
+	l.Path = path
+	return l, nil
+}
+
+// parseLayout validates an index against an experts file of size bytes: the
+// pure part of OpenLayout, which the fuzzer drives.
+func parseLayout(b []byte, size int64) (*Layout, error) {
+	l := &Layout{size: size, blocks: map[[2]int]int{}}
 	if err := json.Unmarshal(b, &l.Index); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrLayout, IndexFile, err)
 	}
 	if l.Format != formatV1 {
 		return nil, fmt.Errorf("%w: format %q, want %q", ErrLayout, l.Format, formatV1)
 	}
-	st, err := os.Stat(l.Path)
-	if err != nil {
-		return nil, err
-	}
-	l.size = st.Size()
 	var next int64
 	for i, blk := range l.Blocks {
 		key := [2]int{blk.Layer, blk.Expert}
@@ -143,13 +154,13 @@ func OpenLayout(dir string) (*Layout, error) {
 			return nil, fmt.Errorf("%w: layer %d expert %d listed twice", ErrLayout, blk.Layer, blk.Expert)
 		}
 		l.blocks[key] = i
-		if blk.Offset != next || blk.Offset%Align != 0 || blk.Bytes < 0 || blk.Offset+blk.Padded() > l.size {
+		if blk.Offset != next || blk.Offset%Align != 0 || blk.Bytes < 0 || blk.Bytes > l.size || blk.Offset+blk.Padded() > l.size {
 			return nil, fmt.Errorf("%w: block %d (layer %d expert %d) at %d+%d does not fit the %d-byte experts file in order",
 				ErrLayout, i, blk.Layer, blk.Expert, blk.Offset, blk.Bytes, l.size)
 		}
 		var in int64
 		for _, t := range blk.Tensors {
-			if t.Offset != in || t.Bytes < 0 {
+			if t.Offset != in || t.Bytes < 0 || t.Bytes > blk.Bytes {
 				return nil, fmt.Errorf("%w: tensor %s at %d, want %d", ErrLayout, t.Name, t.Offset, in)
 			}
 			in += t.Bytes
