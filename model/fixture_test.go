@@ -295,3 +295,59 @@ func TestMakeResidentKeepsResults(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchEqualsAlone: several sessions in one pass (prefill of different
+// lengths, then a decode step for all) give each sequence's own logits.
+func TestBatchEqualsAlone(t *testing.T) {
+	for _, name := range fixtures {
+		t.Run(name, func(t *testing.T) {
+			f := loadFixture(t, name)
+			m, err := Load(f.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			V := m.Cfg.V
+			next := []int32{7, 11, 13}
+			var alone [][]float32
+			for i, seq := range f.inputs {
+				s := m.NewSession(32)
+				if _, err := s.Forward(seq); err != nil {
+					t.Fatal(err)
+				}
+				step, err := s.Forward(next[i : i+1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				alone = append(alone, append([]float32(nil), step...))
+			}
+			seqs := []*Session{m.NewSession(32), m.NewSession(32), m.NewSession(32)}
+			b := m.NewBatch()
+			pre, err := b.Forward(seqs, f.inputs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range seqs {
+				want := readF32(t, filepath.Join(f.dir, "expected", "logits_"+itoa(i)+".f32"))
+				if e := relErr(pre[i], want); !(e < f.tol) {
+					t.Fatalf("batched prefill of sequence %d: rel err %g", i, e)
+				}
+			}
+			steps, err := b.Forward(seqs, [][]int32{next[0:1], next[1:2], next[2:3]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range seqs {
+				if len(steps[i]) != V {
+					t.Fatalf("sequence %d: %d logits", i, len(steps[i]))
+				}
+				if e := relErr(steps[i], alone[i]); !(e < 1e-5) {
+					t.Fatalf("batched decode of sequence %d: rel err %g against running alone", i, e)
+				}
+				if seqs[i].Pos != len(f.inputs[i])+1 {
+					t.Fatalf("sequence %d at position %d", i, seqs[i].Pos)
+				}
+			}
+		})
+	}
+}

@@ -10,8 +10,9 @@ import (
 
 // Session is one sequence's inference state: a KV cache preallocated for
 // MaxT positions and the position reached. Forward appends tokens (a prefill
-// chunk or one decode step). A Session is not safe for concurrent use; run
-// one Session per goroutine (they share the Model's weights read-only).
+// chunk or one decode step); Batch.Forward runs several sessions' tokens in
+// one pass. A Session is not safe for concurrent use; sessions share the
+// Model's weights read-only.
 type Session struct {
 	m    *Model
 	MaxT int
@@ -25,24 +26,37 @@ type Session struct {
 	RecordRouting bool
 	Routing       [][]int32
 
-	s scratch
+	own *Batch // scratch for Forward
 }
 
-// scratch holds a forward pass's buffers, grown to the largest chunk seen.
+// Batch runs the tokens of several sessions through the model in one pass:
+// every weight is read once for all their rows (the point of batching
+// decode), while attention runs per session over its own cache. It holds the
+// pass's scratch buffers; one Batch serves one goroutine at a time.
+type Batch struct {
+	m *Model
+	s scratch
+	// RecordRouting keeps each MoE layer's expert ids of the last pass,
+	// (rows, K), rows in the order of the sessions given.
+	RecordRouting bool
+	Routing       [][]int32
+}
+
+// scratch holds a forward pass's buffers, grown to the largest pass seen.
 type scratch struct {
 	T                          int
 	x, h, q, k, v, att         []float32
 	logits, routerTE, gateT    []float32
 	ffnG, ffnU, ffnA, routed   []float32
 	routedOut, sharedOut, attW []float32
-	pos                        []int32
+	pos, toks                  []int32
 	active                     []int // experts with rows in the current plan
 }
 
 // NewSession allocates a KV cache for maxT positions.
 func (m *Model) NewSession(maxT int) *Session {
 	c := m.Cfg
-	s := &Session{m: m, MaxT: maxT, kc: make([][]float32, c.L), vc: make([][]float32, c.L), Routing: make([][]int32, c.L)}
+	s := &Session{m: m, MaxT: maxT, kc: make([][]float32, c.L), vc: make([][]float32, c.L), Routing: make([][]int32, c.L), own: m.NewBatch()}
 	for l := range s.kc {
 		s.kc[l] = make([]float32, maxT*c.G*c.Dh)
 		s.vc[l] = make([]float32, maxT*c.G*c.Dh)
@@ -52,6 +66,9 @@ func (m *Model) NewSession(maxT int) *Session {
 	kernel.RoPEFreqs(s.cos, s.sin, maxT, c.RotaryDim, c.RopeTheta)
 	return s
 }
+
+// NewBatch returns an empty batch runner for m.
+func (m *Model) NewBatch() *Batch { return &Batch{m: m, Routing: make([][]int32, m.Cfg.L)} }
 
 // Reset empties the cache (the buffers are kept).
 func (s *Session) Reset() { s.Pos = 0 }
@@ -70,62 +87,100 @@ func (s *scratch) grow(c *Config, T int) {
 	s.routerTE, s.gateT = make([]float32, T*max(c.E, 1)), make([]float32, T)
 	s.ffnG, s.ffnU, s.ffnA = make([]float32, max(R, T)*F), make([]float32, max(R, T)*F), make([]float32, max(R, T)*F)
 	s.routed, s.routedOut, s.sharedOut = make([]float32, R*c.D), make([]float32, R*c.D), make([]float32, T*c.D)
-	s.pos = make([]int32, T)
+	s.pos, s.toks = make([]int32, T), make([]int32, T)
 }
 
 // Forward runs tokens through the model at positions Pos..Pos+T-1, appends
 // their keys and values to the cache and returns the logits (T, V), valid
 // until the next Forward.
 func (s *Session) Forward(tokens []int32) ([]float32, error) {
-	c, m := s.m.Cfg, s.m
-	T := len(tokens)
-	if T == 0 {
+	if len(tokens) == 0 {
 		return nil, nil
 	}
-	if s.Pos+T > s.MaxT {
-		return nil, fmt.Errorf("model: %d positions exceed the session's cache of %d", s.Pos+T, s.MaxT)
+	s.own.RecordRouting = s.RecordRouting
+	out, err := s.own.Forward([]*Session{s}, [][]int32{tokens})
+	if err != nil {
+		return nil, err
 	}
-	for i, id := range tokens {
-		if id < 0 || int(id) >= c.V {
-			return nil, fmt.Errorf("model: token %d (position %d) outside the vocabulary [0, %d)", id, s.Pos+i, c.V)
+	copy(s.Routing, s.own.Routing)
+	return out[0], nil
+}
+
+// Forward runs tokens[i] through the model for seqs[i], all in one pass, and
+// returns each sequence's logits (T_i, V), valid until the next pass. Each
+// session's cache and position advance as if it had run alone, and so do its
+// logits (up to summation order in the shared products).
+func (b *Batch) Forward(seqs []*Session, tokens [][]int32) ([][]float32, error) {
+	c, m := b.m.Cfg, b.m
+	if len(seqs) != len(tokens) {
+		return nil, fmt.Errorf("model: %d sessions for %d token lists", len(seqs), len(tokens))
+	}
+	T := 0
+	for i, s := range seqs {
+		if s.m != m {
+			return nil, fmt.Errorf("model: session %d belongs to another model", i)
+		}
+		if s.Pos+len(tokens[i]) > s.MaxT {
+			return nil, fmt.Errorf("model: %d positions exceed the session's cache of %d", s.Pos+len(tokens[i]), s.MaxT)
+		}
+		for j, id := range tokens[i] {
+			if id < 0 || int(id) >= c.V {
+				return nil, fmt.Errorf("model: token %d (position %d) outside the vocabulary [0, %d)", id, s.Pos+j, c.V)
+			}
+		}
+		T += len(tokens[i])
+	}
+	if T == 0 {
+		return make([][]float32, len(seqs)), nil
+	}
+	b.s.grow(c, T)
+	sc := &b.s
+	toks, pos := sc.toks[:0], sc.pos[:0]
+	for i, s := range seqs {
+		toks = append(toks, tokens[i]...)
+		for j := range tokens[i] {
+			pos = append(pos, int32(s.Pos+j))
 		}
 	}
-	s.s.grow(c, T)
-	b := &s.s
-	x, h := b.x[:T*c.D], b.h[:T*c.D]
+	x, h := sc.x[:T*c.D], sc.h[:T*c.D]
 	if m.Embed.BF16 != nil {
-		kernel.EmbeddingBF16(x, m.Embed.BF16, tokens, T, c.D)
+		kernel.EmbeddingBF16(x, m.Embed.BF16, toks, T, c.D)
 	} else {
-		kernel.Embedding(x, m.Embed.F32, tokens, T, c.D)
-	}
-	for i := range tokens {
-		b.pos[i] = int32(s.Pos + i)
+		kernel.Embedding(x, m.Embed.F32, toks, T, c.D)
 	}
 	eps := float32(c.NormEps)
 	for l := range m.Layers {
 		ly := &m.Layers[l]
 		kernel.RMSNorm(h, nil, x, ly.InNorm, T, c.D, eps)
-		s.attention(l, ly, h, x, T)
+		b.attention(l, ly, seqs, tokens, h, x, T)
 		kernel.RMSNorm(h, nil, x, ly.PostNorm, T, c.D, eps)
 		if ly.MoE {
-			s.moe(l, ly, h, x, T)
+			b.moe(l, ly, h, x, T)
 		} else {
-			s.Routing[l] = nil
-			ffn(x, h, ly.Dense, T, c.DenseFFN, b, 1)
+			b.Routing[l] = nil
+			ffn(x, h, ly.Dense, T, c.DenseFFN, sc, 1)
 		}
 	}
 	kernel.RMSNorm(h, nil, x, m.Norm, T, c.D, eps)
-	logits := b.logits[:T*c.V]
+	logits := sc.logits[:T*c.V]
 	m.Head.Apply(logits, h, T, 0)
-	s.Pos += T
-	return logits, nil
+	out := make([][]float32, len(seqs))
+	o := 0
+	for i, s := range seqs {
+		n := len(tokens[i])
+		out[i] = logits[o*c.V : (o+n)*c.V]
+		o += n
+		s.Pos += n
+	}
+	return out, nil
 }
 
-// attention adds the attention block's output for h (T, D) into x.
-func (s *Session) attention(l int, ly *Layer, h, x []float32, T int) {
-	c, b := s.m.Cfg, &s.s
+// attention adds the attention block's output for h (T, D) into x: the
+// projections over all rows, attention per session over its own cache.
+func (b *Batch) attention(l int, ly *Layer, seqs []*Session, tokens [][]int32, h, x []float32, T int) {
+	c, sc := b.m.Cfg, &b.s
 	qd, kd := c.H*c.Dh, c.G*c.Dh
-	q, k, v := b.q[:T*qd], b.k[:T*kd], b.v[:T*kd]
+	q, k, v := sc.q[:T*qd], sc.k[:T*kd], sc.v[:T*kd]
 	ly.Q.Apply(q, h, T, 0)
 	ly.K.Apply(k, h, T, 0)
 	ly.V.Apply(v, h, T, 0)
@@ -143,31 +198,47 @@ func (s *Session) attention(l int, ly *Layer, h, x []float32, T int) {
 		kernel.RMSNorm(q, nil, q, ly.QNorm, T, qd, eps)
 		kernel.RMSNorm(k, nil, k, ly.KNorm, T, kd, eps)
 	}
-	pos := b.pos[:T]
-	kernel.RoPE(q, pos, T, c.H, c.Dh, c.RotaryDim, s.cos, s.sin)
-	kernel.RoPE(k, pos, T, c.G, c.Dh, c.RotaryDim, s.cos, s.sin)
-	copy(s.kc[l][s.Pos*kd:], k)
-	copy(s.vc[l][s.Pos*kd:], v)
-	S := s.Pos + T
-	need := kernel.AttentionWorkspace(T, S, c.H, c.G, c.Dh)
-	if len(b.attW) < need {
-		b.attW = make([]float32, need)
+	pos := sc.pos[:T]
+	// Every session's RoPE table holds the same angles from position 0 up to
+	// its MaxT: the longest serves all rows.
+	cos, sin := seqs[0].cos, seqs[0].sin
+	for _, s := range seqs {
+		if len(s.cos) > len(cos) {
+			cos, sin = s.cos, s.sin
+		}
 	}
-	att := b.att[:T*qd]
+	kernel.RoPE(q, pos, T, c.H, c.Dh, c.RotaryDim, cos, sin)
+	kernel.RoPE(k, pos, T, c.G, c.Dh, c.RotaryDim, cos, sin)
+	att := sc.att[:T*qd]
 	scale := float32(1 / math.Sqrt(float64(c.Dh)))
-	kernel.Attention(att, nil, q, s.kc[l][:S*kd], s.vc[l][:S*kd], T, S, c.H, c.G, c.Dh, s.Pos, c.Window[l], scale, b.attW)
+	o := 0
+	for i, s := range seqs {
+		n := len(tokens[i])
+		if n == 0 {
+			continue
+		}
+		copy(s.kc[l][s.Pos*kd:], k[o*kd:(o+n)*kd])
+		copy(s.vc[l][s.Pos*kd:], v[o*kd:(o+n)*kd])
+		S := s.Pos + n
+		need := kernel.AttentionWorkspace(n, S, c.H, c.G, c.Dh)
+		if len(sc.attW) < need {
+			sc.attW = make([]float32, need)
+		}
+		kernel.Attention(att[o*qd:(o+n)*qd], nil, q[o*qd:(o+n)*qd], s.kc[l][:S*kd], s.vc[l][:S*kd], n, S, c.H, c.G, c.Dh, s.Pos, c.Window[l], scale, sc.attW)
+		o += n
+	}
 	ly.O.Apply(x, att, T, 1)
 }
 
 // moe adds the MoE block's output for h (T, D) into x: routed experts
 // (weighted) and the shared expert (sigmoid-gated).
-func (s *Session) moe(l int, ly *Layer, h, x []float32, T int) {
-	c, b := s.m.Cfg, &s.s
+func (bt *Batch) moe(l int, ly *Layer, h, x []float32, T int) {
+	c, b := bt.m.Cfg, &bt.s
 	logits := b.routerTE[:T*c.E]
 	ly.Router.Apply(logits, h, T, 0)
 	routing := moe.Router{K: c.K, Normalize: c.NormTopK}.Route(logits, T, c.E)
-	if s.RecordRouting {
-		s.Routing[l] = routing.IDsTK
+	if bt.RecordRouting {
+		bt.Routing[l] = routing.IDsTK
 	}
 	plan := moe.NewPlan(routing, c.E, -1)
 	R := plan.Rows()
