@@ -196,7 +196,13 @@ func benchKernels(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 		x, y := rnd(K), make([]float32, N)
 		sec := measure(reps, minRep, func() { kernel.GemvBF16(y, w, K, x, N, K, 1, 0) })
 		add(benchResult{Name: fmt.Sprintf("gemv_bf16_1x%dx%d_t1", K, N), Value: float64(2*N*K) / sec / 1e9,
-			Unit: "GB/s", Target: 0.75}, &p.read[1])
+			Unit: "GB/s", Target: 0.75, Note: "weights in the Hugging Face (N, K) layout"}, &p.read[1])
+		if kernel.CurrentLevel() >= kernel.LevelAVX512BF16 {
+			pw := kernel.PackBF16(kernel.BF16Dot, true, K, N, w, K)
+			sec := measure(reps, minRep, func() { kernel.GemvPacked(y, pw, x, 1, 0) })
+			add(benchResult{Name: fmt.Sprintf("gemv_bf16_packed_1x%dx%d_t1", K, N), Value: float64(2*N*K) / sec / 1e9,
+				Unit: "GB/s", Note: "weights packed at load (what a resident model's decode reads)"}, &p.read[1])
+		}
 	}
 	// Causal prefill attention, Mixtral-like heads (32 query heads, 8 KV heads).
 	{
