@@ -1,0 +1,130 @@
+package moe
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+func randVec(rng *rand.Rand, n int, scale float64) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64() * scale)
+	}
+	return v
+}
+
+func newTestLayer(rng *rand.Rand, normalize bool, capacity float64) *Layer {
+	D, F, E, K := 6, 5, 4, 2
+	return &Layer{D: D, F: F, E: E, K: K, Normalize: normalize, Capacity: capacity, AuxCoef: 0.3, ZCoef: 0.05,
+		Router: randVec(rng, E*D, 0.8), W1: randVec(rng, E*F*D, 0.5), W3: randVec(rng, E*F*D, 0.5), W2: randVec(rng, E*D*F, 0.5)}
+}
+
+// loss is sum(y * r) + the layer's weighted auxiliary losses, in float64.
+func (l *Layer) loss(x, r []float32, T int) (float64, []int32) {
+	y := make([]float32, T*l.D)
+	var act Activations
+	aux := l.Forward(y, x, T, &act)
+	s := aux
+	for i := range y {
+		s += float64(y[i]) * float64(r[i])
+	}
+	return s, act.routing.IDsTK
+}
+
+// TestLayerGradients checks every parameter's and the input's gradient
+// against central finite differences, with and without renormalisation and
+// capacity dropping. Coordinates whose perturbation changes the top-k choice
+// are skipped: the loss is not differentiable there.
+func TestLayerGradients(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		normalize bool
+		capacity  float64
+	}{{"renorm-dropless", true, 0}, {"no-renorm-dropless", false, 0}, {"renorm-capacity", true, 0.75}} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(7, 9))
+			l := newTestLayer(rng, tc.normalize, tc.capacity)
+			T := 7
+			x := randVec(rng, T*l.D, 1)
+			r := randVec(rng, T*l.D, 1)
+			var act Activations
+			y := make([]float32, T*l.D)
+			l.Forward(y, x, T, &act)
+			if tc.capacity > 0 && act.plan.Dropped == 0 {
+				t.Fatal("capacity case dropped nothing: the test would not cover dropping")
+			}
+			g := l.NewGrads()
+			dx := make([]float32, T*l.D)
+			l.Backward(dx, r, &act, g)
+			_, ids0 := l.loss(x, r, T)
+			for _, p := range []struct {
+				name string
+				w, g []float32
+			}{{"router", l.Router, g.Router}, {"w1", l.W1, g.W1}, {"w3", l.W3, g.W3}, {"w2", l.W2, g.W2}, {"x", x, dx}} {
+				const h = 1e-2
+				var num, den float64
+				checked := 0
+				for i := range p.w {
+					old := p.w[i]
+					p.w[i] = old + h
+					lp, idp := l.loss(x, r, T)
+					p.w[i] = old - h
+					lm, idm := l.loss(x, r, T)
+					p.w[i] = old
+					if !slices.Equal(idp, ids0) || !slices.Equal(idm, ids0) {
+						continue
+					}
+					fd := (lp - lm) / (2 * h)
+					num += (fd - float64(p.g[i])) * (fd - float64(p.g[i]))
+					den += fd * fd
+					checked++
+				}
+				if checked < len(p.w)/2 {
+					t.Fatalf("%s: only %d of %d coordinates kept the routing", p.name, checked, len(p.w))
+				}
+				if e := math.Sqrt(num / math.Max(den, 1e-30)); !(e < 5e-3) {
+					t.Fatalf("%s: gradient rel err %g over %d coordinates", p.name, e, checked)
+				}
+			}
+		})
+	}
+}
+
+// TestOneExpertTop1IsDenseMLP: one expert with top-1 routes every token to
+// it with weight 1, so the layer is a SwiGLU MLP, forward and backward.
+func TestOneExpertTop1IsDenseMLP(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	D, F, T := 6, 5, 9
+	l := &Layer{D: D, F: F, E: 1, K: 1, Normalize: false, Router: randVec(rng, D, 1), W1: randVec(rng, F*D, 0.5), W3: randVec(rng, F*D, 0.5), W2: randVec(rng, D*F, 0.5)}
+	x := randVec(rng, T*D, 1)
+	y := make([]float32, T*D)
+	var act Activations
+	l.Forward(y, x, T, &act)
+	for tok := 0; tok < T; tok++ {
+		for j := 0; j < D; j++ {
+			var want float64
+			for f := 0; f < F; f++ {
+				var g1, g3 float64
+				for i := 0; i < D; i++ {
+					g1 += float64(l.W1[f*D+i]) * float64(x[tok*D+i])
+					g3 += float64(l.W3[f*D+i]) * float64(x[tok*D+i])
+				}
+				want += float64(l.W2[j*F+f]) * g1 / (1 + math.Exp(-g1)) * g3
+			}
+			if got := float64(y[tok*D+j]); math.Abs(got-want) > 1e-4*math.Max(1, math.Abs(want)) {
+				t.Fatalf("y[%d,%d] = %g, dense MLP %g", tok, j, got, want)
+			}
+		}
+	}
+	// The router gets no gradient from the output: softmax over one expert is 1.
+	g := l.NewGrads()
+	dx := make([]float32, T*D)
+	l.Backward(dx, randVec(rng, T*D, 1), &act, g)
+	for _, v := range g.Router {
+		if math.Abs(float64(v)) > 1e-6 {
+			t.Fatalf("router gradient %g with a single expert", v)
+		}
+	}
+}
