@@ -42,6 +42,19 @@ func loadFixture(t *testing.T, name string) fixture {
 	return f
 }
 
+// openFixture loads a fixture's expectations and its model, closed when the
+// test ends.
+func openFixture(t *testing.T, name string) (fixture, *Model) {
+	t.Helper()
+	f := loadFixture(t, name)
+	m, err := Load(f.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return f, m
+}
+
 func readJSON(t *testing.T, path string, v any) {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -81,12 +94,7 @@ var fixtures = []string{"mixtral_f32", "mixtral_bf16", "qwen2_moe"}
 func TestFixtureLogitsAndRouting(t *testing.T) {
 	for _, name := range fixtures {
 		t.Run(name, func(t *testing.T) {
-			f := loadFixture(t, name)
-			m, err := Load(f.dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
+			f, m := openFixture(t, name)
 			for i, seq := range f.inputs {
 				s := m.NewSession(64)
 				s.RecordRouting = true
@@ -129,12 +137,7 @@ func TestFixtureLogitsAndRouting(t *testing.T) {
 func TestFixtureGreedyWithKVCache(t *testing.T) {
 	for _, name := range fixtures {
 		t.Run(name, func(t *testing.T) {
-			f := loadFixture(t, name)
-			m, err := Load(f.dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
+			f, m := openFixture(t, name)
 			s := m.NewSession(64)
 			logits, err := s.Forward(f.inputs[f.greedy.Prompt])
 			if err != nil {
@@ -165,12 +168,7 @@ func TestFixtureGreedyWithKVCache(t *testing.T) {
 func TestKVCacheDecodeEqualsRecompute(t *testing.T) {
 	for _, name := range fixtures {
 		t.Run(name, func(t *testing.T) {
-			f := loadFixture(t, name)
-			m, err := Load(f.dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
+			f, m := openFixture(t, name)
 			seq := f.inputs[0]
 			V := m.Cfg.V
 			full, err := m.NewSession(64).Forward(seq)
@@ -215,12 +213,7 @@ func itoa(i int) string { return string(rune('0' + i)) }
 func TestFastPrecisionCloseToExact(t *testing.T) {
 	// Fast (bf16 activations in multi-token products) stays within bf16
 	// rounding of the reference and routes the same experts here.
-	f := loadFixture(t, "mixtral_bf16")
-	m, err := Load(f.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	f, m := openFixture(t, "mixtral_bf16")
 	m.SetPrecision(Fast)
 	got, err := m.NewSession(64).Forward(f.inputs[0])
 	if err != nil {
@@ -301,12 +294,7 @@ func TestMakeResidentKeepsResults(t *testing.T) {
 func TestBatchEqualsAlone(t *testing.T) {
 	for _, name := range fixtures {
 		t.Run(name, func(t *testing.T) {
-			f := loadFixture(t, name)
-			m, err := Load(f.dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
+			f, m := openFixture(t, name)
 			V := m.Cfg.V
 			next := []int32{7, 11, 13}
 			var alone [][]float32

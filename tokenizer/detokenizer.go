@@ -232,23 +232,11 @@ func parseDetokenizer(raw json.RawMessage, depth int) (detokenizer, error) {
 		}
 		return d, nil
 	case "Sequence":
-		var j struct {
-			Decoders []json.RawMessage `json:"decoders"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
+		list, err := parseSequence(raw, what, "decoders", depth, parseDetokenizer)
+		if err != nil {
 			return nil, err
 		}
-		var ds detokenizers
-		for i, sub := range j.Decoders {
-			d, err := parseDetokenizer(sub, depth+1)
-			if err != nil {
-				return nil, fmt.Errorf("decoders[%d]: %w", i, err)
-			}
-			if d != nil {
-				ds = append(ds, d)
-			}
-		}
-		return ds, nil
+		return detokenizers(list), nil
 	}
 	// WordPiece, CTC, ...
 	return nil, fmt.Errorf("%w: decoder type %q", ErrUnsupported, typ)

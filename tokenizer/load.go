@@ -392,3 +392,30 @@ func decodeComponent(raw json.RawMessage, what, typ string, v any) error {
 	}
 	return nil
 }
+
+// parseSequence parses the component list under key of a "Sequence"
+// normalizer, pre-tokenizer or decoder, each element with parse one level
+// deeper; elements that parse to nil (no-op components) are dropped.
+func parseSequence[T any](raw json.RawMessage, what, key string, depth int, parse func(json.RawMessage, int) (T, error)) ([]T, error) {
+	var fields map[string]json.RawMessage
+	if err := decodeComponent(raw, what, "Sequence", &fields); err != nil {
+		return nil, err
+	}
+	var list []json.RawMessage
+	if r, ok := fields[key]; ok {
+		if err := decodeComponent(r, what, "Sequence", &list); err != nil {
+			return nil, err
+		}
+	}
+	var out []T
+	for i, sub := range list {
+		v, err := parse(sub, depth+1)
+		if err != nil {
+			return nil, fmt.Errorf("%s[%d]: %w", key, i, err)
+		}
+		if any(v) != nil {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}

@@ -165,23 +165,11 @@ func parseNormalizer(raw json.RawMessage, depth int) (normalizer, error) {
 		}
 		return replace{p, j.Content}, nil
 	case "Sequence":
-		var j struct {
-			Normalizers []json.RawMessage `json:"normalizers"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
+		list, err := parseSequence(raw, what, "normalizers", depth, parseNormalizer)
+		if err != nil {
 			return nil, err
 		}
-		var ns normalizers
-		for i, sub := range j.Normalizers {
-			n, err := parseNormalizer(sub, depth+1)
-			if err != nil {
-				return nil, fmt.Errorf("normalizers[%d]: %w", i, err)
-			}
-			if n != nil {
-				ns = append(ns, n)
-			}
-		}
-		return ns, nil
+		return normalizers(list), nil
 	}
 	// BertNormalizer, Precompiled (SentencePiece's charsmap), Nmt, ...
 	return nil, fmt.Errorf("%w: normalizer type %q", ErrUnsupported, typ)

@@ -333,23 +333,11 @@ func parsePreTokenizer(raw json.RawMessage, depth int) (preTokenizer, error) {
 		}
 		return splitPre{literalRune(j.Delimiter), removed}, nil
 	case "Sequence":
-		var j struct {
-			PreTokenizers []json.RawMessage `json:"pretokenizers"`
-		}
-		if err := decodeComponent(raw, what, typ, &j); err != nil {
+		list, err := parseSequence(raw, what, "pretokenizers", depth, parsePreTokenizer)
+		if err != nil {
 			return nil, err
 		}
-		var ps preTokenizers
-		for i, sub := range j.PreTokenizers {
-			p, err := parsePreTokenizer(sub, depth+1)
-			if err != nil {
-				return nil, fmt.Errorf("pretokenizers[%d]: %w", i, err)
-			}
-			if p != nil {
-				ps = append(ps, p)
-			}
-		}
-		return ps, nil
+		return preTokenizers(list), nil
 	}
 	// UnicodeScripts, FixedLength, ...
 	return nil, fmt.Errorf("%w: pre_tokenizer type %q", ErrUnsupported, typ)
