@@ -16,6 +16,9 @@ var ErrConfig = errors.New("model: bad config")
 const (
 	maxLayers  = 1 << 12
 	maxExperts = 1 << 14
+	// maxPregateDist: the Pre-gated MoE paper evaluates pre-gates 1-3
+	// blocks ahead; further ahead the routing accuracy falls off.
+	maxPregateDist = 3
 )
 
 // QKNorm says how queries and keys are normalised before RoPE.
@@ -53,6 +56,17 @@ type Config struct {
 	Window []int
 	// TieEmbeddings: the output head is the embedding table.
 	TieEmbeddings bool
+
+	// Training options, kept in config.json (router_aux_loss_coef and
+	// router_jitter_noise are Mixtral's names; the rest are moesys'):
+	AuxCoef  float64 // load-balancing loss coefficient
+	ZCoef    float64 // router z-loss coefficient
+	Jitter   float64 // router input noise: x *= U(1-Jitter, 1+Jitter) in training
+	Capacity float64 // expert capacity factor; <= 0: dropless
+	// PregateDist > 0 makes the model pre-gated: the pre-gate of MoE block i
+	// (counted over MoE blocks) routes MoE block i+PregateDist; the first
+	// PregateDist MoE blocks keep their own gates.
+	PregateDist int
 
 	BOS int32   // -1 if none
 	EOS []int32 // may be empty
@@ -93,9 +107,14 @@ type hfConfig struct {
 	ClipQKV               *float64        `json:"clip_qkv"`
 	BOSTokenID            json.RawMessage `json:"bos_token_id"`
 	EOSTokenID            json.RawMessage `json:"eos_token_id"`
+	RouterAuxLossCoef     *float64        `json:"router_aux_loss_coef"`
+	RouterJitterNoise     *float64        `json:"router_jitter_noise"`
+	RouterZLossCoef       *float64        `json:"router_z_loss_coef"`
 	// moesys-native fields.
-	MoEInterval           *int `json:"moe_interval"`
-	DenseIntermediateSize int  `json:"dense_intermediate_size"`
+	MoEInterval           *int     `json:"moe_interval"`
+	DenseIntermediateSize int      `json:"dense_intermediate_size"`
+	CapacityFactor        *float64 `json:"capacity_factor"`
+	PregateDistance       *int     `json:"pregate_distance"`
 }
 
 // LoadConfig reads dir/config.json.
@@ -212,6 +231,15 @@ func ParseConfig(b []byte) (*Config, error) {
 			}
 		}
 	}
+	c.AuxCoef = floatOr(h.RouterAuxLossCoef, 0)
+	c.ZCoef = floatOr(h.RouterZLossCoef, 0)
+	c.Jitter = floatOr(h.RouterJitterNoise, 0)
+	c.Capacity = floatOr(h.CapacityFactor, 0)
+	if h.ModelType == "moesys" {
+		c.PregateDist = intOr(h.PregateDistance, 0)
+	} else if h.PregateDistance != nil && *h.PregateDistance != 0 {
+		return nil, bad("pregate_distance needs model_type moesys")
+	}
 	var err error
 	if c.BOS, err = tokenID(h.BOSTokenID); err != nil {
 		return nil, bad("bos_token_id: %v", err)
@@ -248,6 +276,16 @@ func (c *Config) Validate() error {
 		return bad("rope_theta %g must be positive", c.RopeTheta)
 	case c.NormEps <= 0:
 		return bad("rms_norm_eps %g must be positive", c.NormEps)
+	case !(c.AuxCoef >= 0) || !(c.ZCoef >= 0) || math.IsInf(c.AuxCoef, 0) || math.IsInf(c.ZCoef, 0):
+		return bad("router_aux_loss_coef %g and router_z_loss_coef %g must be finite and >= 0", c.AuxCoef, c.ZCoef)
+	case !(c.Jitter >= 0 && c.Jitter < 1):
+		return bad("router_jitter_noise %g must be in [0, 1)", c.Jitter)
+	case math.IsNaN(c.Capacity) || math.IsInf(c.Capacity, 0):
+		return bad("capacity_factor %g must be finite", c.Capacity)
+	case c.PregateDist < 0 || c.PregateDist > maxPregateDist:
+		return bad("pregate_distance %d must be in [0, %d]", c.PregateDist, maxPregateDist)
+	case c.PregateDist > 0 && c.PregateDist >= len(c.MoELayers()):
+		return bad("pregate_distance %d needs more than %d MoE layers", c.PregateDist, len(c.MoELayers()))
 	}
 	for l, moe := range c.MoE {
 		if !moe && c.DenseFFN <= 0 {
@@ -300,4 +338,47 @@ func tokenIDs(raw json.RawMessage) ([]int32, error) {
 		return nil, fmt.Errorf("want an id or a list of ids, got %s", raw)
 	}
 	return many, nil
+}
+
+// MoELayers returns the indices of the MoE layers, in order.
+func (c *Config) MoELayers() []int {
+	var ls []int
+	for l, m := range c.MoE {
+		if m {
+			ls = append(ls, l)
+		}
+	}
+	return ls
+}
+
+// RouteSource returns, for MoE layer l of a pre-gated model, the layer
+// whose pre-gate routes it, or -1 when l uses its own gate (no pre-gates,
+// or one of the first PregateDist MoE layers, or a dense layer).
+func (c *Config) RouteSource(l int) int {
+	if c.PregateDist <= 0 || !c.MoE[l] {
+		return -1
+	}
+	ls := c.MoELayers()
+	for i, x := range ls {
+		if x == l && i >= c.PregateDist {
+			return ls[i-c.PregateDist]
+		}
+	}
+	return -1
+}
+
+// PregateTarget returns the MoE layer that layer l's pre-gate routes, or -1
+// when l has no pre-gate (no pre-gates, a dense layer, or one of the last
+// PregateDist MoE layers).
+func (c *Config) PregateTarget(l int) int {
+	if c.PregateDist <= 0 || !c.MoE[l] {
+		return -1
+	}
+	ls := c.MoELayers()
+	for i, x := range ls {
+		if x == l && i+c.PregateDist < len(ls) {
+			return ls[i+c.PregateDist]
+		}
+	}
+	return -1
 }

@@ -43,6 +43,10 @@ func (s Spec) moePrefix() string {
 // Router names the router (gate) weight (E, D).
 func (s Spec) Router(l int) string { return s.layer(l, s.moePrefix()+".gate.weight") }
 
+// Pregate names the pre-gate weight (E, D) of layer l: applied to l's MoE
+// input, it routes a later MoE layer (Config.PregateTarget).
+func (s Spec) Pregate(l int) string { return s.layer(l, s.moePrefix()+".pregate.weight") }
+
 // Expert names expert e's gate, up and down projections.
 func (s Spec) Expert(l, e int) (gate, up, down string) {
 	if s.mixtralNames() {
@@ -107,7 +111,12 @@ func (s Spec) Tensors(c *Config) []TensorSpec {
 			add(d, "weight", c.D, c.DenseFFN)
 			continue
 		}
-		add(s.Router(l), "weight", c.E, c.D)
+		if c.RouteSource(l) < 0 {
+			add(s.Router(l), "weight", c.E, c.D)
+		}
+		if c.PregateTarget(l) >= 0 {
+			add(s.Pregate(l), "weight", c.E, c.D)
+		}
 		for e := 0; e < c.E; e++ {
 			g, u, d := s.Expert(l, e)
 			add(g, "weight", c.ExpertFFN, c.D)

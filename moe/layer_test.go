@@ -15,22 +15,67 @@ func randVec(rng *rand.Rand, n int, scale float64) []float32 {
 	return v
 }
 
-func newTestLayer(rng *rand.Rand, normalize bool, capacity float64) *Layer {
-	D, F, E, K := 6, 5, 4, 2
-	return &Layer{D: D, F: F, E: E, K: K, Normalize: normalize, Capacity: capacity, AuxCoef: 0.3, ZCoef: 0.05,
-		Router: randVec(rng, E*D, 0.8), W1: randVec(rng, E*F*D, 0.5), W3: randVec(rng, E*F*D, 0.5), W2: randVec(rng, E*D*F, 0.5)}
+// testLayer is a Layer with its router (E, D) and auxiliary-loss
+// coefficients, as a model block holds them.
+type testLayer struct {
+	*Layer
+	router         []float32
+	auxCoef, zCoef float64
 }
 
-// loss is sum(y * r) + the layer's weighted auxiliary losses, in float64.
-func (l *Layer) loss(x, r []float32, T int) (float64, []int32) {
+func newTestLayer(rng *rand.Rand, normalize bool, capacity float64) *testLayer {
+	D, F, E, K := 6, 5, 4, 2
+	return &testLayer{Layer: &Layer{D: D, F: F, E: E, K: K, Normalize: normalize, Capacity: capacity,
+		W1: randVec(rng, E*F*D, 0.5), W3: randVec(rng, E*F*D, 0.5), W2: randVec(rng, E*D*F, 0.5)},
+		router: randVec(rng, E*D, 0.8), auxCoef: 0.3, zCoef: 0.05}
+}
+
+func (l *testLayer) forward(y, x []float32, T int, act *Activations) {
+	logits := make([]float32, T*l.E)
+	for t := 0; t < T; t++ {
+		for e := 0; e < l.E; e++ {
+			var s float32
+			for i := 0; i < l.D; i++ {
+				s += x[t*l.D+i] * l.router[e*l.D+i]
+			}
+			logits[t*l.E+e] = s
+		}
+	}
+	l.Forward(y, x, logits, T, act)
+}
+
+// loss is sum(y * r) + the weighted auxiliary losses, in float64.
+func (l *testLayer) loss(x, r []float32, T int) (float64, []int32) {
 	y := make([]float32, T*l.D)
 	var act Activations
-	aux := l.Forward(y, x, T, &act)
-	s := aux
+	l.forward(y, x, T, &act)
+	st := NewAuxStats(l.E)
+	st.Add(&act)
+	s := l.auxCoef*st.Balance() + l.zCoef*st.Z()
 	for i := range y {
 		s += float64(y[i]) * float64(r[i])
 	}
 	return s, act.routing.IDsTK
+}
+
+// backward returns the router gradient and adds the input gradient to dx.
+func (l *testLayer) backward(dx, dy []float32, act *Activations, g *Grads) []float32 {
+	T, E, D := act.T, l.E, l.D
+	st := NewAuxStats(E)
+	st.Add(act)
+	dprob, zs := st.Grad(nil, l.auxCoef, l.zCoef)
+	dlogits := make([]float32, T*E)
+	l.Backward(dx, dlogits, dy, act, g, dprob, zs)
+	grouter := make([]float32, E*D)
+	for t := 0; t < T; t++ {
+		for e := 0; e < E; e++ {
+			for i := 0; i < D; i++ {
+				grouter[e*D+i] += dlogits[t*E+e] * act.x[t*D+i]
+				dx[t*D+i] += dlogits[t*E+e] * l.router[e*D+i]
+			}
+		}
+	}
+	return grouter
 }
 
 // TestLayerGradients checks every parameter's and the input's gradient
@@ -51,18 +96,18 @@ func TestLayerGradients(t *testing.T) {
 			r := randVec(rng, T*l.D, 1)
 			var act Activations
 			y := make([]float32, T*l.D)
-			l.Forward(y, x, T, &act)
+			l.forward(y, x, T, &act)
 			if tc.capacity > 0 && act.plan.Dropped == 0 {
 				t.Fatal("capacity case dropped nothing: the test would not cover dropping")
 			}
 			g := l.NewGrads()
 			dx := make([]float32, T*l.D)
-			l.Backward(dx, r, &act, g)
+			grouter := l.backward(dx, r, &act, g)
 			_, ids0 := l.loss(x, r, T)
 			for _, p := range []struct {
 				name string
 				w, g []float32
-			}{{"router", l.Router, g.Router}, {"w1", l.W1, g.W1}, {"w3", l.W3, g.W3}, {"w2", l.W2, g.W2}, {"x", x, dx}} {
+			}{{"router", l.router, grouter}, {"w1", l.W1, g.W1}, {"w3", l.W3, g.W3}, {"w2", l.W2, g.W2}, {"x", x, dx}} {
 				const h = 1e-2
 				var num, den float64
 				checked := 0
@@ -97,11 +142,12 @@ func TestLayerGradients(t *testing.T) {
 func TestOneExpertTop1IsDenseMLP(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	D, F, T := 6, 5, 9
-	l := &Layer{D: D, F: F, E: 1, K: 1, Normalize: false, Router: randVec(rng, D, 1), W1: randVec(rng, F*D, 0.5), W3: randVec(rng, F*D, 0.5), W2: randVec(rng, D*F, 0.5)}
+	l := &testLayer{Layer: &Layer{D: D, F: F, E: 1, K: 1, Normalize: false, W1: randVec(rng, F*D, 0.5), W3: randVec(rng, F*D, 0.5), W2: randVec(rng, D*F, 0.5)},
+		router: randVec(rng, D, 1)}
 	x := randVec(rng, T*D, 1)
 	y := make([]float32, T*D)
 	var act Activations
-	l.Forward(y, x, T, &act)
+	l.forward(y, x, T, &act)
 	for tok := 0; tok < T; tok++ {
 		for j := 0; j < D; j++ {
 			var want float64
@@ -121,8 +167,8 @@ func TestOneExpertTop1IsDenseMLP(t *testing.T) {
 	// The router gets no gradient from the output: softmax over one expert is 1.
 	g := l.NewGrads()
 	dx := make([]float32, T*D)
-	l.Backward(dx, randVec(rng, T*D, 1), &act, g)
-	for _, v := range g.Router {
+	grouter := l.backward(dx, randVec(rng, T*D, 1), &act, g)
+	for _, v := range grouter {
 		if math.Abs(float64(v)) > 1e-6 {
 			t.Fatalf("router gradient %g with a single expert", v)
 		}

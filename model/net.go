@@ -1,0 +1,273 @@
+package model
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/moesys/moesys/kernel"
+	"github.com/moesys/moesys/moe"
+	"github.com/moesys/moesys/safetensors"
+	"github.com/moesys/moesys/tensor"
+)
+
+// Param is one trainable tensor of a Net: its f32 weights and accumulated
+// gradient, flat, row-major in Shape. Per-expert tensors are views into
+// their layer's contiguous (E, ...) buffers.
+type Param struct {
+	Name  string
+	Shape []int
+	W, G  []float32
+}
+
+// Net is a trainable decoder-only MoE transformer in f32: Mixtral-style
+// attention (RMSNorm, RoPE, grouped KV heads) and, per layer, a dense SwiGLU
+// FFN or a MoE FFN (optional Qwen2-MoE shared expert, optional pre-gates).
+// Forward and Backward are explicit per layer (net_attention.go,
+// net_ffn.go); Forward runs a batch of B sequences of T tokens and keeps
+// what Backward needs. A Net is not safe for concurrent use.
+type Net struct {
+	Cfg *Config
+	// Params lists every tensor in checkpoint order (Spec.Tensors).
+	Params []*Param
+	// Recompute keeps only each layer's input in Forward and recomputes the
+	// layer's activations in Backward (less memory, ~1/3 more compute).
+	Recompute bool
+	// Train enables router jitter (Cfg.Jitter) in Forward.
+	Train bool
+	// JitterSeed seeds the router jitter noise, drawn per (step, layer).
+	JitterSeed uint64
+
+	byName            map[string]*Param
+	embed, norm, head *Param
+	layers            []netLayer
+
+	acts  netActs
+	maxT  int
+	cos   []float32 // RoPE tables (maxT, RotaryDim/2)
+	sin   []float32
+	stats *moe.AuxStats
+	// Auxiliary-loss gradient terms of the current Backward.
+	auxDProb []float32
+	zScale   float64
+}
+
+// netLayer is one block's parameters.
+type netLayer struct {
+	inNorm, q, k, v, o, postNorm *Param
+	// Dense FFN (nil in MoE layers).
+	dense *swiglu
+	// MoE FFN (nil in dense layers). experts' weights alias w1, w3, w2.
+	experts    *moe.Layer
+	w1, w3, w2 *Param    // fused (E, F, D) / (E, D, F) views' owners (not in Params)
+	expertsG   moe.Grads // gradient views of the fused buffers
+	gate       *Param    // own router (E, D), or nil when routed by a pre-gate
+	pregate    *Param    // pre-gate (E, D) routing PregateTarget, or nil
+	shared     *swiglu   // Qwen2-MoE shared expert, or nil
+	sharedGate *Param    // (1, D)
+}
+
+// swiglu is a dense SwiGLU FFN's parameters: down(silu(gate x) * up x).
+type swiglu struct {
+	w1, w3 *Param // (F, D)
+	w2     *Param // (D, F)
+	F      int
+}
+
+// NewNet builds a Net for c with zero weights (see Init and LoadNet).
+// maxT is the longest sequence Forward will see (the RoPE tables).
+func NewNet(c *Config, maxT int) (*Net, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if c.QKNorm != QKNormNone || c.QKVBias {
+		return nil, fmt.Errorf("%w: %s: training supports no q/k norm and no qkv bias", ErrConfig, c.Arch)
+	}
+	if maxT <= 0 {
+		return nil, fmt.Errorf("%w: sequence length %d must be > 0", ErrConfig, maxT)
+	}
+	n := &Net{Cfg: c, byName: map[string]*Param{}, maxT: maxT, stats: moe.NewAuxStats(max(c.E, 1))}
+	sp := SpecFor(c.Arch)
+	specs := map[string]TensorSpec{}
+	for _, ts := range sp.Tensors(c) {
+		specs[ts.Name] = ts
+	}
+	param := func(name string) *Param {
+		ts, ok := specs[name]
+		if !ok {
+			panic("model.NewNet: no tensor " + name)
+		}
+		size := 1
+		for _, d := range ts.Shape {
+			size *= d
+		}
+		p := &Param{Name: name, Shape: ts.Shape, W: make([]float32, size), G: make([]float32, size)}
+		n.byName[name] = p
+		return p
+	}
+	n.embed = param(sp.Embed())
+	n.layers = make([]netLayer, c.L)
+	for l := range n.layers {
+		ly := &n.layers[l]
+		ly.inNorm = param(sp.InNorm(l))
+		ly.q, ly.k = param(sp.Attn(l, "q", "weight")), param(sp.Attn(l, "k", "weight"))
+		ly.v, ly.o = param(sp.Attn(l, "v", "weight")), param(sp.Attn(l, "o", "weight"))
+		ly.postNorm = param(sp.PostNorm(l))
+		if !c.MoE[l] {
+			g, u, d := sp.Dense(l)
+			ly.dense = &swiglu{w1: param(g), w3: param(u), w2: param(d), F: c.DenseFFN}
+			continue
+		}
+		if c.RouteSource(l) < 0 {
+			ly.gate = param(sp.Router(l))
+		}
+		if c.PregateTarget(l) >= 0 {
+			ly.pregate = param(sp.Pregate(l))
+		}
+		E, F, D := c.E, c.ExpertFFN, c.D
+		fused := func(name string, rows, cols int) *Param {
+			return &Param{Name: name, Shape: []int{E, rows, cols}, W: make([]float32, E*rows*cols), G: make([]float32, E*rows*cols)}
+		}
+		ly.w1, ly.w3, ly.w2 = fused("w1", F, D), fused("w3", F, D), fused("w2", D, F)
+		ly.experts = &moe.Layer{D: D, F: F, E: E, K: c.K, Normalize: c.NormTopK, Capacity: c.Capacity,
+			W1: ly.w1.W, W3: ly.w3.W, W2: ly.w2.W}
+		ly.expertsG = moe.Grads{W1: ly.w1.G, W3: ly.w3.G, W2: ly.w2.G}
+		for e := 0; e < E; e++ {
+			g, u, d := sp.Expert(l, e)
+			for _, x := range []struct {
+				name string
+				f    *Param
+			}{{g, ly.w1}, {u, ly.w3}, {d, ly.w2}} {
+				sz := len(x.f.W) / E
+				p := &Param{Name: x.name, Shape: specs[x.name].Shape, W: x.f.W[e*sz : (e+1)*sz], G: x.f.G[e*sz : (e+1)*sz]}
+				n.byName[x.name] = p
+			}
+		}
+		if c.SharedFFN > 0 {
+			g, u, d, sg := sp.Shared(l)
+			ly.shared = &swiglu{w1: param(g), w3: param(u), w2: param(d), F: c.SharedFFN}
+			ly.sharedGate = param(sg)
+		}
+	}
+	n.norm = param(sp.Norm())
+	if c.TieEmbeddings {
+		n.head = n.embed
+	} else {
+		n.head = param(sp.Head())
+	}
+	for _, ts := range sp.Tensors(c) {
+		n.Params = append(n.Params, n.byName[ts.Name])
+	}
+	half := c.RotaryDim / 2
+	n.cos, n.sin = make([]float32, maxT*half), make([]float32, maxT*half)
+	kernel.RoPEFreqs(n.cos, n.sin, maxT, c.RotaryDim, c.RopeTheta)
+	return n, nil
+}
+
+// Param returns the named parameter, or nil.
+func (n *Net) Param(name string) *Param { return n.byName[name] }
+
+// NumParams returns the number of trainable weights.
+func (n *Net) NumParams() int {
+	s := 0
+	for _, p := range n.Params {
+		s += len(p.W)
+	}
+	return s
+}
+
+// Init draws every weight matrix from N(0, std^2) and sets norms to one,
+// deterministically from seed. Output projections (o, w2) are scaled by
+// 1/sqrt(2L), as GPT-2 does, so the residual stream's variance does not
+// grow with depth.
+func (n *Net) Init(seed uint64, std float64) {
+	rng := rand.New(rand.NewPCG(seed, 0x6d6f65737973))
+	sp := SpecFor(n.Cfg.Arch)
+	kinds := map[string]string{}
+	for _, ts := range sp.Tensors(n.Cfg) {
+		kinds[ts.Name] = ts.Kind
+	}
+	resid := std / math.Sqrt(2*float64(n.Cfg.L))
+	for _, p := range n.Params {
+		switch kinds[p.Name] {
+		case "norm":
+			for i := range p.W {
+				p.W[i] = 1
+			}
+		case "bias":
+			clear(p.W)
+		default:
+			s := std
+			if isOutProj(p.Name) {
+				s = resid
+			}
+			for i := range p.W {
+				p.W[i] = float32(rng.NormFloat64() * s)
+			}
+		}
+	}
+}
+
+func isOutProj(name string) bool {
+	for _, suf := range []string{"o_proj.weight", "w2.weight", "down_proj.weight"} {
+		if len(name) >= len(suf) && name[len(name)-len(suf):] == suf {
+			return true
+		}
+	}
+	return false
+}
+
+// ZeroGrad clears every gradient.
+func (n *Net) ZeroGrad() {
+	for _, p := range n.Params {
+		clear(p.G)
+	}
+}
+
+// LoadWeights reads every parameter from set (F32, BF16 or F16, widened),
+// checking names and shapes.
+func (n *Net) LoadWeights(set *safetensors.Set) error {
+	for _, p := range n.Params {
+		info, ok := set.Info(p.Name)
+		if !ok {
+			return fmt.Errorf("%w: missing tensor %s", ErrWeights, p.Name)
+		}
+		if !equalShape([]int(info.Shape), p.Shape) {
+			return fmt.Errorf("%w: tensor %s has shape %v, want %v", ErrWeights, p.Name, info.Shape, p.Shape)
+		}
+		raw, err := set.Bytes(p.Name)
+		if err != nil {
+			return fmt.Errorf("model: read %s: %w", p.Name, err)
+		}
+		switch info.DType {
+		case tensor.F32:
+			for i := range p.W {
+				p.W[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+			}
+		case tensor.BF16:
+			for i := range p.W {
+				p.W[i] = tensor.BF16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
+			}
+		case tensor.F16:
+			for i := range p.W {
+				p.W[i] = tensor.F16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
+			}
+		default:
+			return fmt.Errorf("%w: tensor %s has dtype %s (want F32, BF16 or F16)", ErrWeights, p.Name, info.DType)
+		}
+	}
+	return nil
+}
+
+func equalShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
