@@ -231,3 +231,4 @@ func growF64(s []float64, n int) []float64 {
 	}
 	return s[:n]
 }
+

@@ -167,10 +167,49 @@ func TestOneExpertTop1IsDenseMLP(t *testing.T) {
 	// The router gets no gradient from the output: softmax over one expert is 1.
 	g := l.NewGrads()
 	dx := make([]float32, T*D)
-	grouter := l.backward(dx, randVec(rng, T*D, 1), &act, g)
+	dy := randVec(rng, T*D, 1)
+	grouter := l.backward(dx, dy, &act, g)
 	for _, v := range grouter {
 		if math.Abs(float64(v)) > 1e-6 {
 			t.Fatalf("router gradient %g with a single expert", v)
+		}
+	}
+	// Backward equals the dense MLP's, computed in float64.
+	wdx, wW1, wW3, wW2 := make([]float64, T*D), make([]float64, F*D), make([]float64, F*D), make([]float64, D*F)
+	for tok := 0; tok < T; tok++ {
+		xt := x[tok*D : (tok+1)*D]
+		for f := 0; f < F; f++ {
+			var g1, g3, da float64
+			for i := 0; i < D; i++ {
+				g1 += float64(l.W1[f*D+i]) * float64(xt[i])
+				g3 += float64(l.W3[f*D+i]) * float64(xt[i])
+			}
+			for j := 0; j < D; j++ {
+				da += float64(dy[tok*D+j]) * float64(l.W2[j*F+f])
+			}
+			s := 1 / (1 + math.Exp(-g1))
+			a := g1 * s * g3
+			for j := 0; j < D; j++ {
+				wW2[j*F+f] += float64(dy[tok*D+j]) * a
+			}
+			dg := da * g3 * s * (1 + g1*(1-s))
+			du := da * g1 * s
+			for i := 0; i < D; i++ {
+				wW1[f*D+i] += dg * float64(xt[i])
+				wW3[f*D+i] += du * float64(xt[i])
+				wdx[tok*D+i] += dg*float64(l.W1[f*D+i]) + du*float64(l.W3[f*D+i])
+			}
+		}
+	}
+	for _, c := range []struct {
+		name string
+		got  []float32
+		want []float64
+	}{{"dx", dx, wdx}, {"dW1", g.W1, wW1}, {"dW3", g.W3, wW3}, {"dW2", g.W2, wW2}} {
+		for i, w := range c.want {
+			if math.Abs(float64(c.got[i])-w) > 1e-4*math.Max(1, math.Abs(w)) {
+				t.Fatalf("%s[%d] = %g, dense MLP %g", c.name, i, c.got[i], w)
+			}
 		}
 	}
 }
