@@ -231,4 +231,3 @@ func growF64(s []float64, n int) []float64 {
 	}
 	return s[:n]
 }
-
