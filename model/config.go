@@ -168,6 +168,7 @@ func ParseConfig(b []byte) (*Config, error) {
 			c.DenseFFN = h.IntermediateSize
 		}
 		c.NormTopK = boolOr(h.NormTopKProb, true)
+		c.SharedFFN = h.SharedExpertSize
 	case "":
 		return nil, fmt.Errorf("%w: config.json has no model_type", ErrConfig)
 	default:

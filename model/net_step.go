@@ -210,3 +210,21 @@ func fillJitter(noise []float32, eps float64, seed, step uint64, l int) {
 		noise[i] = float32(1 - eps + 2*eps*rng.Float64())
 	}
 }
+
+// Logits returns the last Forward's logits (B*T, V), owned by the Net and
+// valid until Backward (which overwrites them with their gradient) or the
+// next Forward.
+func (n *Net) Logits() []float32 {
+	a := &n.acts
+	return a.logits[:a.B*a.T*n.Cfg.V]
+}
+
+// RoutingIDs returns MoE layer l's expert ids (B*T, K) of the last Forward
+// (the router's choice, dropped assignments included), or nil for a dense
+// layer. Valid until the next Forward; nil when Recompute is set.
+func (n *Net) RoutingIDs(l int) []int32 {
+	if n.layers[l].experts == nil || n.Recompute {
+		return nil
+	}
+	return n.acts.ffn[l].moe.Routing().IDsTK
+}
