@@ -90,3 +90,6 @@ func WriteFile(path string, data []byte) error {
 	}
 	return Commit(f, path)
 }
+
+// SyncDir makes renames in dir durable (see syncDir).
+func SyncDir(dir string) error { return syncDir(dir) }

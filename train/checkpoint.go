@@ -1,0 +1,266 @@
+package train
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/moesys/moesys/internal/atomicfile"
+	"github.com/moesys/moesys/model"
+	"github.com/moesys/moesys/safetensors"
+	"github.com/moesys/moesys/tensor"
+)
+
+// ErrCheckpoint is wrapped by every unreadable, corrupt or mismatched
+// checkpoint.
+var ErrCheckpoint = errors.New("train: bad checkpoint")
+
+// Checkpoint files. A checkpoint is a directory step-NNNNNNNN under the
+// run's output directory holding config.json and model.safetensors (a
+// Hugging Face checkpoint the inference path loads), optimizer.safetensors
+// (AdamW moments, and fp32 masters when training in bf16) and trainer.json;
+// the file "latest" in the output directory names the newest one.
+const (
+	OptimizerFile = "optimizer.safetensors"
+	TrainerFile   = "trainer.json"
+	LatestFile    = "latest"
+	formatVersion = 1
+)
+
+// trainerState is trainer.json.
+type trainerState struct {
+	Format  int     `json:"format"`
+	Step    int     `json:"step"`
+	Tokens  int64   `json:"tokens"`
+	Options Options `json:"options"`
+}
+
+// CheckpointName returns the directory name of the checkpoint after step.
+func CheckpointName(step int) string { return fmt.Sprintf("step-%08d", step) }
+
+// Save writes a checkpoint of the current step into out (created if needed)
+// and points out/latest at it. The checkpoint directory is written under a
+// temporary name and renamed into place, so a crash leaves either the whole
+// checkpoint or none. keepLast > 0 deletes older checkpoints beyond the
+// newest keepLast. It returns the checkpoint's path.
+func (t *Trainer) Save(out string, keepLast int) (string, error) {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return "", fmt.Errorf("train: checkpoint: %w", err)
+	}
+	name := CheckpointName(t.Step)
+	final := filepath.Join(out, name)
+	tmp, err := os.MkdirTemp(out, ".tmp-"+name+"-")
+	if err != nil {
+		return "", fmt.Errorf("train: checkpoint: %w", err)
+	}
+	defer os.RemoveAll(tmp) // no-op after the rename
+	meta := map[string]string{"step": strconv.Itoa(t.Step), "producer": "moesys train"}
+	if err := t.Net.SaveWeights(tmp, t.Opts.BF16, meta); err != nil {
+		return "", err
+	}
+	var ts []safetensors.Tensor
+	for i, p := range t.params {
+		shape := tensor.Shape(t.Net.Params[i].Shape)
+		ts = append(ts, safetensors.Tensor{Name: p.Name + ".exp_avg", DType: tensor.F32, Shape: shape, Data: f32Bytes(p.M)},
+			safetensors.Tensor{Name: p.Name + ".exp_avg_sq", DType: tensor.F32, Shape: shape, Data: f32Bytes(p.V)})
+		if t.master != nil {
+			ts = append(ts, safetensors.Tensor{Name: p.Name + ".master", DType: tensor.F32, Shape: shape, Data: f32Bytes(t.master[i])})
+		}
+	}
+	if err := safetensors.WriteFile(filepath.Join(tmp, OptimizerFile), ts, map[string]string{"adam_steps": strconv.Itoa(t.adam.Steps())}); err != nil {
+		return "", fmt.Errorf("train: checkpoint optimizer: %w", err)
+	}
+	st, err := json.MarshalIndent(trainerState{Format: formatVersion, Step: t.Step, Tokens: t.tokens, Options: t.Opts}, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(tmp, TrainerFile), append(st, '\n')); err != nil {
+		return "", fmt.Errorf("train: checkpoint state: %w", err)
+	}
+	if err := os.RemoveAll(final); err != nil {
+		return "", fmt.Errorf("train: checkpoint: %w", err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return "", fmt.Errorf("train: checkpoint: %w", err)
+	}
+	if err := atomicfile.SyncDir(out); err != nil {
+		return "", fmt.Errorf("train: checkpoint: %w", err)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(out, LatestFile), []byte(name+"\n")); err != nil {
+		return "", fmt.Errorf("train: checkpoint: %w", err)
+	}
+	if keepLast > 0 {
+		prune(out, keepLast)
+	}
+	return final, nil
+}
+
+// prune deletes all but the newest keep checkpoints in out (best effort).
+func prune(out string, keep int) {
+	entries, err := os.ReadDir(out)
+	if err != nil {
+		return
+	}
+	var steps []string
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "step-") {
+			steps = append(steps, e.Name())
+		}
+	}
+	sort.Strings(steps) // zero-padded: lexical = numeric
+	for len(steps) > keep {
+		os.RemoveAll(filepath.Join(out, steps[0]))
+		steps = steps[1:]
+	}
+}
+
+// ResolveCheckpoint returns the checkpoint directory path names: a
+// checkpoint itself (it has trainer.json) or a run's output directory (its
+// latest checkpoint).
+func ResolveCheckpoint(path string) (string, error) {
+	if _, err := os.Stat(filepath.Join(path, TrainerFile)); err == nil {
+		return path, nil
+	}
+	b, err := os.ReadFile(filepath.Join(path, LatestFile))
+	if err != nil {
+		return "", fmt.Errorf("%w: %s is neither a checkpoint (no %s) nor a run directory (no %s)", ErrCheckpoint, path, TrainerFile, LatestFile)
+	}
+	name := strings.TrimSpace(string(b))
+	if name == "" || strings.ContainsAny(name, `/\`) || name == "." || name == ".." {
+		return "", fmt.Errorf("%w: %s names %q", ErrCheckpoint, filepath.Join(path, LatestFile), name)
+	}
+	return filepath.Join(path, name), nil
+}
+
+// ReadCheckpointOptions returns the options a checkpoint was trained with
+// (the model config from its config.json) and its step.
+func ReadCheckpointOptions(dir string) (Options, int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, TrainerFile))
+	if err != nil {
+		return Options{}, 0, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	var st trainerState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return Options{}, 0, fmt.Errorf("%w: %s: %v", ErrCheckpoint, filepath.Join(dir, TrainerFile), err)
+	}
+	if st.Format != formatVersion {
+		return Options{}, 0, fmt.Errorf("%w: %s has format %d, this moesys reads %d", ErrCheckpoint, dir, st.Format, formatVersion)
+	}
+	cfg, err := model.LoadConfig(dir)
+	if err != nil {
+		return Options{}, 0, fmt.Errorf("%w: %s: %v", ErrCheckpoint, dir, err)
+	}
+	st.Options.Model = cfg
+	return st.Options, st.Step, nil
+}
+
+// Resume rebuilds a Trainer from checkpoint dir with options o (normally
+// the checkpoint's own, from ReadCheckpointOptions, with Steps or the eval
+// and save cadence changed). The model and batch shape must match the
+// checkpoint's. Weights, optimizer state, step and token counts are
+// restored; batches and jitter are functions of (seed, step), so the run
+// continues exactly as if it had not stopped.
+func Resume(dir string, o Options, corpus *Corpus) (*Trainer, error) {
+	saved, step, err := ReadCheckpointOptions(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if err := sameRun(saved, o); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, dir, err)
+	}
+	if err := corpus.Check(o.Seq); err != nil {
+		return nil, err
+	}
+	net, err := model.LoadNet(dir, o.Seq)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, dir, err)
+	}
+	t, err := newTrainer(o, corpus, net)
+	if err != nil {
+		return nil, err
+	}
+	set, err := safetensors.Open(filepath.Join(dir, OptimizerFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	defer set.Close()
+	read := func(name string, dst []float32) error {
+		info, ok := set.Info(name)
+		if !ok || info.DType != tensor.F32 || info.Shape.NumElements() != len(dst) {
+			return fmt.Errorf("%w: %s: tensor %s missing or mis-shaped", ErrCheckpoint, OptimizerFile, name)
+		}
+		raw, err := set.Bytes(name)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrCheckpoint, err)
+		}
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+		return nil
+	}
+	for i, p := range t.params {
+		if err := read(p.Name+".exp_avg", p.M); err != nil {
+			return nil, err
+		}
+		if err := read(p.Name+".exp_avg_sq", p.V); err != nil {
+			return nil, err
+		}
+		if t.master != nil {
+			if err := read(p.Name+".master", t.master[i]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if t.master != nil {
+		t.syncBF16()
+	}
+	adamSteps, err := strconv.Atoi(set.Metadata()["adam_steps"])
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: adam_steps: %v", ErrCheckpoint, OptimizerFile, err)
+	}
+	t.adam.SetSteps(adamSteps)
+	t.Step = step
+	return t, nil
+}
+
+// sameRun reports how o differs from saved where resuming needs them equal.
+func sameRun(saved, o Options) error {
+	a, err := saved.Model.MarshalHF()
+	if err != nil {
+		return err
+	}
+	b, err := o.Model.MarshalHF()
+	if err != nil {
+		return err
+	}
+	switch {
+	case string(a) != string(b):
+		return fmt.Errorf("the model config differs from the checkpoint's")
+	case saved.Seq != o.Seq || saved.Batch != o.Batch || saved.Accum != o.Accum:
+		return fmt.Errorf("batch shape seq %d x batch %d x accum %d differs from the checkpoint's %d x %d x %d",
+			o.Seq, o.Batch, o.Accum, saved.Seq, saved.Batch, saved.Accum)
+	case saved.Seed != o.Seed:
+		return fmt.Errorf("seed %d differs from the checkpoint's %d", o.Seed, saved.Seed)
+	case saved.BF16 != o.BF16:
+		return fmt.Errorf("bf16 %v differs from the checkpoint's %v", o.BF16, saved.BF16)
+	}
+	return nil
+}
+
+func f32Bytes(w []float32) []byte {
+	b := make([]byte, 4*len(w))
+	for i, v := range w {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return b
+}

@@ -1,0 +1,159 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/moesys/moesys/model"
+	"github.com/moesys/moesys/optim"
+	"github.com/moesys/moesys/tensor"
+)
+
+// Trainer runs the training loop of one process: per optimizer step, Accum
+// micro-batches of forward and backward (gradients averaged), gradient
+// clipping, the learning-rate schedule and an AdamW update; periodic
+// validation and checkpoints. Everything it does is a function of the
+// options (seed included), the corpus and the step, so a run resumed from a
+// checkpoint continues bit-identically.
+type Trainer struct {
+	Opts   Options
+	Net    *model.Net
+	Step   int // optimizer steps done
+	params []*optim.Param
+	master [][]float32 // fp32 master weights when Opts.BF16 (else nil)
+	adam   *optim.AdamW
+	sched  optim.WarmupCosine
+	train  *Batcher
+	val    []ValBatch
+	inputs []int32
+	target []int32
+	tokens int64 // tokens trained on, this process
+}
+
+// StepResult is one optimizer step's figures.
+type StepResult struct {
+	Step     int     `json:"step"` // 1-based: steps done after this one
+	Loss     float64 `json:"loss"` // total, averaged over micro-batches
+	CE       float64 `json:"ce"`
+	Aux      float64 `json:"aux"`
+	Z        float64 `json:"z"`
+	LR       float64 `json:"lr"`
+	GradNorm float64 `json:"grad_norm"` // before clipping
+	Tokens   int     `json:"tokens"`
+	Seconds  float64 `json:"seconds"`
+}
+
+// NewTrainer builds a model from o (weights initialised from o.Seed) over
+// corpus. The corpus must hold at least one training and one validation
+// window.
+func NewTrainer(o Options, corpus *Corpus) (*Trainer, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if err := corpus.Check(o.Seq); err != nil {
+		return nil, err
+	}
+	net, err := model.NewNet(o.Model, o.Seq)
+	if err != nil {
+		return nil, err
+	}
+	net.Init(o.Seed, o.InitStd)
+	return newTrainer(o, corpus, net)
+}
+
+func newTrainer(o Options, corpus *Corpus, net *model.Net) (*Trainer, error) {
+	t := &Trainer{Opts: o, Net: net}
+	net.Recompute, net.Train, net.JitterSeed = o.Recompute, true, o.Seed
+	for _, p := range net.Params {
+		t.params = append(t.params, &optim.Param{Name: p.Name, W: p.W, G: p.G})
+	}
+	if o.BF16 {
+		// The optimiser updates fp32 masters; the model computes with
+		// their bf16 roundings.
+		t.master = make([][]float32, len(net.Params))
+		for i, p := range net.Params {
+			t.master[i] = append([]float32(nil), p.W...)
+			t.params[i].W = t.master[i]
+		}
+		t.syncBF16()
+	}
+	var err error
+	t.adam, err = optim.NewAdamW(t.params, optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrOptions, err)
+	}
+	t.sched = optim.WarmupCosine{Peak: o.LR, Min: o.MinLR, Warmup: o.Warmup, Total: o.Steps}
+	if t.train, err = NewBatcher(corpus.Train, o.Batch, o.Seq, o.Seed); err != nil {
+		return nil, err
+	}
+	evalBatches := o.EvalBatches
+	if evalBatches == 0 {
+		evalBatches = 1
+	}
+	if t.val, err = ValBatches(corpus.Val, o.Batch, o.Seq, evalBatches); err != nil {
+		return nil, err
+	}
+	t.inputs, t.target = make([]int32, o.Batch*o.Seq), make([]int32, o.Batch*o.Seq)
+	return t, nil
+}
+
+// syncBF16 sets the model's weights to the bf16 rounding of the masters.
+func (t *Trainer) syncBF16() {
+	for i, p := range t.Net.Params {
+		for j, v := range t.master[i] {
+			p.W[j] = tensor.BF16ToF32(tensor.F32ToBF16(v))
+		}
+	}
+}
+
+// TrainStep runs one optimizer step.
+func (t *Trainer) TrainStep() StepResult {
+	o := t.Opts
+	start := time.Now()
+	t.Net.ZeroGrad()
+	var r StepResult
+	inv := 1 / float64(o.Accum)
+	for m := 0; m < o.Accum; m++ {
+		t.train.Batch(t.Step*o.Accum+m, t.inputs, t.target)
+		loss := t.Net.Forward(t.inputs, t.target, o.Batch, o.Seq, uint64(t.Step*o.Accum+m))
+		t.Net.Backward(float32(inv))
+		r.Loss += loss.Total * inv
+		r.CE += loss.CE * inv
+		r.Aux += loss.Aux * inv
+		r.Z += loss.Z * inv
+		r.Tokens += loss.Tokens
+	}
+	r.GradNorm = optim.ClipGradNorm(t.params, o.Clip)
+	r.LR = t.sched.LR(t.Step)
+	if !math.IsNaN(r.GradNorm) && !math.IsInf(r.GradNorm, 0) {
+		t.adam.Step(r.LR)
+		if t.master != nil {
+			t.syncBF16()
+		}
+	}
+	t.Step++
+	t.tokens += int64(r.Tokens)
+	r.Step = t.Step
+	r.Seconds = time.Since(start).Seconds()
+	return r
+}
+
+// Evaluate returns the mean cross-entropy over the validation batches.
+func (t *Trainer) Evaluate(ctx context.Context) (float64, error) {
+	var sum float64
+	var n int
+	train := t.Net.Train
+	t.Net.Train = false
+	defer func() { t.Net.Train = train }()
+	for _, vb := range t.val {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		loss := t.Net.Forward(vb.Inputs, vb.Targets, vb.Rows, t.Opts.Seq, 0)
+		sum += loss.CE * float64(loss.Tokens)
+		n += loss.Tokens
+	}
+	return sum / float64(n), nil
+}

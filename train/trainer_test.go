@@ -1,0 +1,228 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/moesys/moesys/model"
+)
+
+// testCorpus is a small deterministic text corpus.
+func testCorpus(t *testing.T) *Corpus {
+	t.Helper()
+	var sb strings.Builder
+	for i := 0; sb.Len() < 40000; i++ {
+		sb.WriteString("func f")
+		sb.WriteString(strings.Repeat("x", i%7))
+		sb.WriteString("() { return a + b }\n")
+	}
+	path := filepath.Join(t.TempDir(), "text.txt")
+	if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadCorpus(context.Background(), DataSpec{Path: path, ValFraction: 0.1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// testOptions is a tiny model: 2 layers (one dense), 4 experts top-2.
+func testOptions(pregate int, bf16 bool) Options {
+	c := byteModel(16, 3, 2, 1, 4, 2, 24)
+	c.MoE = []bool{true, false, true}
+	c.ZCoef, c.Jitter, c.PregateDist = 1e-3, 0.05, pregate
+	o := defaults(c, 16, 2, 8, 1e-2)
+	o.Accum, o.EvalEvery, o.EvalBatches, o.BF16 = 2, 3, 2, bf16
+	return o
+}
+
+// TestResumeBitIdentical: N steps, checkpoint, N more steps equals 2N steps
+// straight: losses, weights and optimizer state, bit for bit.
+func TestResumeBitIdentical(t *testing.T) {
+	corpus := testCorpus(t)
+	for _, tc := range []struct {
+		name    string
+		pregate int
+		bf16    bool
+	}{{"f32", 0, false}, {"pregate-bf16", 1, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := testOptions(tc.pregate, tc.bf16)
+			straight, err := NewTrainer(o, corpus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []float64
+			for i := 0; i < 8; i++ {
+				want = append(want, straight.TrainStep().Loss)
+			}
+			first, err := NewTrainer(o, corpus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []float64
+			for i := 0; i < 4; i++ {
+				got = append(got, first.TrainStep().Loss)
+			}
+			out := t.TempDir()
+			dir, err := first.Save(out, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, err := ResolveCheckpoint(out); err != nil || r != dir {
+				t.Fatalf("ResolveCheckpoint(%s) = %s, %v; want %s", out, r, err, dir)
+			}
+			saved, step, err := ReadCheckpointOptions(dir)
+			if err != nil || step != 4 {
+				t.Fatalf("ReadCheckpointOptions: step %d, %v", step, err)
+			}
+			resumed, err := Resume(dir, saved, corpus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 4; i++ {
+				got = append(got, resumed.TrainStep().Loss)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("losses\n got %v\nwant %v", got, want)
+			}
+			for i, p := range straight.params {
+				q := resumed.params[i]
+				if !reflect.DeepEqual(p.W, q.W) || !reflect.DeepEqual(p.M, q.M) || !reflect.DeepEqual(p.V, q.V) {
+					t.Fatalf("%s: weights or moments differ after resuming", p.Name)
+				}
+				if !reflect.DeepEqual(straight.Net.Params[i].W, resumed.Net.Params[i].W) {
+					t.Fatalf("%s: model weights differ after resuming", p.Name)
+				}
+			}
+			if straight.adam.Steps() != resumed.adam.Steps() {
+				t.Fatalf("adam steps %d vs %d", resumed.adam.Steps(), straight.adam.Steps())
+			}
+			if want[len(want)-1] >= want[0] {
+				t.Fatalf("loss did not fall: %v", want)
+			}
+		})
+	}
+}
+
+// TestRunInterruptSaves: a cancelled run finishes its step, saves a
+// checkpoint and reports Interrupted; the checkpoint loads for inference.
+func TestRunInterruptSaves(t *testing.T) {
+	corpus := testCorpus(t)
+	o := testOptions(0, false)
+	o.Steps = 1000
+	tr, err := NewTrainer(o, corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var log strings.Builder
+	stopAfter := 3
+	rc := RunConfig{Out: t.TempDir(), Log: &cancelAfter{&log, cancel, stopAfter}}
+	s, err := tr.Run(ctx, rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Interrupted || s.Steps != stopAfter || s.Checkpoint == "" {
+		t.Fatalf("summary %+v, want interrupted after %d steps with a checkpoint", s, stopAfter)
+	}
+	if _, err := os.Stat(filepath.Join(s.Checkpoint, model.WeightsFile)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Load(s.Checkpoint)
+	if err != nil {
+		t.Fatalf("inference load of a training checkpoint: %v", err)
+	}
+	m.Close()
+	if !strings.Contains(log.String(), `"kind":"step"`) {
+		t.Fatalf("log has no step lines: %q", log.String())
+	}
+}
+
+// cancelAfter cancels after n step log lines.
+type cancelAfter struct {
+	w      *strings.Builder
+	cancel context.CancelFunc
+	n      int
+}
+
+func (c *cancelAfter) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), `"kind":"step"`) {
+		c.n--
+		if c.n == 0 {
+			c.cancel()
+		}
+	}
+	return c.w.Write(p)
+}
+
+// TestOptionsErrors: bad options are rejected before any work, with errors
+// naming the problem.
+func TestOptionsErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+		mod        func(o *Options)
+	}{
+		{"k>e", "top-k 5", func(o *Options) { o.Model.K = 5 }},
+		{"seq", "seq 0", func(o *Options) { o.Seq = 0 }},
+		{"lr", "lr -1", func(o *Options) { o.LR = -1 }},
+		{"betas", "betas", func(o *Options) { o.Beta2 = 1 }},
+		{"steps", "steps 0", func(o *Options) { o.Steps = 0 }},
+		{"pregate", "pregate_distance", func(o *Options) { o.Model.PregateDist = 4 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := testOptions(0, false)
+			tc.mod(&o)
+			err := o.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+	// A mismatched checkpoint is refused.
+	corpus := testCorpus(t)
+	tr, err := NewTrainer(testOptions(0, false), corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := tr.Save(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := testOptions(0, false)
+	o.Batch = 3
+	if _, err := Resume(dir, o, corpus); !errors.Is(err, ErrCheckpoint) {
+		t.Fatalf("resume with another batch shape: %v", err)
+	}
+	// A corrupt optimizer file is refused.
+	if err := os.WriteFile(filepath.Join(dir, OptimizerFile), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Resume(dir, testOptions(0, false), corpus); !errors.Is(err, ErrCheckpoint) {
+		t.Fatalf("resume with a corrupt optimizer file: %v", err)
+	}
+}
+
+// TestPresetsValid: every preset validates and its model builds.
+func TestPresetsValid(t *testing.T) {
+	for _, name := range PresetNames() {
+		o, err := PresetOptions(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Validate(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, err := model.NewNet(o.Model, o.Seq); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if _, err := PresetOptions("nope"); !errors.Is(err, ErrOptions) {
+		t.Fatalf("unknown preset: %v", err)
+	}
+}
