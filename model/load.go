@@ -29,8 +29,12 @@ type Layer struct {
 	QB, KB, VB       []float32 // biases (Qwen2) or nil
 	QNorm, KNorm     []float32 // (Dh) per head, (H*Dh)/(G*Dh) full width, or nil
 
-	MoE        bool
-	Router     Mat      // (E, D)
+	MoE     bool
+	Router  Mat // (E, D); zero when an earlier layer's pre-gate routes this one
+	Pregate Mat // (E, D) pre-gate computing layer PregateTarget's routing logits, or zero
+	// PregateTarget is the MoE layer Pregate routes (Config.PregateTarget), or -1.
+	PregateTarget int
+
 	Experts    []Expert // E routed experts
 	Shared     *Expert  // Qwen2-MoE shared expert, or nil
 	SharedGate Mat      // (1, D) sigmoid gate of the shared expert
@@ -94,7 +98,7 @@ func (m *Model) SetPrecision(p Precision) {
 	set(&m.Head)
 	for i := range m.Layers {
 		ly := &m.Layers[i]
-		for _, x := range []*Mat{&ly.Q, &ly.K, &ly.V, &ly.O, &ly.Router, &ly.SharedGate} {
+		for _, x := range []*Mat{&ly.Q, &ly.K, &ly.V, &ly.O, &ly.Router, &ly.Pregate, &ly.SharedGate} {
 			set(x)
 		}
 		for _, e := range []*Expert{ly.Shared, ly.Dense} {
@@ -178,12 +182,18 @@ func (m *Model) load() error {
 			ly.KNorm = vec(sp.QKNorm(l, "k"), kd)
 		}
 		ly.MoE = c.MoE[l]
+		ly.PregateTarget = c.PregateTarget(l)
 		if !ly.MoE {
 			g, u, d := sp.Dense(l)
 			ly.Dense = expert(g, u, d, c.DenseFFN)
 			continue
 		}
-		ly.Router = mat(sp.Router(l), c.E, c.D)
+		if c.RouteSource(l) < 0 {
+			ly.Router = mat(sp.Router(l), c.E, c.D)
+		}
+		if ly.PregateTarget >= 0 {
+			ly.Pregate = mat(sp.Pregate(l), c.E, c.D)
+		}
 		ly.Experts = make([]Expert, c.E)
 		for e := range ly.Experts {
 			g, u, d := sp.Expert(l, e)
@@ -256,6 +266,9 @@ func (m *Model) Mats() []*Mat {
 		ms = append(ms, &ly.Q, &ly.K, &ly.V, &ly.O)
 		if ly.Router.Rows > 0 {
 			ms = append(ms, &ly.Router)
+		}
+		if ly.Pregate.Rows > 0 {
+			ms = append(ms, &ly.Pregate)
 		}
 		if ly.SharedGate.Rows > 0 {
 			ms = append(ms, &ly.SharedGate)
