@@ -229,3 +229,58 @@ func TestPresetsValid(t *testing.T) {
 		t.Fatalf("unknown preset: %v", err)
 	}
 }
+
+// TestConvertPregate: the converted model's pre-gates start as the next
+// gates; fine-tuning runs; the agreement report is filled in and stays
+// within [0, 1].
+func TestConvertPregate(t *testing.T) {
+	corpus := testCorpus(t)
+	o := testOptions(0, false)
+	o.Model.MoE = []bool{true, true, true}
+	o.Model.Jitter = 0
+	tr, err := NewTrainer(o, corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		tr.TrainStep()
+	}
+	conv, err := ConvertPregate(tr.Net, 1, o.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := model.SpecFor("moesys")
+	if !reflect.DeepEqual(conv.Param(sp.Pregate(0)).W, tr.Net.Param(sp.Router(1)).W) {
+		t.Fatal("pre-gate 0 is not gate 1")
+	}
+	if conv.Param(sp.Router(1)) != nil || conv.Param(sp.Router(0)) == nil {
+		t.Fatal("gate 1 kept or gate 0 dropped")
+	}
+	val, err := ValBatches(corpus.Val, o.Batch, o.Seq, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := RoutingAgreement(tr.Net, conv, val, o.Seq)
+	if before.Layers != 2 || before.Tokens != 2*2*o.Batch*o.Seq || before.ExactSet < 0 || before.ExactSet > before.Overlap || before.Overlap > 1 {
+		t.Fatalf("agreement %+v", before)
+	}
+	// Identity check: a model compared with itself agrees fully.
+	self, err := ConvertPregate(tr.Net, 1, o.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := RoutingAgreement(conv, self, val, o.Seq); a.ExactSet != 1 || a.ValOrig != a.ValConv {
+		t.Fatalf("a model against its own copy: %+v", a)
+	}
+	ft, err := NewTrainerFrom(o, corpus, conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		ft.TrainStep()
+	}
+	after := RoutingAgreement(tr.Net, ft.Net, val, o.Seq)
+	if after.Tokens != before.Tokens || after.ValConv == before.ValConv {
+		t.Fatalf("after fine-tuning %+v, before %+v", after, before)
+	}
+}

@@ -1,0 +1,375 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/moesys/moesys/internal/atomicfile"
+	"github.com/moesys/moesys/kernel"
+	"github.com/moesys/moesys/model"
+	"github.com/moesys/moesys/train"
+)
+
+func init() {
+	register("train", "train a MoE model (presets, config files, resume, pre-gate conversion)", runTrain)
+}
+
+// trainFile is the --config file: an optional base preset, the model as
+// config.json fields, and any training option.
+type trainFile struct {
+	Preset string          `json:"preset"`
+	Model  json.RawMessage `json:"model"`
+	train.Options
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func runTrain(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	preset := fs.String("preset", "tiny", "built-in configuration: "+strings.Join(train.PresetNames(), ", "))
+	config := fs.String("config", "", "JSON config file: {\"preset\": ..., \"model\": {config.json fields}, training options...}")
+	data := fs.String("data", "", "training text: a file, a directory, or - for stdin (default: the Go standard library sources in GOROOT)")
+	glob := fs.String("glob", "", "file name pattern when --data is a directory (default *; *.go for the default corpus)")
+	valFrac := fs.Float64("val-fraction", 0, "share of the data held out for validation (default 0.05)")
+	out := fs.String("out", "", "output directory for checkpoints (default runs/PRESET)")
+	resume := fs.String("resume", "", "resume from a checkpoint directory or a run's output directory")
+	from := fs.String("from", "", "with --convert-pregate: the conventional checkpoint to convert")
+	convert := fs.Bool("convert-pregate", false, "convert --from into a pre-gated model and fine-tune it; reports routing agreement and validation loss")
+	logPath := fs.String("log", "", "write JSON log lines (one per step and evaluation) to this file")
+	sampleN := fs.Int("sample", 0, "after training, generate this many bytes from the final checkpoint")
+	prompt := fs.String("prompt", "func ", "prompt for --sample")
+	threads := fs.Int("threads", 0, "compute threads (default: all cores)")
+	// Overrides of the preset's options (0 / empty: keep).
+	steps := fs.Int("steps", 0, "optimizer steps")
+	lr := fs.Float64("lr", 0, "peak learning rate")
+	batch := fs.Int("batch", 0, "sequences per micro-batch")
+	seq := fs.Int("seq", 0, "tokens per sequence")
+	accum := fs.Int("accum", 0, "micro-batches per optimizer step (gradient accumulation)")
+	seed := fs.Uint64("seed", 0, "seed for initialisation, batches and router jitter")
+	pregate := fs.Int("pregate", -1, "pre-gate distance 1-3 (0 = conventional gates); for --convert-pregate default 1")
+	bf16 := fs.Bool("bf16", false, "bf16 weights over an fp32 master copy")
+	recompute := fs.Bool("recompute", false, "recompute activations in backward (less memory)")
+	evalEvery := fs.Int("eval-every", -1, "steps between validation losses")
+	saveEvery := fs.Int("save-every", -1, "steps between checkpoints (0 = only at the end)")
+	keep := fs.Int("keep", -1, "checkpoints to keep (0 = all)")
+	asJSON := fs.Bool("json", false, "print the run summary as JSON")
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "Usage: moesys train [--preset NAME | --config FILE] [--data PATH] [--out DIR] [overrides]")
+		fmt.Fprintln(w, "       moesys train --resume DIR [--steps N]")
+		fmt.Fprintln(w, "       moesys train --from CKPT --convert-pregate [--pregate 1] [--steps N]")
+		fmt.Fprintln(w, "\nTrains a decoder-only MoE transformer on byte-level text with AdamW, showing")
+		fmt.Fprintln(w, "loss, tokens/s and ETA. Checkpoints (Hugging Face safetensors + config.json,")
+		fmt.Fprintln(w, "optimizer state, trainer state) are written atomically every --save-every steps,")
+		fmt.Fprintln(w, "at the end, and on SIGINT/SIGTERM (the step in flight finishes first).")
+		fmt.Fprintln(w, "\nPresets:")
+		for _, n := range train.PresetNames() {
+			fmt.Fprintf(w, "  %-14s %s\n", n, train.Presets[n].About)
+		}
+		fmt.Fprintln(w, "\nFlags:")
+		fs.VisitAll(func(f *flag.Flag) { fmt.Fprintf(w, "  --%-16s %s (default %q)\n", f.Name, f.Usage, f.DefValue) })
+		fmt.Fprintln(w, "\nExamples:")
+		fmt.Fprintln(w, "  moesys train --preset tiny --sample 200")
+		fmt.Fprintln(w, "  moesys train --preset small --data ~/corpus --glob '*.txt' --steps 5000 --log run.jsonl")
+		fmt.Fprintln(w, "  moesys train --resume runs/small --steps 8000")
+		fmt.Fprintln(w, "  moesys train --from runs/tiny --convert-pregate --steps 100 --out runs/tiny-pregated")
+		fmt.Fprintln(w, "  moesys generate --model runs/tiny/step-00000300 --prompt 'func main() {'")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout)
+			return nil
+		}
+		fmt.Fprintf(stderr, "moesys train: %v\n\n", err)
+		usage(stderr)
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "moesys train: unexpected argument %q\n\n", fs.Arg(0))
+		usage(stderr)
+		return errUsage
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *convert && *from == "" {
+		return errors.New("--convert-pregate needs --from CKPT")
+	}
+	if *from != "" && !*convert {
+		return errors.New("--from is only used with --convert-pregate (to continue a run, use --resume)")
+	}
+	if *resume != "" && (set["config"] || set["preset"] || *convert) {
+		return errors.New("--resume takes the checkpoint's own configuration: drop --preset/--config/--convert-pregate")
+	}
+	if *threads > 0 {
+		kernel.SetThreads(*threads)
+	}
+
+	// Options: preset, config file, or the checkpoint's; then overrides.
+	var o train.Options
+	var err error
+	name := *preset
+	var ckpt string
+	switch {
+	case *resume != "":
+		if ckpt, err = train.ResolveCheckpoint(*resume); err != nil {
+			return err
+		}
+		var step int
+		if o, step, err = train.ReadCheckpointOptions(ckpt); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "resuming %s at step %d\n", ckpt, step)
+		if *out == "" {
+			*out = filepath.Dir(ckpt)
+		}
+	case *convert:
+		if ckpt, err = train.ResolveCheckpoint(*from); err == nil {
+			o, _, err = train.ReadCheckpointOptions(ckpt)
+		} else if _, serr := os.Stat(filepath.Join(*from, "config.json")); serr == nil {
+			// A plain Hugging Face checkpoint: train it with the preset's options.
+			ckpt = *from
+			o, err = train.PresetOptions(name)
+		}
+		if err != nil {
+			return err
+		}
+		name = filepath.Base(filepath.Clean(*from)) + "-pregated"
+	case *config != "":
+		if o, err = readTrainFile(*config); err != nil {
+			return err
+		}
+		name = strings.TrimSuffix(filepath.Base(*config), filepath.Ext(*config))
+	default:
+		if o, err = train.PresetOptions(name); err != nil {
+			return err
+		}
+	}
+	over := func(flagName string, apply func()) {
+		if set[flagName] {
+			apply()
+		}
+	}
+	over("steps", func() { o.Steps = *steps })
+	over("lr", func() { o.LR, o.MinLR = *lr, *lr/10 })
+	over("batch", func() { o.Batch = *batch })
+	over("seq", func() { o.Seq = *seq })
+	over("accum", func() { o.Accum = *accum })
+	over("seed", func() { o.Seed = *seed })
+	over("bf16", func() { o.BF16 = *bf16 })
+	over("recompute", func() { o.Recompute = *recompute })
+	over("eval-every", func() { o.EvalEvery = *evalEvery })
+	over("save-every", func() { o.SaveEvery = *saveEvery })
+	over("keep", func() { o.KeepLast = *keep })
+	if set["pregate"] && !*convert {
+		if *resume != "" {
+			return errors.New("--pregate cannot change a resumed model; convert it with --from CKPT --convert-pregate")
+		}
+		o.Model.PregateDist = *pregate
+	}
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	if *out == "" {
+		*out = filepath.Join("runs", name)
+	}
+	if err := checkWritable(*out); err != nil {
+		return err
+	}
+
+	// Data.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	corpus, err := train.LoadCorpus(ctx, train.DataSpec{Path: *data, Glob: *glob, ValFraction: *valFrac}, os.Stdin)
+	if err != nil {
+		return err
+	}
+	if err := corpus.Check(o.Seq); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "data: %s: %d training and %d validation tokens\n", corpus.Source, len(corpus.Train), len(corpus.Val))
+	fmt.Fprintln(stderr, kernel.Note())
+
+	// The trainer.
+	var tr *train.Trainer
+	var orig *model.Net
+	var report reportPregate
+	switch {
+	case *resume != "":
+		tr, err = train.Resume(ckpt, o, corpus)
+	case *convert:
+		if orig, err = model.LoadNet(ckpt, o.Seq); err != nil {
+			return err
+		}
+		dist := 1
+		if set["pregate"] {
+			dist = *pregate
+		}
+		conv, cerr := train.ConvertPregate(orig, dist, o.Seq)
+		if cerr != nil {
+			return cerr
+		}
+		val, verr := train.ValBatches(corpus.Val, o.Batch, o.Seq, max(o.EvalBatches, 1))
+		if verr != nil {
+			return verr
+		}
+		report.Distance = dist
+		report.Before = train.RoutingAgreement(orig, conv, val, o.Seq)
+		fmt.Fprintf(stderr, "converted %s to pre-gates at distance %d: routing agreement %.1f%% (exact top-%d set), %.1f%% (expert overlap); val loss %.4f (original %.4f)\n",
+			ckpt, dist, 100*report.Before.ExactSet, o.Model.K, 100*report.Before.Overlap, report.Before.ValConv, report.Before.ValOrig)
+		tr, err = train.NewTrainerFrom(o, corpus, conv)
+	default:
+		tr, err = train.NewTrainer(o, corpus)
+	}
+	if err != nil {
+		return err
+	}
+	c := tr.Net.Cfg
+	fmt.Fprintf(stderr, "model: %d layers (%d MoE), d_model %d, %d experts top-%d, %s parameters; batch %d x seq %d x accum %d; %d steps -> %s\n",
+		c.L, len(c.MoELayers()), c.D, c.E, c.K, humanCount(int64(tr.Net.NumParams())), o.Batch, o.Seq, o.Accum, o.Steps, *out)
+
+	rc := train.RunConfig{Out: *out, Progress: stderr, TTY: isTerminal(stderr)}
+	if *logPath != "" {
+		f, err := os.Create(*logPath)
+		if err != nil {
+			return fmt.Errorf("--log: %w", err)
+		}
+		defer f.Close()
+		rc.Log = f
+	}
+	s, err := tr.Run(ctx, rc)
+	if err != nil {
+		return err
+	}
+	if s.Interrupted {
+		fmt.Fprintf(stderr, "interrupted: saved step %d to %s (continue with: moesys train --resume %s)\n", s.Steps, s.Checkpoint, *out)
+	} else {
+		fmt.Fprintf(stderr, "done: %d steps, loss %.4f -> %.4f, val %.4f, %.0f tokens/s; checkpoint %s\n",
+			s.Steps, s.FirstLoss, s.LastLoss, s.ValLoss, s.TokensPerS, s.Checkpoint)
+	}
+	if *convert {
+		val, err := train.ValBatches(corpus.Val, o.Batch, o.Seq, max(o.EvalBatches, 1))
+		if err != nil {
+			return err
+		}
+		report.After = train.RoutingAgreement(orig, tr.Net, val, o.Seq)
+		report.Steps = s.Steps
+		fmt.Fprintf(stderr, "after fine-tuning: routing agreement %.1f%% (exact set), %.1f%% (overlap); val loss %.4f (original %.4f)\n",
+			100*report.After.ExactSet, 100*report.After.Overlap, report.After.ValConv, report.After.ValOrig)
+		b, _ := json.MarshalIndent(report, "", "  ")
+		if err := atomicfile.WriteFile(filepath.Join(*out, "pregate_report.json"), append(b, '\n')); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if *convert {
+			return enc.Encode(struct {
+				train.Summary
+				Pregate reportPregate `json:"pregate"`
+			}{s, report})
+		}
+		return enc.Encode(s)
+	}
+	if *sampleN > 0 && s.Checkpoint != "" {
+		fmt.Fprintf(stderr, "sample (%d bytes, temperature 0.8):\n", *sampleN)
+		fmt.Fprint(stdout, *prompt)
+		return runGenerate([]string{"--model", s.Checkpoint, "--prompt", *prompt, "--max-tokens", fmt.Sprint(*sampleN),
+			"--temperature", "0.8", "--seed", "1", "--precision", "exact"}, stdout, io.Discard)
+	}
+	return nil
+}
+
+// reportPregate is the --convert-pregate report (also pregate_report.json).
+type reportPregate struct {
+	Distance int             `json:"distance"`
+	Steps    int             `json:"fine_tune_steps"`
+	Before   train.Agreement `json:"before_fine_tuning"`
+	After    train.Agreement `json:"after_fine_tuning"`
+}
+
+// readTrainFile reads a --config file.
+func readTrainFile(path string) (train.Options, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return train.Options{}, fmt.Errorf("--config: %w", err)
+	}
+	var head struct {
+		Preset string          `json:"preset"`
+		Model  json.RawMessage `json:"model"`
+	}
+	if err := json.Unmarshal(b, &head); err != nil {
+		return train.Options{}, fmt.Errorf("--config %s: %v", path, err)
+	}
+	base := "tiny"
+	if head.Preset != "" {
+		base = head.Preset
+	}
+	o, err := train.PresetOptions(base)
+	if err != nil {
+		return o, fmt.Errorf("--config %s: %w", path, err)
+	}
+	f := trainFile{Options: o}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return o, fmt.Errorf("--config %s: %v", path, err)
+	}
+	o = f.Options
+	if len(head.Model) > 0 {
+		var fields map[string]any
+		if err := json.Unmarshal(head.Model, &fields); err != nil {
+			return o, fmt.Errorf("--config %s: model: %v", path, err)
+		}
+		if _, ok := fields["model_type"]; !ok {
+			fields["model_type"] = "moesys"
+		}
+		if _, ok := fields["head_dim"]; !ok {
+			d, _ := fields["hidden_size"].(float64)
+			h, _ := fields["num_attention_heads"].(float64)
+			if h > 0 && int(d)%int(h) != 0 {
+				return o, fmt.Errorf("--config %s: hidden_size %v is not divisible by num_attention_heads %v", path, d, h)
+			}
+		}
+		raw, _ := json.Marshal(fields)
+		cfg, err := model.ParseConfig(raw)
+		if err != nil {
+			return o, fmt.Errorf("--config %s: %w", path, err)
+		}
+		o.Model = cfg
+	}
+	return o, nil
+}
+
+// checkWritable makes sure dir exists (or can be created) and takes files.
+func checkWritable(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("output directory: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".write-test-")
+	if err != nil {
+		return fmt.Errorf("output directory %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
