@@ -123,9 +123,11 @@ func gemmNative(transA, transB bool, M, N, K int, alpha float32, a []float32, ld
 		if i0 >= i1 {
 			return
 		}
-		as := a[i0*lda:]
+		var as []float32
 		if transA {
-			as = a[i0:]
+			as = a[i0:] // A is K x M: the stripe starts at column i0
+		} else {
+			as = a[i0*lda:]
 		}
 		nativeGemm(transA, transB, i1-i0, N, K, alpha, as, lda, b, kind, packed, ldb, beta, c[i0*ldc:], ldc)
 	})

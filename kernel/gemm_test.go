@@ -444,3 +444,23 @@ func TestGemvPacked(t *testing.T) {
 		}
 	})
 }
+
+// TestGemmTransARowStripesExactSlices: a transposed A (K x M) split into row
+// stripes over threads, with A, B and C sliced to exactly the bytes they
+// need (the shape AttentionBackward's dV product has: M = keys, small N).
+func TestGemmTransARowStripesExactSlices(t *testing.T) {
+	forLevels(t, func(t *testing.T) {
+		old := SetThreads(2)
+		defer SetThreads(old)
+		rng := rand.New(rand.NewPCG(61, 62))
+		for _, s := range []struct{ M, N, K int }{{192, 64, 64}, {300, 16, 40}, {97, 8, 33}} {
+			a, b := randSlice(rng, s.K*s.M), randSlice(rng, s.K*s.N) // A (K, M), B (K, N)
+			c, want := make([]float32, s.M*s.N), make([]float32, s.M*s.N)
+			Gemm(true, false, s.M, s.N, s.K, 1, a, s.M, b, s.N, 0, c, s.N)
+			GemmRef(true, false, s.M, s.N, s.K, 1, a, s.M, b, s.N, 0, want, s.N)
+			if e := relErr(c, want); e > 1e-5 {
+				t.Fatalf("%+v: rel err %g", s, e)
+			}
+		}
+	})
+}

@@ -51,6 +51,10 @@ type scratch struct {
 	routedOut, sharedOut, attW []float32
 	pos, toks                  []int32
 	active                     []int // experts with rows in the current plan
+	// pregateTE holds, per MoE layer a pre-gate routes, its routing logits
+	// (T, E), written earlier in the pass by the source layer's pre-gate;
+	// nil for every other layer (all of them in a model without pre-gates).
+	pregateTE [][]float32
 }
 
 // NewSession allocates a KV cache for maxT positions.
@@ -88,6 +92,14 @@ func (s *scratch) grow(c *Config, T int) {
 	s.ffnG, s.ffnU, s.ffnA = make([]float32, max(R, T)*F), make([]float32, max(R, T)*F), make([]float32, max(R, T)*F)
 	s.routed, s.routedOut, s.sharedOut = make([]float32, R*c.D), make([]float32, R*c.D), make([]float32, T*c.D)
 	s.pos, s.toks = make([]int32, T), make([]int32, T)
+	if c.PregateDist > 0 {
+		s.pregateTE = make([][]float32, c.L)
+		for l := range s.pregateTE {
+			if c.RouteSource(l) >= 0 {
+				s.pregateTE[l] = make([]float32, T*c.E)
+			}
+		}
+	}
 }
 
 // Forward runs tokens through the model at positions Pos..Pos+T-1, appends
@@ -231,11 +243,22 @@ func (b *Batch) attention(l int, ly *Layer, seqs []*Session, tokens [][]int32, h
 }
 
 // moe adds the MoE block's output for h (T, D) into x: routed experts
-// (weighted) and the shared expert (sigmoid-gated).
+// (weighted) and the shared expert (sigmoid-gated). The routing logits come
+// from the layer's own router, or from the pre-gate of an earlier layer of
+// the same pass; a layer with a pre-gate computes its target's logits from
+// the same h.
 func (bt *Batch) moe(l int, ly *Layer, h, x []float32, T int) {
 	c, b := bt.m.Cfg, &bt.s
-	logits := b.routerTE[:T*c.E]
-	ly.Router.Apply(logits, h, T, 0)
+	var logits []float32
+	if ly.Router.Rows > 0 {
+		logits = b.routerTE[:T*c.E]
+		ly.Router.Apply(logits, h, T, 0)
+	} else {
+		logits = b.pregateTE[l][:T*c.E]
+	}
+	if ly.Pregate.Rows > 0 {
+		ly.Pregate.Apply(b.pregateTE[ly.PregateTarget][:T*c.E], h, T, 0)
+	}
 	routing := moe.Router{K: c.K, Normalize: c.NormTopK}.Route(logits, T, c.E)
 	if bt.RecordRouting {
 		bt.Routing[l] = routing.IDsTK

@@ -54,7 +54,8 @@ func decodeBytesPerToken(m *model.Model, ctx int) float64 {
 		add(ly.O)
 		b += 4 * float64(len(ly.InNorm)+len(ly.PostNorm)+len(ly.QNorm)+len(ly.KNorm))
 		if ly.MoE {
-			add(ly.Router)
+			add(ly.Router) // zero when a pre-gate routes the layer
+			add(ly.Pregate)
 			e := ly.Experts[0]
 			b += float64(c.K) * float64(e.Gate.Bytes()+e.Up.Bytes()+e.Down.Bytes())
 			if ly.Shared != nil {
@@ -87,6 +88,7 @@ func prefillFlops(m *model.Model, T int) float64 {
 		f += 4 * float64(c.H*c.Dh) * float64(T) * float64(T+1) / 2 // causal attention
 		if ly.MoE {
 			mm(ly.Router, T)
+			mm(ly.Pregate, T)
 			e := ly.Experts[0]
 			mm(e.Gate, T*c.K)
 			mm(e.Up, T*c.K)
