@@ -12,10 +12,11 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/moesys
 
-# Main job on the embedded default. For now: kernel speeds against this
-# machine's measured peaks.
+# Main job on the embedded default: train the tiny preset on the Go standard
+# library sources of the installed toolchain (a minute or two on 2 cores),
+# showing the falling loss, then generate a sample from the trained model.
 demo: build
-	./$(BIN) bench kernels --quick
+	./$(BIN) train --preset tiny --out runs/demo --sample 300
 
 # Everything CI checks: formatting, vet, unit tests (with invariant checks),
 # the race detector on the concurrent code, the portable (no-cgo) kernels,
@@ -58,6 +59,7 @@ fuzz:
 
 bench:
 	$(GO) run ./cmd/moesys bench kernels
+	$(GO) run ./cmd/moesys bench train
 
 clean:
 	rm -rf bin
