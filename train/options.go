@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/moesys/moesys/model"
+	"github.com/moesys/moesys/tokenizer"
 )
 
 // ErrOptions is wrapped by every invalid training option.
@@ -57,6 +58,9 @@ func (o *Options) Validate() error {
 	c := o.Model
 	if c.E > 0 && c.K > c.E {
 		return bad("top-k %d is larger than the number of experts %d", c.K, c.E)
+	}
+	if c.V < tokenizer.ByteVocab {
+		return bad("vocab_size %d is smaller than the byte-level data's %d token ids", c.V, tokenizer.ByteVocab)
 	}
 	if err := c.Validate(); err != nil {
 		return err
