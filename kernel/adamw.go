@@ -19,8 +19,12 @@ import (
 // float32 once, as PyTorch does with its Python-float hyperparameters; the
 // per-element arithmetic is float32 in PyTorch's operation order (lerp's
 // two-sided formula, addcmul, addcdiv), so results match PyTorch's CPU
-// kernels to about an ulp. Shapes: param, grad, m, v (n), n = len(param).
-// The caller owns the step counter (per parameter group).
+// kernels to about an ulp. Each product is rounded before the sum it feeds
+// (explicit conversions stop Go fusing them into FMAs on GOAMD64=v3 and
+// arm64), so every tier gives the same bits: the C kernels (mk_adamw,
+// mk2_adamw) repeat the loop with true sqrt and division. Shapes: param, grad,
+// m, v (n), n = len(param). The caller owns the step counter (per parameter
+// group).
 func AdamW(param, grad, m, v []float32, step int, lr, beta1, beta2, eps, weightDecay float32) {
 	n := len(param)
 	if len(grad) < n || len(m) < n || len(v) < n || step < 1 {
@@ -37,19 +41,23 @@ func AdamW(param, grad, m, v []float32, step int, lr, beta1, beta2, eps, weightD
 	bc2Sqrt := float32(math.Sqrt(bc2))
 	// torch.lerp(m, g, w) is m + w·(g−m) for |w| < 0.5, else g − (g−m)·(1−w).
 	lerpLow := w1 < 0.5 && w1 > -0.5
+	if useNative() && n >= nativeMinElems {
+		nativeAdamW(param, grad, m, v, decay, w1, lerpLow, beta2, c2, negStep, bc2Sqrt, eps)
+		return
+	}
 	omw1 := 1 - w1
 	for i, p := range param {
 		g := grad[i]
 		p *= decay
 		mi := m[i]
 		if lerpLow {
-			mi += w1 * (g - mi)
+			mi += float32(w1 * (g - mi))
 		} else {
-			mi = g - (g-mi)*omw1
+			mi = g - float32((g-mi)*omw1)
 		}
-		vi := v[i]*beta2 + c2*g*g
+		vi := float32(v[i]*beta2) + float32(c2*g*g)
 		denom := float32(math.Sqrt(float64(vi)))/bc2Sqrt + eps
 		m[i], v[i] = mi, vi
-		param[i] = p + negStep*(mi/denom)
+		param[i] = p + float32(negStep*(mi/denom))
 	}
 }

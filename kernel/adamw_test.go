@@ -3,6 +3,7 @@ package kernel
 import (
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -42,20 +43,40 @@ func TestAdamWHandExample(t *testing.T) {
 	}
 }
 
+// adamWCases run AdamW and its twin side by side: sizes below and above
+// nativeMinElems, with tails of every width mod 16 among them.
+var adamWCases = []adamWCase{
+	{"n1-default", 1, adamWHyper{1e-3, 0.9, 0.999, 1e-8, 0.01}, 1},
+	{"n3-train-tiny", 3, adamWHyper{1e-2, 0.9, 0.999, 1e-8, 0.1}, 1},
+	{"n17-no-decay", 17, adamWHyper{3e-4, 0.9, 0.95, 1e-8, 0}, 1},
+	{"n1000-low-beta1", 1000, adamWHyper{1e-3, 0.3, 0.999, 1e-6, 0.05}, 1}, // the other lerp branch
+	{"n4099-late", 4099, adamWHyper{1e-3, 0.9, 0.999, 1e-8, 0.01}, 10000},
+	{"n256-exact", 256, adamWHyper{1e-3, 0.9, 0.999, 1e-8, 0.01}, 1},
+	{"n263-tail", 263, adamWHyper{3e-4, 0.9, 0.95, 1e-8, 0.1}, 1},
+	{"n1021-low-beta1-tail", 1021, adamWHyper{1e-3, 0.3, 0.999, 1e-6, 0.05}, 1},
+}
+
+type adamWCase struct {
+	name  string
+	n     int
+	h     adamWHyper
+	step0 int // first step number: late steps have bc ≈ 1
+}
+
+type adamWHyper struct{ lr, b1, b2, eps, wd float32 }
+
 func TestAdamWMatchesRef(t *testing.T) {
-	type hyper struct{ lr, b1, b2, eps, wd float32 }
-	for i, c := range []struct {
-		name  string
-		n     int
-		h     hyper
-		step0 int // first step number: late steps have bc ≈ 1
-	}{
-		{"n1-default", 1, hyper{1e-3, 0.9, 0.999, 1e-8, 0.01}, 1},
-		{"n3-train-tiny", 3, hyper{1e-2, 0.9, 0.999, 1e-8, 0.1}, 1},
-		{"n17-no-decay", 17, hyper{3e-4, 0.9, 0.95, 1e-8, 0}, 1},
-		{"n1000-low-beta1", 1000, hyper{1e-3, 0.3, 0.999, 1e-6, 0.05}, 1}, // the other lerp branch
-		{"n4099-late", 4099, hyper{1e-3, 0.9, 0.999, 1e-8, 0.01}, 10000},
-	} {
+	forLevels(t, testAdamWMatchesRef)
+}
+
+func testAdamWMatchesRef(t *testing.T) {
+	cases := slices.Clone(adamWCases)
+	rng := newRNG(1099) // random sizes on top of the fixed ones
+	for range 4 {
+		n := nativeMinElems + rng.IntN(3000)
+		cases = append(cases, adamWCase{fmt.Sprintf("n%d-random", n), n, adamWHyper{1e-3, 0.9, 0.999, 1e-8, 0.01}, 1})
+	}
+	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			rng := newRNG(1100 + uint64(i))
 			p := randSlice(rng, c.n)
@@ -85,6 +106,40 @@ func TestAdamWMatchesRef(t *testing.T) {
 				checkRel(t, fmt.Sprintf("step %d trajectory param", s), p, pRef, 1e-6)
 				checkRel(t, fmt.Sprintf("step %d trajectory m", s), m, mRef, 1e-6)
 				checkRel(t, fmt.Sprintf("step %d trajectory v", s), v, vRef, 1e-6)
+			}
+		})
+	}
+}
+
+// TestAdamWTiersBitIdentical: the C kernels round every operation as the Go
+// loop does, so each tier gives the portable path's bits (the training
+// fixtures compare weights across steps at 1e-5).
+func TestAdamWTiersBitIdentical(t *testing.T) {
+	for i, c := range adamWCases {
+		h := c.h
+		rng := newRNG(1200 + uint64(i))
+		p0, g := randSlice(rng, c.n), randSlice(rng, c.n)
+		m0, v0 := randSlice(rng, c.n), randSlice(rng, c.n)
+		for j := range v0 {
+			v0[j] *= v0[j] * 1e-3 // second moments are non-negative
+			m0[j] *= 1e-2
+		}
+		run := func() (p, m, v []float32) {
+			p, m, v = clone32(p0), clone32(m0), clone32(v0)
+			for s := c.step0; s < c.step0+3; s++ {
+				AdamW(p, g, m, v, s, h.lr, h.b1, h.b2, h.eps, h.wd)
+			}
+			return p, m, v
+		}
+		prev := SetLevel(LevelGeneric)
+		wp, wm, wv := run()
+		SetLevel(prev)
+		forLevels(t, func(t *testing.T) {
+			p, m, v := run()
+			for j := range p {
+				if p[j] != wp[j] || m[j] != wm[j] || v[j] != wv[j] {
+					t.Fatalf("%s [%d]: p %g m %g v %g, portable %g %g %g", c.name, j, p[j], m[j], v[j], wp[j], wm[j], wv[j])
+				}
 			}
 		})
 	}

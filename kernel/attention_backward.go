@@ -55,22 +55,7 @@ func AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, T, S, H, G
 				qb, dob, dqb := q[t0*ldq+h*Dh:], dout[t0*ldq+h*Dh:], dq[t0*ldq+h*Dh:]
 				// P = exp(scale * Q K^T - lse), zero outside each row's window.
 				Gemm(false, true, br, n, Dh, scale, qb, ldq, kg[lo*ldkv:], ldkv, 0, p, n)
-				for i := 0; i < br; i++ {
-					pos := pos0 + t0 + i
-					rlo, rhi := lo, min(hi, pos)
-					if window > 0 {
-						rlo = max(lo, pos-window+1)
-					}
-					row := p[i*n : (i+1)*n]
-					l := lse[h*T+t0+i]
-					for j := range row {
-						if key := lo + j; key < rlo || key > rhi {
-							row[j] = 0
-						} else {
-							row[j] = expPoly(row[j] - l)
-						}
-					}
-				}
+				attnProbRows(p[:br*n], lse[h*T+t0:h*T+t1], br, n, pos0+t0-lo, window)
 				// dV += P^T dO; dP = dO V^T.
 				Gemm(true, false, n, Dh, br, 1, p, n, dob, ldq, 1, dvg[lo*ldkv:], ldkv)
 				Gemm(false, true, br, n, Dh, 1, dob, ldq, vg[lo*ldkv:], ldkv, 0, dp, n)
@@ -88,4 +73,36 @@ func AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, T, S, H, G
 			}
 		}
 	})
+}
+
+// attnProbRows turns scaled scores into probabilities over a tile of rows x n
+// (row-major, row stride n) whose row i has log-sum-exp lse[i]:
+// p[i][j] = e^(p[i][j] − lse[i]) for the columns row i sees, j ≤ diag+i and,
+// with window > 0, j > diag+i−window (column j is key lo+j of
+// AttentionBackward's tile, diag the column of row 0's own position), and 0
+// for the others.
+func attnProbRows(p, lse []float32, rows, n, diag, window int) {
+	if len(p) < rows*n || len(lse) < rows {
+		panic(fmt.Sprintf("kernel.attnProbRows: rows=%d n=%d need len(p) ≥ rows·n, len(lse) ≥ rows; have p %d, lse %d", rows, n, len(p), len(lse)))
+	}
+	if useNative() && rows*n >= nativeMinElems {
+		nativeExpRows(p, rows, n, lse, diag, window)
+		return
+	}
+	for i := 0; i < rows; i++ {
+		hi := min(n-1, diag+i)
+		lo := 0
+		if window > 0 {
+			lo = max(0, diag+i-window+1)
+		}
+		row := p[i*n : (i+1)*n]
+		l := lse[i]
+		for j := range row {
+			if j < lo || j > hi {
+				row[j] = 0
+			} else {
+				row[j] = expPoly(row[j] - l)
+			}
+		}
+	}
 }

@@ -14,10 +14,11 @@ type Level int
 const (
 	// LevelGeneric is portable Go: any CPU, any GOARCH, no cgo needed.
 	LevelGeneric Level = iota
-	// LevelAVX2 runs the GEMM and GEMV as C micro-kernels with 256-bit FMA
-	// (x86 CPUs with AVX2+FMA but no AVX-512, e.g. AMD Zen 2/3, Intel
-	// Haswell to Alder Lake; cgo builds only). BF16Dot widens to f32, and
-	// attention and the other kernels run the portable Go code.
+	// LevelAVX2 runs the GEMM, GEMV and the elementwise AdamW, SwiGLU and
+	// attention-backward probability kernels in C with 256-bit FMA (x86 CPUs
+	// with AVX2+FMA but no AVX-512, e.g. AMD Zen 2/3, Intel Haswell to Alder
+	// Lake; cgo builds only). BF16Dot widens to f32, and attention's forward
+	// and the other kernels run the portable Go code.
 	LevelAVX2
 	// LevelAVX512 runs the C micro-kernels with 512-bit FMA (AVX-512 F/BW/DQ/VL).
 	LevelAVX512
@@ -77,9 +78,15 @@ func SetLevel(l Level) Level {
 	return prev
 }
 
-// useNative reports whether the C GEMM and GEMV kernels run (AVX2 or
-// AVX-512); the bindings in native_cgo.go pick the tier's entry points.
+// useNative reports whether the C kernels with both an AVX2 and an AVX-512
+// build run (GEMM, GEMV, AdamW, SwiGLU, attention-backward probabilities);
+// the bindings in native_cgo.go pick the tier's entry points.
 func useNative() bool { return level >= LevelAVX2 }
+
+// nativeMinElems is the element count below which the elementwise kernels
+// (AdamW, SwiGLU, attention-backward probabilities) stay in Go: the cgo call
+// (~50 ns) costs more than the vector loop saves on fewer elements.
+const nativeMinElems = 256
 
 // useAVX512 reports whether the C kernels that exist only for AVX-512 run
 // (attention).

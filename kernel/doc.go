@@ -12,11 +12,12 @@
 // A slice too short for the stated shape is a programmer error and panics with
 // the op and shapes.
 //
-// Speed: the hot kernels (GEMM, GEMV, attention) run as C micro-kernels with
-// AVX-512 (and VDPBF16PS where the CPU has AVX512_BF16) compiled through cgo
-// with per-function target attributes, chosen at run time by CPU feature
-// detection (see Level). CPUs with AVX2+FMA but no AVX-512 run GEMM and GEMV
-// as AVX2 C micro-kernels and attention in Go. Every other CPU, and builds
+// Speed: the hot kernels (GEMM, GEMV, attention, and the elementwise AdamW,
+// SwiGLU and attention-backward probabilities) run as C kernels with AVX-512
+// (and VDPBF16PS where the CPU has AVX512_BF16) compiled through cgo with
+// per-function target attributes, chosen at run time by CPU feature
+// detection (see Level). CPUs with AVX2+FMA but no AVX-512 run GEMM, GEMV and
+// the elementwise kernels as AVX2 C kernels and attention's forward in Go. Every other CPU, and builds
 // without cgo, run the portable Go kernels. Each fast kernel has a naive twin in a *_ref.go file
 // (float64 accumulation) that the tests hold it to on random, awkward shapes.
 // Parallel kernels split work over a persistent worker pool (SetThreads; the

@@ -350,3 +350,137 @@ T2 float mk2_read_bw(const float* p, long n, int streams) {
 	for (; i < n; i++) s += p[i];
 	return s;
 }
+
+// ---- elementwise: AdamW, SwiGLU, attention-backward probabilities ---------
+
+// ld8 and st8 move 8 floats, or with full == 0 the lanes of k (lane_mask).
+static INL T2 __m256 ld8(const float* p, __m256i k, int full) {
+	return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, k);
+}
+static INL T2 void st8(float* p, __m256i k, int full, __m256 x) {
+	if (full) _mm256_storeu_ps(p, x);
+	else _mm256_maskstore_ps(p, k, x);
+}
+
+// exp_poly256 is native_x86.c's exp_poly512 (kernel/fastmath.go's expPoly)
+// in 8 lanes, scaling by 2^n as two factors 2^(n/2)·2^(n-n/2), as expPoly
+// does, so n = 128 and gradual underflow need no special case.
+static INL T2 __m256 exp_poly256(__m256 x) {
+	// min/max return their second operand when either is NaN: NaN passes.
+	x = _mm256_max_ps(_mm256_set1_ps(-104.0f), _mm256_min_ps(_mm256_set1_ps(89.0f), x));
+	__m256 nf = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+	                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m256 r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(0.693359375f), x);
+	r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(-2.12194440e-4f), r);
+	__m256 p = _mm256_set1_ps(1.9875691500e-4f);
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+	p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+	__m256i n = _mm256_cvtps_epi32(nf), bias = _mm256_set1_epi32(127);
+	__m256i n1 = _mm256_srai_epi32(n, 1), n2 = _mm256_sub_epi32(n, n1);
+	__m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+	__m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+	return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+// adamw8 is native_x86.c's adamw16 in 8 lanes (mk2_adamw is NO_CONTRACT).
+static INL T2 void adamw8(__m256i k, int full, float* p, const float* g, float* m, float* v,
+                          __m256 decay, __m256 w1, __m256 omw1, int lerp_low, __m256 beta2, __m256 c2,
+                          __m256 neg_step, __m256 bc2_sqrt, __m256 eps) {
+	__m256 gi = ld8(g, k, full), pi = ld8(p, k, full), mi = ld8(m, k, full), vi = ld8(v, k, full);
+	pi = _mm256_mul_ps(pi, decay);
+	__m256 d = _mm256_sub_ps(gi, mi);
+	mi = lerp_low ? _mm256_add_ps(mi, _mm256_mul_ps(w1, d)) : _mm256_sub_ps(gi, _mm256_mul_ps(d, omw1));
+	vi = _mm256_add_ps(_mm256_mul_ps(vi, beta2), _mm256_mul_ps(_mm256_mul_ps(c2, gi), gi));
+	__m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), bc2_sqrt), eps);
+	pi = _mm256_add_ps(pi, _mm256_mul_ps(neg_step, _mm256_div_ps(mi, den)));
+	st8(p, k, full, pi);
+	st8(m, k, full, mi);
+	st8(v, k, full, vi);
+}
+
+NO_CONTRACT T2 void mk2_adamw(
+    float* p, const float* g, float* m, float* v, long n, float decay, float w1, int lerp_low,
+    float beta2, float c2, float neg_step, float bc2_sqrt, float eps) {
+	__m256 vdecay = _mm256_set1_ps(decay), vw1 = _mm256_set1_ps(w1), vomw1 = _mm256_set1_ps(1.0f - w1);
+	__m256 vb2 = _mm256_set1_ps(beta2), vc2 = _mm256_set1_ps(c2), vneg = _mm256_set1_ps(neg_step);
+	__m256 vbc2 = _mm256_set1_ps(bc2_sqrt), veps = _mm256_set1_ps(eps);
+	__m256i all = lane_mask(8);
+	long i = 0;
+	for (; i + 8 <= n; i += 8)
+		adamw8(all, 1, p + i, g + i, m + i, v + i, vdecay, vw1, vomw1, lerp_low, vb2, vc2, vneg, vbc2, veps);
+	if (i < n)
+		adamw8(lane_mask(n - i), 0, p + i, g + i, m + i, v + i, vdecay, vw1, vomw1, lerp_low, vb2, vc2, vneg,
+		       vbc2, veps);
+}
+
+static INL T2 void swiglu8(__m256i k, int full, float* out, const float* gate, const float* up) {
+	__m256 g = ld8(gate, k, full), u = ld8(up, k, full);
+	__m256 e = exp_poly256(_mm256_xor_ps(g, _mm256_set1_ps(-0.0f)));
+	st8(out, k, full, _mm256_div_ps(_mm256_mul_ps(g, u), _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
+}
+
+T2 void mk2_swiglu(float* out, long ldo, const float* gate, const float* up, long ld, long rows, long cols) {
+	__m256i all = lane_mask(8);
+	for (long r = 0; r < rows; r++) {
+		float* o = out + r * ldo;
+		const float *g = gate + r * ld, *u = up + r * ld;
+		long j = 0;
+		for (; j + 8 <= cols; j += 8) swiglu8(all, 1, o + j, g + j, u + j);
+		if (j < cols) swiglu8(lane_mask(cols - j), 0, o + j, g + j, u + j);
+	}
+}
+
+static INL T2 void swiglu_bwd8(__m256i k, int full, float* dgate, float* dup, const float* dout,
+                               const float* gate, const float* up) {
+	__m256 g = ld8(gate, k, full), u = ld8(up, k, full), d = ld8(dout, k, full);
+	__m256 one = _mm256_set1_ps(1.0f);
+	g = _mm256_max_ps(_mm256_set1_ps(-88.0f), g); // NaN passes
+	__m256 e = exp_poly256(_mm256_xor_ps(g, _mm256_set1_ps(-0.0f)));
+	__m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+	__m256 du = _mm256_mul_ps(_mm256_mul_ps(d, g), s);
+	__m256 dg = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(d, u), s),
+	                          _mm256_fmadd_ps(g, _mm256_mul_ps(e, s), one));
+	st8(dup, k, full, du);
+	st8(dgate, k, full, dg);
+}
+
+T2 void mk2_swiglu_bwd(float* dgate, float* dup, const float* dout, long ldo, const float* gate,
+                       const float* up, long ld, long rows, long cols) {
+	__m256i all = lane_mask(8);
+	for (long r = 0; r < rows; r++) {
+		float *dg = dgate + r * ld, *du = dup + r * ld;
+		const float *d = dout + r * ldo, *g = gate + r * ld, *u = up + r * ld;
+		long j = 0;
+		for (; j + 8 <= cols; j += 8) swiglu_bwd8(all, 1, dg + j, du + j, d + j, g + j, u + j);
+		if (j < cols) swiglu_bwd8(lane_mask(cols - j), 0, dg + j, du + j, d + j, g + j, u + j);
+	}
+}
+
+// zero8 clears x[a, b).
+static INL T2 void zero8(float* x, long a, long b) {
+	for (; a + 8 <= b; a += 8) _mm256_storeu_ps(x + a, _mm256_setzero_ps());
+	if (a < b) _mm256_maskstore_ps(x + a, lane_mask(b - a), _mm256_setzero_ps());
+}
+
+T2 void mk2_exp_rows(float* p, long rows, long n, const float* lse, long diag, long window) {
+	__m256i all = lane_mask(8);
+	for (long i = 0; i < rows; i++) {
+		float* row = p + i * n;
+		long hi = lmin(n - 1, diag + i);
+		long lo = window > 0 ? lmax(0, diag + i - window + 1) : 0;
+		if (hi < lo) lo = n, hi = n - 1; // nothing visible: all zeros
+		zero8(row, 0, lo);
+		__m256 l = _mm256_set1_ps(lse[i]);
+		long j = lo;
+		for (; j + 8 <= hi + 1; j += 8) st8(row + j, all, 1, exp_poly256(_mm256_sub_ps(ld8(row + j, all, 1), l)));
+		if (j <= hi) {
+			__m256i k = lane_mask(hi + 1 - j);
+			st8(row + j, k, 0, exp_poly256(_mm256_sub_ps(ld8(row + j, k, 0), l)));
+		}
+		zero8(row, hi + 1, n);
+	}
+}

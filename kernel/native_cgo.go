@@ -101,3 +101,44 @@ func nativeReadBW2(p []float32, streams int) float32 {
 func nativeGemvPacked(y []float32, b unsafe.Pointer, bkind, N, K int, x []float32, alpha, beta float32) {
 	C.mk_gemv_packed(f32p(y), b, C.int(bkind), C.long(N), C.long(K), f32p(x), C.float(alpha), C.float(beta))
 }
+
+// The elementwise bindings run mk_* at LevelAVX512 and above, mk2_* at
+// LevelAVX2; callers check useNative. Each is one cgo call for the whole
+// operand (see nativeMinElems).
+
+func nativeAdamW(p, g, m, v []float32, decay, w1 float32, lerpLow bool, beta2, c2, negStep, bc2Sqrt, eps float32) {
+	n := C.long(len(p))
+	if level >= LevelAVX512 {
+		C.mk_adamw(f32p(p), f32p(g), f32p(m), f32p(v), n, C.float(decay), C.float(w1), b2i(lerpLow),
+			C.float(beta2), C.float(c2), C.float(negStep), C.float(bc2Sqrt), C.float(eps))
+		return
+	}
+	C.mk2_adamw(f32p(p), f32p(g), f32p(m), f32p(v), n, C.float(decay), C.float(w1), b2i(lerpLow),
+		C.float(beta2), C.float(c2), C.float(negStep), C.float(bc2Sqrt), C.float(eps))
+}
+
+func nativeSwiGLU(out []float32, ldo int, gate, up []float32, ld, rows, cols int) {
+	if level >= LevelAVX512 {
+		C.mk_swiglu(f32p(out), C.long(ldo), f32p(gate), f32p(up), C.long(ld), C.long(rows), C.long(cols))
+		return
+	}
+	C.mk2_swiglu(f32p(out), C.long(ldo), f32p(gate), f32p(up), C.long(ld), C.long(rows), C.long(cols))
+}
+
+func nativeSwiGLUBackward(dgate, dup, dout []float32, ldo int, gate, up []float32, ld, rows, cols int) {
+	if level >= LevelAVX512 {
+		C.mk_swiglu_bwd(f32p(dgate), f32p(dup), f32p(dout), C.long(ldo), f32p(gate), f32p(up), C.long(ld),
+			C.long(rows), C.long(cols))
+		return
+	}
+	C.mk2_swiglu_bwd(f32p(dgate), f32p(dup), f32p(dout), C.long(ldo), f32p(gate), f32p(up), C.long(ld),
+		C.long(rows), C.long(cols))
+}
+
+func nativeExpRows(p []float32, rows, n int, lse []float32, diag, window int) {
+	if level >= LevelAVX512 {
+		C.mk_exp_rows(f32p(p), C.long(rows), C.long(n), f32p(lse), C.long(diag), C.long(window))
+		return
+	}
+	C.mk2_exp_rows(f32p(p), C.long(rows), C.long(n), f32p(lse), C.long(diag), C.long(window))
+}

@@ -15,6 +15,16 @@
 
 #define INL inline __attribute__((always_inline))
 
+// NO_CONTRACT keeps each a*b + c written with intrinsics as two roundings, as
+// in the Go loops a C kernel must match bit for bit: GCC contracts them into
+// FMAs under its default -ffp-contract=fast; clang contracts only within one
+// C expression, so never across intrinsics.
+#if defined(__clang__)
+#define NO_CONTRACT
+#else
+#define NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#endif
+
 static inline long lmin(long a, long b) { return a < b ? a : b; }
 static inline long lmax(long a, long b) { return a > b ? a : b; }
 

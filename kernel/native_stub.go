@@ -47,3 +47,16 @@ func ptr[T any](s []T) unsafe.Pointer {
 func nativeGemvPacked(y []float32, b unsafe.Pointer, bkind, N, K int, x []float32, alpha, beta float32) {
 	panic("kernel: native kernels not built")
 }
+
+func nativeAdamW(p, g, m, v []float32, decay, w1 float32, lerpLow bool, beta2, c2, negStep, bc2Sqrt, eps float32) {
+	panic("kernel: native kernels not built")
+}
+func nativeSwiGLU(out []float32, ldo int, gate, up []float32, ld, rows, cols int) {
+	panic("kernel: native kernels not built")
+}
+func nativeSwiGLUBackward(dgate, dup, dout []float32, ldo int, gate, up []float32, ld, rows, cols int) {
+	panic("kernel: native kernels not built")
+}
+func nativeExpRows(p []float32, rows, n int, lse []float32, diag, window int) {
+	panic("kernel: native kernels not built")
+}

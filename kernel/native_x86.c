@@ -577,6 +577,130 @@ T512 void mk_attn_decode(float* out, long ldo, float* lse, long lse_stride, cons
 	}
 }
 
+// ---- elementwise: AdamW, SwiGLU, attention-backward probabilities ---------
+
+// lanes(n) masks the first min(n, 16) lanes (n >= 0).
+static INL __mmask16 lanes(long n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
+
+// exp_poly512 is kernel/fastmath.go's expPoly in 16 lanes: the same Cephes
+// reduction and degree-5 minimax polynomial, with FMAs and the 2^n scaling
+// done by vscalefps (one rounding, so overflow to +Inf above ln(MaxFloat32)
+// and gradual underflow come out right). At most 1.3 ulp from e^x over
+// [-87.3, 88.7] (measured on every float32 there); x < -104 gives 0, NaN
+// stays NaN. exp512 above (attention forward) is a Taylor polynomial of
+// about 2.7 ulp, clamped at 88.7.
+static INL T512 __m512 exp_poly512(__m512 x) {
+	// min/max return their second operand when either is NaN: NaN passes.
+	x = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(89.0f), x));
+	__m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+	                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+	r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+	__m512 p = _mm512_set1_ps(1.9875691500e-4f);
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+	p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+	return _mm512_scalef_ps(p, n);
+}
+
+// adamw16 is one 16-lane step of mk_adamw on the lanes of k, in the operation
+// order of kernel/adamw.go, each product rounded (mk_adamw is NO_CONTRACT).
+static INL T512 void adamw16(__mmask16 k, float* p, const float* g, float* m, float* v,
+                             __m512 decay, __m512 w1, __m512 omw1, int lerp_low, __m512 beta2,
+                             __m512 c2, __m512 neg_step, __m512 bc2_sqrt, __m512 eps) {
+	__m512 gi = _mm512_maskz_loadu_ps(k, g), pi = _mm512_maskz_loadu_ps(k, p);
+	__m512 mi = _mm512_maskz_loadu_ps(k, m), vi = _mm512_maskz_loadu_ps(k, v);
+	pi = _mm512_mul_ps(pi, decay);
+	__m512 d = _mm512_sub_ps(gi, mi);
+	mi = lerp_low ? _mm512_add_ps(mi, _mm512_mul_ps(w1, d)) : _mm512_sub_ps(gi, _mm512_mul_ps(d, omw1));
+	vi = _mm512_add_ps(_mm512_mul_ps(vi, beta2), _mm512_mul_ps(_mm512_mul_ps(c2, gi), gi));
+	__m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), bc2_sqrt), eps);
+	pi = _mm512_add_ps(pi, _mm512_mul_ps(neg_step, _mm512_div_ps(mi, den)));
+	_mm512_mask_storeu_ps(p, k, pi);
+	_mm512_mask_storeu_ps(m, k, mi);
+	_mm512_mask_storeu_ps(v, k, vi);
+}
+
+NO_CONTRACT T512 void mk_adamw(
+    float* p, const float* g, float* m, float* v, long n, float decay, float w1, int lerp_low,
+    float beta2, float c2, float neg_step, float bc2_sqrt, float eps) {
+	__m512 vdecay = _mm512_set1_ps(decay), vw1 = _mm512_set1_ps(w1), vomw1 = _mm512_set1_ps(1.0f - w1);
+	__m512 vb2 = _mm512_set1_ps(beta2), vc2 = _mm512_set1_ps(c2), vneg = _mm512_set1_ps(neg_step);
+	__m512 vbc2 = _mm512_set1_ps(bc2_sqrt), veps = _mm512_set1_ps(eps);
+	long i = 0;
+	for (; i + 16 <= n; i += 16)
+		adamw16(0xffff, p + i, g + i, m + i, v + i, vdecay, vw1, vomw1, lerp_low, vb2, vc2, vneg, vbc2, veps);
+	if (i < n)
+		adamw16(lanes(n - i), p + i, g + i, m + i, v + i, vdecay, vw1, vomw1, lerp_low, vb2, vc2, vneg, vbc2,
+		        veps);
+}
+
+// swiglu16: out = g*u / (1 + e^-g) on the lanes of k (kernel/swiglu.go's swiglu).
+static INL T512 void swiglu16(__mmask16 k, float* out, const float* gate, const float* up) {
+	__m512 g = _mm512_maskz_loadu_ps(k, gate), u = _mm512_maskz_loadu_ps(k, up);
+	__m512 e = exp_poly512(_mm512_xor_ps(g, _mm512_set1_ps(-0.0f)));
+	_mm512_mask_storeu_ps(out, k, _mm512_div_ps(_mm512_mul_ps(g, u), _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+}
+
+T512 void mk_swiglu(float* out, long ldo, const float* gate, const float* up, long ld, long rows, long cols) {
+	for (long r = 0; r < rows; r++) {
+		float* o = out + r * ldo;
+		const float *g = gate + r * ld, *u = up + r * ld;
+		long j = 0;
+		for (; j + 16 <= cols; j += 16) swiglu16(0xffff, o + j, g + j, u + j);
+		if (j < cols) swiglu16(lanes(cols - j), o + j, g + j, u + j);
+	}
+}
+
+// swiglu_bwd16 is kernel/swiglu.go's swigluBackward on the lanes of k: gate
+// clamped below at -88, s = 1/(1 + e), 1 - s formed as e*s.
+static INL T512 void swiglu_bwd16(__mmask16 k, float* dgate, float* dup, const float* dout,
+                                  const float* gate, const float* up) {
+	__m512 g = _mm512_maskz_loadu_ps(k, gate), u = _mm512_maskz_loadu_ps(k, up);
+	__m512 d = _mm512_maskz_loadu_ps(k, dout), one = _mm512_set1_ps(1.0f);
+	g = _mm512_max_ps(_mm512_set1_ps(-88.0f), g); // NaN passes
+	__m512 e = exp_poly512(_mm512_xor_ps(g, _mm512_set1_ps(-0.0f)));
+	__m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+	__m512 du = _mm512_mul_ps(_mm512_mul_ps(d, g), s);
+	__m512 dg = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, u), s),
+	                          _mm512_fmadd_ps(g, _mm512_mul_ps(e, s), one));
+	_mm512_mask_storeu_ps(dup, k, du);
+	_mm512_mask_storeu_ps(dgate, k, dg);
+}
+
+T512 void mk_swiglu_bwd(float* dgate, float* dup, const float* dout, long ldo, const float* gate,
+                        const float* up, long ld, long rows, long cols) {
+	for (long r = 0; r < rows; r++) {
+		float *dg = dgate + r * ld, *du = dup + r * ld;
+		const float *d = dout + r * ldo, *g = gate + r * ld, *u = up + r * ld;
+		long j = 0;
+		for (; j + 16 <= cols; j += 16) swiglu_bwd16(0xffff, dg + j, du + j, d + j, g + j, u + j);
+		if (j < cols) swiglu_bwd16(lanes(cols - j), dg + j, du + j, d + j, g + j, u + j);
+	}
+}
+
+T512 void mk_exp_rows(float* p, long rows, long n, const float* lse, long diag, long window) {
+	for (long i = 0; i < rows; i++) {
+		float* row = p + i * n;
+		long hi = lmin(n - 1, diag + i);
+		long lo = window > 0 ? lmax(0, diag + i - window + 1) : 0;
+		if (hi < lo) lo = n, hi = n - 1; // nothing visible: all zeros
+		for (long j = 0; j < lo; j += 16) _mm512_mask_storeu_ps(row + j, lanes(lo - j), _mm512_setzero_ps());
+		__m512 l = _mm512_set1_ps(lse[i]);
+		long j = lo;
+		for (; j + 16 <= hi + 1; j += 16)
+			_mm512_storeu_ps(row + j, exp_poly512(_mm512_sub_ps(_mm512_loadu_ps(row + j), l)));
+		if (j <= hi) {
+			__mmask16 k = lanes(hi + 1 - j);
+			_mm512_mask_storeu_ps(row + j, k, exp_poly512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + j), l)));
+		}
+		for (j = hi + 1; j < n; j += 16) _mm512_mask_storeu_ps(row + j, lanes(n - j), _mm512_setzero_ps());
+	}
+}
+
 // ---- machine probes ------------------------------------------------------
 
 // Peak probes: 24 independent accumulator chains, written out so each stays

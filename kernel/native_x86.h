@@ -52,6 +52,28 @@ void mk_attn_decode(float* out, long ldo, float* lse, long lse_stride, const flo
                     int rep, const float* K, const float* V, long ldkv, long lo, long hi, long Dh,
                     float scale, float* s);
 
+// Elementwise kernels (AVX-512; the mk2_ twins in native_avx2.c are the same
+// at 256 bits). They mirror the Go loops of kernel/adamw.go, kernel/swiglu.go
+// and kernel/attention_backward.go; see there for the math.
+
+// mk_adamw runs one AdamW step over n elements in place (p, m, v; g read)
+// with the scalars AdamW derives from the hyperparameters: every product and
+// quotient rounded to float32 in the Go loop's order, true sqrt and division,
+// so the result is bit-identical to it.
+void mk_adamw(float* p, const float* g, float* m, float* v, long n, float decay, float w1, int lerp_low,
+              float beta2, float c2, float neg_step, float bc2_sqrt, float eps);
+// mk_swiglu sets out = silu(gate)*up over rows x cols: gate and up rows are
+// ld apart, out rows ldo apart. out may alias gate or up element for element.
+void mk_swiglu(float* out, long ldo, const float* gate, const float* up, long ld, long rows, long cols);
+// mk_swiglu_bwd is SwiGLUBackward over rows x cols: dgate, dup, gate, up rows
+// ld apart, dout rows ldo apart; outputs may alias inputs element for element.
+void mk_swiglu_bwd(float* dgate, float* dup, const float* dout, long ldo, const float* gate,
+                   const float* up, long ld, long rows, long cols);
+// mk_exp_rows sets p[i*n + j] = exp(p[i*n + j] - lse[i]) for the columns row i
+// (of rows) sees, j <= diag + i and, when window > 0, j > diag + i - window,
+// and 0 for the others.
+void mk_exp_rows(float* p, long rows, long n, const float* lse, long diag, long window);
+
 // mk_peak_fma runs n iterations of 24 independent 512-bit FMA chains (peak probe).
 float mk_peak_fma(long n);
 // mk_peak_bf16 runs n iterations of 24 independent VDPBF16PS chains.
@@ -77,6 +99,14 @@ void mk2_gemv(float* y, const void* W, int bf16, long ldw, const float* x, long 
 float mk2_peak_fma(long n);
 // mk2_read_bw is mk_read_bw with 256-bit loads.
 float mk2_read_bw(const float* p, long n, int streams);
+// mk2_adamw, mk2_swiglu, mk2_swiglu_bwd and mk2_exp_rows are mk_adamw,
+// mk_swiglu, mk_swiglu_bwd and mk_exp_rows.
+void mk2_adamw(float* p, const float* g, float* m, float* v, long n, float decay, float w1, int lerp_low,
+               float beta2, float c2, float neg_step, float bc2_sqrt, float eps);
+void mk2_swiglu(float* out, long ldo, const float* gate, const float* up, long ld, long rows, long cols);
+void mk2_swiglu_bwd(float* dgate, float* dup, const float* dout, long ldo, const float* gate,
+                    const float* up, long ld, long rows, long cols);
+void mk2_exp_rows(float* p, long rows, long n, const float* lse, long diag, long window);
 // mk_gemv_packed computes y = alpha * x * B + beta * y over a pre-packed B
 // (f32 or bf16-dot panels from mk_pack_b), N columns, K rows; AVX-512 only.
 void mk_gemv_packed(float* y, const void* Bp, int bkind, long N, long K, const float* x,

@@ -5,11 +5,17 @@ import "fmt"
 // SwiGLU computes the gated activation of Llama/Mixtral/Qwen experts,
 // elementwise: out[i] = silu(gate[i])·up[i] = gate·up / (1 + e^(−gate)).
 // Shapes: out, gate, up (n) — typically (T, F) flattened. out may alias gate
-// or up. Accuracy: within a few ulp of the float64 value (expPoly ≤ 1 ulp).
+// or up. Accuracy: within a few ulp of the float64 value (expPoly ≤ 1 ulp;
+// the C kernels mk_swiglu and mk2_swiglu use its polynomial with FMAs,
+// ≤ 1.3 ulp, so tiers may differ in the last bit).
 func SwiGLU(out, gate, up []float32) {
 	n := len(gate)
 	if len(up) < n || len(out) < n {
 		panic(fmt.Sprintf("kernel.SwiGLU: need len(out), len(up) ≥ len(gate)=%d; have out %d, up %d", n, len(out), len(up)))
+	}
+	if useNative() && n >= nativeMinElems {
+		nativeSwiGLU(out, n, gate, up, n, 1, n)
+		return
 	}
 	swiglu(out[:n], gate, up[:n])
 }
@@ -27,6 +33,10 @@ func SwiGLUBackward(dgate, dup, dout, gate, up []float32) {
 		panic(fmt.Sprintf("kernel.SwiGLUBackward: need len(dgate), len(dup), len(dout), len(up) ≥ len(gate)=%d; have dgate %d, dup %d, dout %d, up %d",
 			n, len(dgate), len(dup), len(dout), len(up)))
 	}
+	if useNative() && n >= nativeMinElems {
+		nativeSwiGLUBackward(dgate, dup, dout, n, gate, up, n, 1, n)
+		return
+	}
 	swigluBackward(dgate[:n], dup[:n], dout[:n], gate, up[:n])
 }
 
@@ -37,6 +47,10 @@ func SwiGLUBackward(dgate, dup, dout, gate, up []float32) {
 func SwiGLUFused(out, gu []float32, T, F int) {
 	if T < 0 || F < 0 || len(out) < T*F || len(gu) < 2*T*F {
 		panic(fmt.Sprintf("kernel.SwiGLUFused: T=%d F=%d need len(out) ≥ T·F, len(gu) ≥ T·2F; have out %d, gu %d", T, F, len(out), len(gu)))
+	}
+	if useNative() && T*F >= nativeMinElems {
+		nativeSwiGLU(out, F, gu, gu[F:], 2*F, T, F)
+		return
 	}
 	for t := 0; t < T; t++ {
 		row := gu[2*t*F : 2*t*F+2*F]
@@ -51,6 +65,10 @@ func SwiGLUFusedBackward(dgu, dout, gu []float32, T, F int) {
 	if T < 0 || F < 0 || len(dgu) < 2*T*F || len(dout) < T*F || len(gu) < 2*T*F {
 		panic(fmt.Sprintf("kernel.SwiGLUFusedBackward: T=%d F=%d need len(dgu), len(gu) ≥ T·2F, len(dout) ≥ T·F; have dgu %d, dout %d, gu %d",
 			T, F, len(dgu), len(dout), len(gu)))
+	}
+	if useNative() && T*F >= nativeMinElems {
+		nativeSwiGLUBackward(dgu, dgu[F:], dout, F, gu, gu[F:], 2*F, T, F)
+		return
 	}
 	for t := 0; t < T; t++ {
 		row := gu[2*t*F : 2*t*F+2*F]

@@ -6,8 +6,21 @@ import (
 	"testing"
 )
 
-func TestSwiGLUMatchesRef(t *testing.T) {
-	for _, n := range []int{1, 3, 17, 1000, 4099} {
+// swigluSizes are below and above nativeMinElems, with tails of several
+// widths mod 16 (and mod 8), plus a few random sizes.
+func swigluSizes() []int {
+	ns := []int{1, 3, 17, 1000, 4099, 255, 256, 257, 263, 1031}
+	rng := newRNG(730)
+	for range 4 {
+		ns = append(ns, nativeMinElems+rng.IntN(5000))
+	}
+	return ns
+}
+
+func TestSwiGLUMatchesRef(t *testing.T) { forLevels(t, testSwiGLUMatchesRef) }
+
+func testSwiGLUMatchesRef(t *testing.T) {
+	for _, n := range swigluSizes() {
 		t.Run(fmt.Sprintf("n%d", n), func(t *testing.T) {
 			gate, up := actInputs(uint64(n), n, 8), randSlice(newRNG(uint64(n)+7), n)
 			out, ref := nanSlice(n), nanSlice(n)
@@ -28,11 +41,14 @@ func TestSwiGLUMatchesRef(t *testing.T) {
 	}
 }
 
-func TestSwiGLUFusedMatchesRef(t *testing.T) {
+func TestSwiGLUFusedMatchesRef(t *testing.T) { forLevels(t, testSwiGLUFusedMatchesRef) }
+
+func testSwiGLUFusedMatchesRef(t *testing.T) {
 	for i, c := range []struct {
 		name string
 		T, F int
-	}{{"1x1", 1, 1}, {"3x3", 3, 3}, {"5x17", 5, 17}, {"2x1000", 2, 1000}, {"7x1408", 7, 1408}} {
+	}{{"1x1", 1, 1}, {"3x3", 3, 3}, {"5x17", 5, 17}, {"2x1000", 2, 1000}, {"7x1408", 7, 1408},
+		{"16x16", 16, 16}, {"9x37", 9, 37}, {"300x1", 300, 1}, {"3x263", 3, 263}} {
 		t.Run(c.name, func(t *testing.T) {
 			T, F := c.T, c.F
 			gu := actInputs(700+uint64(i), 2*T*F, 6)
@@ -64,13 +80,22 @@ func TestSwiGLUFusedMatchesRef(t *testing.T) {
 }
 
 // TestSwiGLUSpecialInputs: gates at the edges of the exp range match the
-// twin elementwise and give finite gradients.
-func TestSwiGLUSpecialInputs(t *testing.T) {
-	var gate []float32
+// twin elementwise and give finite gradients. The specials repeat, shifted by
+// one lane each time, past nativeMinElems so the vector kernels see them in
+// every lane and in the tail.
+func TestSwiGLUSpecialInputs(t *testing.T) { forLevels(t, testSwiGLUSpecialInputs) }
+
+func testSwiGLUSpecialInputs(t *testing.T) {
+	var finite []float32
 	for _, v := range actSpecials {
 		if !math.IsInf(float64(v), 0) {
-			gate = append(gate, v)
+			finite = append(finite, v)
 		}
+	}
+	var gate []float32
+	for len(gate) < nativeMinElems+20 {
+		gate = append(gate, finite...)
+		gate = append(gate, 0.5)
 	}
 	n := len(gate)
 	up, dout := make([]float32, n), make([]float32, n)
@@ -142,6 +167,18 @@ func BenchmarkSwiGLUFused(b *testing.B) {
 	b.SetBytes(12 * T * F)
 	for b.Loop() {
 		SwiGLUFused(out, gu, T, F)
+	}
+}
+
+func BenchmarkSwiGLUFusedBackward(b *testing.B) {
+	const T, F = 512, 1408
+	rng := newRNG(1)
+	gu, dout := randSlice(rng, 2*T*F), randSlice(rng, T*F)
+	dgu := make([]float32, 2*T*F)
+	b.ReportAllocs()
+	b.SetBytes(20 * T * F) // read gu and dout, write dgu
+	for b.Loop() {
+		SwiGLUFusedBackward(dgu, dout, gu, T, F)
 	}
 }
 
