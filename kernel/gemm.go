@@ -88,7 +88,7 @@ func gemmNative(transA, transB bool, M, N, K int, alpha float32, a []float32, ld
 		return
 	}
 	panels := (N + nr - 1) / nr
-	if panels >= 2*threads || M < 2*threads*12 {
+	if (panels >= 2*threads && N >= M) || M < 2*threads*12 {
 		// Column stripes: whole panels per thread.
 		parts := min(threads, panels)
 		parallel(parts, func(p int) {
