@@ -114,7 +114,7 @@ func defaults(c *model.Config, T, B, steps int, lr float64) Options {
 // Presets are the built-in configurations.
 var Presets = map[string]Preset{
 	"tiny": {"tiny", "d_model 128, 4 layers, 8 experts top-2 (ffn 256), seq 128 x batch 8; about a minute on 2 cores", func() Options {
-		return defaults(byteModel(128, 4, 4, 2, 8, 2, 256), 128, 8, 300, 3e-3)
+		return defaults(byteModel(128, 4, 4, 2, 8, 2, 256), 128, 8, 500, 3e-3)
 	}},
 	"small": {"small", "d_model 256, 4 layers, 4 heads (2 KV), 8 experts top-2 (ffn 512), seq 256 x batch 8 (the PyTorch comparison model)", func() Options {
 		o := defaults(byteModel(256, 4, 4, 2, 8, 2, 512), 256, 8, 2000, 1e-3)
