@@ -62,7 +62,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	threads := fs.Int("threads", 0, "compute threads (default: all cores)")
 	// Overrides of the preset's options (0 / empty: keep).
 	steps := fs.Int("steps", 0, "optimizer steps")
-	lr := fs.Float64("lr", 0, "peak learning rate")
+	lr := fs.Float64("lr", 0, "peak learning rate (--convert-pregate: default a tenth of the checkpoint's)")
 	batch := fs.Int("batch", 0, "sequences per micro-batch")
 	seq := fs.Int("seq", 0, "tokens per sequence")
 	accum := fs.Int("accum", 0, "micro-batches per optimizer step (gradient accumulation)")
@@ -168,6 +168,11 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		if set[flagName] {
 			apply()
 		}
+	}
+	if *convert && !set["lr"] {
+		// Fine-tuning a trained model: a tenth of its peak learning rate
+		// (the full peak from fresh optimizer state undoes its training).
+		o.LR, o.MinLR = o.LR/10, o.LR/100
 	}
 	over("steps", func() { o.Steps = *steps })
 	over("lr", func() { o.LR, o.MinLR = *lr, *lr/10 })
