@@ -19,6 +19,9 @@ type Param struct {
 	Name  string
 	Shape []int
 	W, G  []float32
+	// B, when set (Net.SetBF16Products), holds W as bf16 for the products;
+	// W must then hold bf16-representable values (SyncBF16 copies them).
+	B []uint16
 }
 
 // Net is a trainable decoder-only MoE transformer in f32: Mixtral-style
@@ -270,4 +273,60 @@ func equalShape(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// SetBF16Products makes the forward and input-gradient products of the
+// projection and expert weights (not the routers, whose top-k choice is
+// sensitive, nor attention itself) use bf16 dot products over bf16 copies
+// of the weights, with activations rounded to bf16 and f32 accumulation;
+// weight gradients stay f32. The caller keeps W bf16-representable (fp32
+// masters in the optimizer) and calls SyncBF16 after every update. It
+// returns false, changing nothing, where the CPU has no bf16 dot product.
+func (n *Net) SetBF16Products(on bool) bool {
+	if on && kernel.CurrentLevel() < kernel.LevelAVX512BF16 {
+		return false
+	}
+	for _, p := range n.bf16Params() {
+		if on {
+			p.B = make([]uint16, len(p.W))
+		} else {
+			p.B = nil
+		}
+	}
+	for i := range n.layers {
+		if ly := &n.layers[i]; ly.experts != nil {
+			ly.experts.W1b, ly.experts.W3b, ly.experts.W2b = ly.w1.B, ly.w3.B, ly.w2.B
+		}
+	}
+	n.SyncBF16()
+	return true
+}
+
+// bf16Params lists the weights SetBF16Products converts.
+func (n *Net) bf16Params() []*Param {
+	ps := []*Param{n.head}
+	for i := range n.layers {
+		ly := &n.layers[i]
+		ps = append(ps, ly.q, ly.k, ly.v, ly.o)
+		for _, m := range []*swiglu{ly.dense, ly.shared} {
+			if m != nil {
+				ps = append(ps, m.w1, m.w3, m.w2)
+			}
+		}
+		if ly.experts != nil {
+			ps = append(ps, ly.w1, ly.w3, ly.w2)
+		}
+	}
+	return ps
+}
+
+// SyncBF16 refreshes the bf16 copies from W (round to nearest even).
+func (n *Net) SyncBF16() {
+	ps := n.bf16Params()
+	kernel.Parallel(len(ps), func(i int) {
+		p := ps[i]
+		if p.B != nil {
+			tensor.F32SliceToBF16(p.B, p.W)
+		}
+	})
 }

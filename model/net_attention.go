@@ -24,17 +24,26 @@ func (a *attnActs) grow(c *Config, N int) {
 	a.lse = growF(a.lse, N*c.H)
 }
 
-// linear computes y (N, O) = x (N, I) W^T + beta*y for W (O, I).
-func linear(y, x, w []float32, N, O, I int, beta float32) {
-	kernel.Gemm(false, true, N, O, I, 1, x, I, w, I, beta, y, O)
+// linear computes y (N, O) = x (N, I) W^T + beta*y for W (O, I), with the
+// bf16 copy of W and bf16 dot products when the Param has one.
+func linear(y, x []float32, w *Param, N, O, I int, beta float32) {
+	if w.B != nil {
+		kernel.GemmBF16(kernel.BF16Dot, false, true, N, O, I, 1, x, I, w.B, I, beta, y, O)
+		return
+	}
+	kernel.Gemm(false, true, N, O, I, 1, x, I, w.W, I, beta, y, O)
 }
 
-// linearBackward accumulates dW (O, I) += dy^T x and computes
-// dx (N, I) = dy W + beta*dx.
-func linearBackward(dx, dw, dy, x, w []float32, N, O, I int, beta float32) {
-	kernel.Gemm(true, false, O, I, N, 1, dy, O, x, I, 1, dw, I)
-	if dx != nil {
-		kernel.Gemm(false, false, N, I, O, 1, dy, O, w, I, beta, dx, I)
+// linearBackward accumulates dW (O, I) += dy^T x (f32) and computes
+// dx (N, I) = dy W + beta*dx (bf16 dot products when W has a bf16 copy).
+func linearBackward(dx, dy, x []float32, w *Param, N, O, I int, beta float32) {
+	kernel.Gemm(true, false, O, I, N, 1, dy, O, x, I, 1, w.G, I)
+	switch {
+	case dx == nil:
+	case w.B != nil:
+		kernel.GemmBF16(kernel.BF16Dot, false, false, N, I, O, 1, dy, O, w.B, I, beta, dx, I)
+	default:
+		kernel.Gemm(false, false, N, I, O, 1, dy, O, w.W, I, beta, dx, I)
 	}
 }
 
@@ -45,9 +54,9 @@ func (n *Net) attnForward(l int, a *attnActs, xMid, x []float32, B, T int, pos [
 	N, D, H, G, Dh := B*T, c.D, c.H, c.G, c.Dh
 	a.grow(c, N)
 	kernel.RMSNorm(a.h, a.rstd, x[:N*D], ly.inNorm.W, N, D, float32(c.NormEps))
-	linear(a.q, a.h, ly.q.W, N, H*Dh, D, 0)
-	linear(a.k, a.h, ly.k.W, N, G*Dh, D, 0)
-	linear(a.v, a.h, ly.v.W, N, G*Dh, D, 0)
+	linear(a.q, a.h, ly.q, N, H*Dh, D, 0)
+	linear(a.k, a.h, ly.k, N, G*Dh, D, 0)
+	linear(a.v, a.h, ly.v, N, G*Dh, D, 0)
 	kernel.RoPE(a.q, pos, N, H, Dh, c.RotaryDim, n.cos, n.sin)
 	kernel.RoPE(a.k, pos, N, G, Dh, c.RotaryDim, n.cos, n.sin)
 	scale := float32(1 / math.Sqrt(float64(Dh)))
@@ -58,7 +67,7 @@ func (n *Net) attnForward(l int, a *attnActs, xMid, x []float32, B, T int, pos [
 			a.k[b*ks:(b+1)*ks], a.v[b*ks:(b+1)*ks], T, T, H, G, Dh, 0, c.Window[l], scale, ws)
 	}
 	copy(xMid[:N*D], x[:N*D])
-	linear(xMid, a.att, ly.o.W, N, D, H*Dh, 1)
+	linear(xMid, a.att, ly.o, N, D, H*Dh, 1)
 }
 
 // attnBackward takes dxMid (N, D), the gradient at the block's residual
@@ -70,7 +79,7 @@ func (n *Net) attnBackward(l int, a *attnActs, dxMid, x []float32, B, T int, pos
 	g.datt, g.dq = growF(g.datt, N*H*Dh), growF(g.dq, N*H*Dh)
 	g.dk, g.dv = growF(g.dk, N*G*Dh), growF(g.dv, N*G*Dh)
 	g.dh = growF(g.dh, N*D)
-	linearBackward(g.datt, ly.o.G, dxMid, a.att, ly.o.W, N, D, H*Dh, 0)
+	linearBackward(g.datt, dxMid, a.att, ly.o, N, D, H*Dh, 0)
 	scale := float32(1 / math.Sqrt(float64(Dh)))
 	ws := n.acts.attnWS(kernel.AttentionBackwardWorkspace(T, T, H, G, Dh))
 	qs, ks := T*H*Dh, T*G*Dh
@@ -81,9 +90,9 @@ func (n *Net) attnBackward(l int, a *attnActs, dxMid, x []float32, B, T int, pos
 	}
 	kernel.RoPEBackward(g.dq, pos, N, H, Dh, c.RotaryDim, n.cos, n.sin)
 	kernel.RoPEBackward(g.dk, pos, N, G, Dh, c.RotaryDim, n.cos, n.sin)
-	linearBackward(g.dh, ly.q.G, g.dq, a.h, ly.q.W, N, H*Dh, D, 0)
-	linearBackward(g.dh, ly.k.G, g.dk, a.h, ly.k.W, N, G*Dh, D, 1)
-	linearBackward(g.dh, ly.v.G, g.dv, a.h, ly.v.W, N, G*Dh, D, 1)
+	linearBackward(g.dh, g.dq, a.h, ly.q, N, H*Dh, D, 0)
+	linearBackward(g.dh, g.dk, a.h, ly.k, N, G*Dh, D, 1)
+	linearBackward(g.dh, g.dv, a.h, ly.v, N, G*Dh, D, 1)
 	kernel.RMSNormBackward(g.dh, ly.inNorm.G, g.dh, x[:N*D], ly.inNorm.W, a.rstd, N, D)
 	addTo(dxMid[:N*D], g.dh)
 }

@@ -27,10 +27,10 @@ type mlpActs struct {
 func (m *swiglu) forward(y, h []float32, N, D int, a *mlpActs, beta float32) {
 	F := m.F
 	a.g, a.u, a.a = growF(a.g, N*F), growF(a.u, N*F), growF(a.a, N*F)
-	linear(a.g, h, m.w1.W, N, F, D, 0)
-	linear(a.u, h, m.w3.W, N, F, D, 0)
+	linear(a.g, h, m.w1, N, F, D, 0)
+	linear(a.u, h, m.w3, N, F, D, 0)
 	kernel.SwiGLU(a.a, a.g, a.u)
-	linear(y, a.a, m.w2.W, N, D, F, beta)
+	linear(y, a.a, m.w2, N, D, F, beta)
 }
 
 // backward accumulates the parameter gradients for upstream dy (N, D) and
@@ -38,10 +38,10 @@ func (m *swiglu) forward(y, h []float32, N, D int, a *mlpActs, beta float32) {
 func (m *swiglu) backward(dh, dy, h []float32, N, D int, a *mlpActs, g *gradScratch, beta float32) {
 	F := m.F
 	g.da, g.dg, g.du = growF(g.da, N*F), growF(g.dg, N*F), growF(g.du, N*F)
-	linearBackward(g.da, m.w2.G, dy, a.a, m.w2.W, N, D, F, 0)
+	linearBackward(g.da, dy, a.a, m.w2, N, D, F, 0)
 	kernel.SwiGLUBackward(g.dg, g.du, g.da, a.g, a.u)
-	linearBackward(dh, m.w1.G, g.dg, h, m.w1.W, N, F, D, beta)
-	linearBackward(dh, m.w3.G, g.du, h, m.w3.W, N, F, D, 1)
+	linearBackward(dh, g.dg, h, m.w1, N, F, D, beta)
+	linearBackward(dh, g.du, h, m.w3, N, F, D, 1)
 }
 
 // ffnForward computes xOut = xMid + FFN(norm(xMid)) for layer l. For a MoE
@@ -72,17 +72,17 @@ func (n *Net) ffnForward(l int, a *ffnActs, xOut, xMid []float32, N int, step ui
 	}
 	if ly.gate != nil {
 		n.acts.route[l] = growF(n.acts.route[l], N*E)
-		linear(n.acts.route[l], gx, ly.gate.W, N, E, D, 0)
+		linear(n.acts.route[l], gx, ly.gate, N, E, D, 0)
 	}
 	if ly.pregate != nil {
 		t := c.PregateTarget(l)
 		n.acts.route[t] = growF(n.acts.route[t], N*E)
-		linear(n.acts.route[t], gx, ly.pregate.W, N, E, D, 0)
+		linear(n.acts.route[t], gx, ly.pregate, N, E, D, 0)
 	}
 	ly.experts.Forward(xOut, a.h, n.acts.route[l], N, &a.moe)
 	if ly.shared != nil {
 		a.sg, a.sOut = growF(a.sg, N), growF(a.sOut, N*D)
-		linear(a.sg, a.h, ly.sharedGate.W, N, 1, D, 0)
+		linear(a.sg, a.h, ly.sharedGate, N, 1, D, 0)
 		for i, v := range a.sg {
 			a.sg[i] = float32(1 / (1 + math.Exp(-float64(v))))
 		}
@@ -123,7 +123,7 @@ func (n *Net) ffnBackward(l int, a *ffnActs, dx, xMid []float32, N int) {
 				}
 				g.dsg[t] = ds * s * (1 - s)
 			}
-			linearBackward(g.dh, ly.sharedGate.G, g.dsg, a.h, ly.sharedGate.W, N, 1, D, 1)
+			linearBackward(g.dh, g.dsg, a.h, ly.sharedGate, N, 1, D, 1)
 			ly.shared.backward(g.dh, g.dsOut, a.h, N, D, &a.mlp, g, 1)
 		}
 		// Router inputs: the own gate's and the pre-gate's logits.
@@ -134,11 +134,11 @@ func (n *Net) ffnBackward(l int, a *ffnActs, dx, xMid []float32, N int) {
 		g.dgx = growF(g.dgx, N*D)
 		clear(g.dgx)
 		if ly.gate != nil {
-			linearBackward(g.dgx, ly.gate.G, n.acts.droute[l], gx, ly.gate.W, N, E, D, 1)
+			linearBackward(g.dgx, n.acts.droute[l], gx, ly.gate, N, E, D, 1)
 		}
 		if ly.pregate != nil {
 			t := c.PregateTarget(l)
-			linearBackward(g.dgx, ly.pregate.G, n.acts.droute[t], gx, ly.pregate.W, N, E, D, 1)
+			linearBackward(g.dgx, n.acts.droute[t], gx, ly.pregate, N, E, D, 1)
 		}
 		if a.gx != nil {
 			noise := n.acts.noise[l]

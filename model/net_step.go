@@ -126,7 +126,7 @@ func (n *Net) Forward(ids, targets []int32, B, T int, step uint64) Loss {
 	a.hf, a.rstdF = growF(a.hf, N*D), growF(a.rstdF, N)
 	a.logits, a.lse, a.losses = growF(a.logits, N*V), growF(a.lse, N), growF(a.losses, N)
 	kernel.RMSNorm(a.hf, a.rstdF, a.xs[c.L], n.norm.W, N, D, float32(c.NormEps))
-	linear(a.logits, a.hf, n.head.W, N, V, D, 0)
+	linear(a.logits, a.hf, n.head, N, V, D, 0)
 	kernel.CrossEntropy(a.losses, a.lse, a.logits, a.tgt, N, V)
 	var loss Loss
 	for t := 0; t < N; t++ {
@@ -175,7 +175,7 @@ func (n *Net) Backward(scale float32) {
 	}
 	kernel.CrossEntropyBackward(a.logits, a.logits, a.lse, a.tgt, a.dloss, N, V)
 	g.dx, g.dh = growF(g.dx, N*D), growF(g.dh, N*D)
-	linearBackward(g.dh, n.head.G, a.logits, a.hf, n.head.W, N, V, D, 0)
+	linearBackward(g.dh, a.logits, a.hf, n.head, N, V, D, 0)
 	kernel.RMSNormBackward(g.dx, n.norm.G, g.dh, a.xs[c.L], n.norm.W, a.rstdF, N, D)
 	// Auxiliary losses: per-expert probability gradients and z scale.
 	n.auxDProb, n.zScale = n.stats.Grad(n.auxDProb, c.AuxCoef*float64(scale), c.ZCoef*float64(scale))

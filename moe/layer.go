@@ -19,6 +19,22 @@ type Layer struct {
 
 	W1, W3 []float32 // (E, F, D) gate and up projections
 	W2     []float32 // (E, D, F) down projections
+
+	// W1b, W3b, W2b, when set, are the weights as bf16 (the same values,
+	// kept in sync by the owner): the forward and input-gradient products
+	// then use bf16 dot products (activations rounded to bf16, f32
+	// accumulation); weight gradients stay f32.
+	W1b, W3b, W2b []uint16
+}
+
+// gemm runs C = A*op(B_e) per expert with the f32 weights w or, when wb is
+// set, their bf16 copy.
+func gemm(transB bool, offs []int, N, K int, a []float32, w []float32, wb []uint16, stride int, beta float32, c []float32) {
+	if wb != nil {
+		kernel.GroupedGemmBF16(kernel.BF16Dot, transB, offs, N, K, 1, a, wb, stride, beta, c)
+		return
+	}
+	kernel.GroupedGemm(transB, offs, N, K, 1, a, w, stride, beta, c)
 }
 
 // Grads holds a Layer's parameter gradients (same shapes), accumulated.
@@ -82,10 +98,10 @@ func (l *Layer) Forward(y, x, logits []float32, T int, act *Activations) {
 	act.o = grow(act.o, R*D)
 	Dispatch(act.xs, x, act.plan, l.K, D)
 	offs := act.plan.Offsets
-	kernel.GroupedGemm(true, offs, F, D, 1, act.xs, l.W1, F*D, 0, act.h1)
-	kernel.GroupedGemm(true, offs, F, D, 1, act.xs, l.W3, F*D, 0, act.h3)
+	gemm(true, offs, F, D, act.xs, l.W1, l.W1b, F*D, 0, act.h1)
+	gemm(true, offs, F, D, act.xs, l.W3, l.W3b, F*D, 0, act.h3)
 	kernel.SwiGLU(act.a[:R*F], act.h1[:R*F], act.h3[:R*F])
-	kernel.GroupedGemm(true, offs, D, F, 1, act.a, l.W2, D*F, 0, act.o)
+	gemm(true, offs, D, F, act.a, l.W2, l.W2b, D*F, 0, act.o)
 	Combine(y, act.o, act.plan, act.routing, D)
 	act.stats(logits[:T*E], E)
 }
@@ -160,14 +176,14 @@ func (l *Layer) Backward(dx, dlogits, dy []float32, act *Activations, g *Grads, 
 	}
 	kernel.GroupedGemmWeightGrad(offs, D, F, 1, dO, act.a, 1, g.W2, D*F)
 	act.da = grow(act.da, R*F)
-	kernel.GroupedGemm(false, offs, F, D, 1, dO, l.W2, D*F, 0, act.da)
+	gemm(false, offs, F, D, dO, l.W2, l.W2b, D*F, 0, act.da)
 	act.dh1, act.dh3 = grow(act.dh1, R*F), grow(act.dh3, R*F)
 	kernel.SwiGLUBackward(act.dh1[:R*F], act.dh3[:R*F], act.da[:R*F], act.h1[:R*F], act.h3[:R*F])
 	kernel.GroupedGemmWeightGrad(offs, F, D, 1, act.dh1, act.xs, 1, g.W1, F*D)
 	kernel.GroupedGemmWeightGrad(offs, F, D, 1, act.dh3, act.xs, 1, g.W3, F*D)
 	act.dxs = grow(act.dxs, R*D)
-	kernel.GroupedGemm(false, offs, D, F, 1, act.dh1, l.W1, F*D, 0, act.dxs)
-	kernel.GroupedGemm(false, offs, D, F, 1, act.dh3, l.W3, F*D, 1, act.dxs)
+	gemm(false, offs, D, F, act.dh1, l.W1, l.W1b, F*D, 0, act.dxs)
+	gemm(false, offs, D, F, act.dh3, l.W3, l.W3b, F*D, 1, act.dxs)
 	for row := 0; row < R; row++ {
 		t := int(p.RowSlot[row]) / K
 		d, s := dx[t*D:(t+1)*D], act.dxs[row*D:(row+1)*D]

@@ -2,6 +2,7 @@ package train
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/moesys/moesys/model"
@@ -10,13 +11,14 @@ import (
 // BenchmarkTrainStep times one forward+backward+AdamW step of the presets'
 // models on random tokens (b.N steps; tokens/s is reported).
 func BenchmarkTrainStep(b *testing.B) {
-	for _, name := range []string{"tiny", "small"} {
+	for _, name := range []string{"tiny", "small", "small-bf16"} {
 		b.Run(name, func(b *testing.B) {
-			o, err := PresetOptions(name)
+			o, err := PresetOptions(strings.TrimSuffix(name, "-bf16"))
 			if err != nil {
 				b.Fatal(err)
 			}
-			if testing.Short() || name == "small" && b.N == 1 {
+			o.BF16 = strings.HasSuffix(name, "-bf16")
+			if testing.Short() || name != "tiny" && b.N == 1 {
 				o.Batch = 2 // keep the CI smoke run cheap
 			}
 			net, err := model.NewNet(o.Model, o.Seq)
@@ -24,6 +26,7 @@ func BenchmarkTrainStep(b *testing.B) {
 				b.Fatal(err)
 			}
 			net.Init(1, 0.02)
+			net.Recompute = o.Recompute
 			corpus := randomCorpus(o.Model.V, 4*o.Batch*o.Seq)
 			tr, err := newTrainer(o, corpus, net)
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/model"
 	"github.com/moesys/moesys/optim"
 	"github.com/moesys/moesys/tensor"
@@ -77,6 +78,7 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net) (*Trainer, error) {
 			t.master[i] = append([]float32(nil), p.W...)
 			t.params[i].W = t.master[i]
 		}
+		net.SetBF16Products(true) // where the CPU has bf16 dot products
 		t.syncBF16()
 	}
 	var err error
@@ -99,13 +101,16 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net) (*Trainer, error) {
 	return t, nil
 }
 
-// syncBF16 sets the model's weights to the bf16 rounding of the masters.
+// syncBF16 sets the model's weights to the bf16 rounding of the masters
+// (and the bf16 copies the products use).
 func (t *Trainer) syncBF16() {
-	for i, p := range t.Net.Params {
+	kernel.Parallel(len(t.Net.Params), func(i int) {
+		p := t.Net.Params[i]
 		for j, v := range t.master[i] {
 			p.W[j] = tensor.BF16ToF32(tensor.F32ToBF16(v))
 		}
-	}
+	})
+	t.Net.SyncBF16()
 }
 
 // TrainStep runs one optimizer step.

@@ -140,7 +140,7 @@ func benchTrain(opts benchOptions, progress io.Writer) ([]benchResult, error) {
 		rounds, steps = 2, 3
 	}
 	// (1) The small model, moesys and PyTorch alternating, 1 and 2 threads.
-	type side struct{ moesys, torch []float64 }
+	type side struct{ moesys, bf16, torch []float64 }
 	modes := []struct {
 		name, peer string
 		threads    int
@@ -157,6 +157,12 @@ func benchTrain(opts benchOptions, progress io.Writer) ([]benchResult, error) {
 			v := stepTokS(tr, o, steps)
 			got[i].moesys = append(got[i].moesys, median(v))
 			fmt.Fprintf(progress, "round %d %s: moesys %.0f tokens/s", r+1, m.name, median(v))
+			if tr, o, err = benchTrainer("small", func(o *train.Options) { o.BF16 = true }); err != nil {
+				return nil, err
+			}
+			vb := stepTokS(tr, o, steps)
+			got[i].bf16 = append(got[i].bf16, median(vb))
+			fmt.Fprintf(progress, " (bf16 products %.0f)", median(vb))
 			if peerErr == nil {
 				p, err := peerTrainTokS(m.peer, 1)
 				if err != nil {
@@ -181,6 +187,14 @@ func benchTrain(opts benchOptions, progress io.Writer) ([]benchResult, error) {
 			r.Note = "PyTorch peer not run: " + peerErr.Error()
 		}
 		res = append(res, r)
+		if kernel.CurrentLevel() >= kernel.LevelAVX512BF16 {
+			rb := benchResult{Name: "train_step_small_" + m.name + "_bf16_vs_torch", Value: median(got[i].bf16), Unit: "tok/s",
+				Note: "--bf16: bf16 weights over fp32 masters, bf16 dot products for forward and input gradients (PyTorch runs fp32)"}
+			if len(got[i].torch) > 0 {
+				rb.Bound, rb.Ratio = median(got[i].torch), median(got[i].bf16)/median(got[i].torch)
+			}
+			res = append(res, rb)
+		}
 	}
 
 	// (2) Model FLOP utilisation of the medium model on 2 threads.
