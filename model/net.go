@@ -293,9 +293,26 @@ func (n *Net) SetBF16Products(on bool) bool {
 			p.B = nil
 		}
 	}
-	for i := range n.layers {
-		if ly := &n.layers[i]; ly.experts != nil {
-			ly.experts.W1b, ly.experts.W3b, ly.experts.W2b = ly.w1.B, ly.w3.B, ly.w2.B
+	sp := SpecFor(n.Cfg.Arch)
+	for l := range n.layers {
+		ly := &n.layers[l]
+		if ly.experts == nil {
+			continue
+		}
+		ly.experts.W1b, ly.experts.W3b, ly.experts.W2b = ly.w1.B, ly.w3.B, ly.w2.B
+		// The per-expert Params view the fused copies too.
+		for e := 0; e < n.Cfg.E; e++ {
+			g, u, d := sp.Expert(l, e)
+			for _, x := range []struct {
+				name string
+				f    *Param
+			}{{g, ly.w1}, {u, ly.w3}, {d, ly.w2}} {
+				v := n.byName[x.name]
+				v.B = nil
+				if x.f.B != nil {
+					v.B = x.f.B[e*len(v.W) : (e+1)*len(v.W)]
+				}
+			}
 		}
 	}
 	n.SyncBF16()

@@ -107,10 +107,13 @@ func (t *Trainer) syncBF16() {
 	kernel.Parallel(len(t.Net.Params), func(i int) {
 		p := t.Net.Params[i]
 		for j, v := range t.master[i] {
-			p.W[j] = tensor.BF16ToF32(tensor.F32ToBF16(v))
+			h := tensor.F32ToBF16(v)
+			p.W[j] = math.Float32frombits(uint32(h) << 16)
+			if p.B != nil {
+				p.B[j] = h
+			}
 		}
 	})
-	t.Net.SyncBF16()
 }
 
 // TrainStep runs one optimizer step.

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/model"
+	"github.com/moesys/moesys/tensor"
 )
 
 // testCorpus is a small deterministic text corpus.
@@ -282,5 +284,31 @@ func TestConvertPregate(t *testing.T) {
 	after := RoutingAgreement(tr.Net, ft.Net, val, o.Seq)
 	if after.Tokens != before.Tokens || after.ValConv == before.ValConv {
 		t.Fatalf("after fine-tuning %+v, before %+v", after, before)
+	}
+}
+
+// TestBF16CopiesFollowMasters: after bf16 steps every weight is the bf16
+// rounding of its fp32 master and every bf16 product copy equals it.
+func TestBF16CopiesFollowMasters(t *testing.T) {
+	tr, err := NewTrainer(testOptions(1, true), testCorpus(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.TrainStep()
+	tr.TrainStep()
+	copies := 0
+	for i, p := range tr.Net.Params {
+		for j, w := range p.W {
+			h := tensor.F32ToBF16(tr.master[i][j])
+			if w != tensor.BF16ToF32(h) || (p.B != nil && p.B[j] != h) {
+				t.Fatalf("%s[%d]: weight %g, bf16 copy %v, master %g", p.Name, j, w, p.B != nil, tr.master[i][j])
+			}
+		}
+		if p.B != nil {
+			copies++
+		}
+	}
+	if kernel.CurrentLevel() >= kernel.LevelAVX512BF16 && copies == 0 {
+		t.Fatal("no bf16 product copies on a bf16 CPU")
 	}
 }
