@@ -1,15 +1,35 @@
 package optim
 
-import "math"
+import (
+	"math"
+
+	"github.com/moesys/moesys/kernel"
+)
 
 // GradNorm returns the global L2 norm of all gradients, accumulated in
 // float64 (as torch.nn.utils.clip_grad_norm_ reports it).
+// Parameters are summed in parallel, each in float64, then added in order,
+// so the result does not depend on the thread count.
 func GradNorm(params []*Param) float64 {
-	var s float64
-	for _, p := range params {
-		for _, g := range p.G {
-			s += float64(g) * float64(g)
+	sums := make([]float64, len(params))
+	kernel.Parallel(len(params), func(i int) {
+		var s0, s1, s2, s3 float64
+		g := params[i].G
+		j := 0
+		for ; j+4 <= len(g); j += 4 {
+			s0 += float64(g[j]) * float64(g[j])
+			s1 += float64(g[j+1]) * float64(g[j+1])
+			s2 += float64(g[j+2]) * float64(g[j+2])
+			s3 += float64(g[j+3]) * float64(g[j+3])
 		}
+		for ; j < len(g); j++ {
+			s0 += float64(g[j]) * float64(g[j])
+		}
+		sums[i] = (s0 + s1) + (s2 + s3)
+	})
+	var s float64
+	for _, v := range sums {
+		s += v
 	}
 	return math.Sqrt(s)
 }
@@ -24,10 +44,11 @@ func ClipGradNorm(params []*Param, maxNorm float64) float64 {
 		return norm
 	}
 	scale := float32(maxNorm / (norm + 1e-6))
-	for _, p := range params {
-		for i := range p.G {
-			p.G[i] *= scale
+	kernel.Parallel(len(params), func(i int) {
+		g := params[i].G
+		for j := range g {
+			g[j] *= scale
 		}
-	}
+	})
 	return norm
 }
