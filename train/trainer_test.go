@@ -312,3 +312,38 @@ func TestBF16CopiesFollowMasters(t *testing.T) {
 		t.Fatal("no bf16 product copies on a bf16 CPU")
 	}
 }
+
+// TestRunSavesEveryAndKeepsLast: checkpoints every SaveEvery steps and at
+// the end, the newest KeepLast kept, latest naming the last.
+func TestRunSavesEveryAndKeepsLast(t *testing.T) {
+	o := testOptions(0, false)
+	o.Steps, o.SaveEvery, o.KeepLast, o.EvalEvery = 7, 2, 2, 0
+	tr, err := NewTrainer(o, testCorpus(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	var progress strings.Builder
+	s, err := tr.Run(context.Background(), RunConfig{Out: out, Progress: &progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	want := []string{"latest", CheckpointName(6), CheckpointName(7)}
+	if !reflect.DeepEqual(names, want) {
+		t.Fatalf("output directory holds %v, want %v", names, want)
+	}
+	if latest, _ := ResolveCheckpoint(out); latest != s.Checkpoint || filepath.Base(latest) != CheckpointName(7) {
+		t.Fatalf("latest %s, summary %s", latest, s.Checkpoint)
+	}
+	if !strings.Contains(progress.String(), "step 7/7") {
+		t.Fatalf("progress %q", progress.String())
+	}
+}
