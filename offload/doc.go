@@ -1,12 +1,53 @@
 // Package offload holds expert weights outside the compute tier and moves
-// them in on demand. This first part defines the on-disk layout the
-// offloading engine reads: every (layer, expert) block — the expert's
-// tensors back to back — starts on a 4 KiB boundary of one experts file and
-// is padded to a multiple of 4 KiB, so one O_DIRECT read fetches one expert
-// into an aligned slot; an index (JSON) maps blocks and tensors to offsets.
-// The package knows nothing of models: callers name the blocks.
+// them in on demand, so a Mixture-of-Experts model whose experts exceed the
+// memory budget can still be served. The package knows nothing of models:
+// callers name blocks by (layer, expert). Its parts, slow tier to fast:
 //
-//	err := offload.WriteLayout(dir, blocks, read)   // blocks: which tensors go together
-//	lay, err := offload.OpenLayout(dir)
-//	b := lay.Block(layer, expert)                    // offset, size, tensors
+//   - Layout (layout.go): the on-disk format `moesys convert` writes. Every
+//     (layer, expert) block — the expert's tensors back to back — starts on
+//     a 4 KiB boundary of one experts file and is padded to a multiple of
+//     4 KiB, so one O_DIRECT read fetches one expert into an aligned slot;
+//     a JSON index maps blocks and tensors to offsets.
+//   - Store (store.go): the slow tier, two methods (ReadAt, Close).
+//     FileStore reads the experts file with O_DIRECT, bypassing the page
+//     cache so the budget is real (with a buffered fallback, and a Note,
+//     where the filesystem refuses it); MemStore reads a byte slice; SimLink
+//     delivers another store's bytes at a set bandwidth, a simulated PCIe
+//     link. SlowStore and FaultStore (storetest.go) are test helpers that
+//     delay reads or make them fail, short or corrupt.
+//   - Reader (reader.go): a Store's reads issued asynchronously, Depth in
+//     flight; Submit returns a Pending to Wait on, cancellation drops
+//     queued reads, and a Request's Done hands the result on (to a slot).
+//   - SlotPool (pool.go): the fast tier, a fixed number of equal aligned
+//     slots whose total is the budget, reference counted and found again by
+//     Key. Which cached slot to reuse is an Evictor's choice (evict.go: LRU;
+//     other policies plug in); slot memory comes from a Memory (memory.go:
+//     anonymous mmap; pinned host or device memory plug in).
+//     Under -tags invariants a double release or a leaked reference panics.
+//   - Stats (stats.go): atomic counters of reads, bytes, hits, misses,
+//     evictions and stall time for the per-run report.
+//
+// The scheduler built on these acquires a block's slot, fills it on a miss
+// and waits only for what is missing:
+//
+//	lay, _ := offload.OpenLayout(dir)
+//	store, _ := offload.OpenFileStore(lay.Path)  // close last
+//	reader := offload.NewReader(store, offload.ReaderConfig{Depth: 8})
+//	pool, _ := offload.NewSlotPool(offload.PoolConfig{
+//		Slots: int(budget / lay.SlotBytes()), SlotBytes: lay.SlotBytes()})
+//
+//	slot, cached, err := pool.Acquire(ctx, offload.Key{Layer: l, Expert: e})
+//	if !cached { // this caller fills it
+//		b, _ := lay.Block(l, e)
+//		reader.Submit(ctx, offload.Request{Dst: slot.Bytes()[:b.Padded()], Off: b.Offset, Done: slot.Filled})
+//	}
+//	err = slot.Wait(ctx)  // the block's tensors are in slot.Bytes() at their TensorRef offsets
+//	...
+//	slot.Release()        // stays cached until the Evictor picks it
+//
+// A GPU tier above host RAM is a second SlotPool over device memory (a
+// Memory with no host region; device buffers addressed by Slot.Index),
+// filled from the host pool, whose Memory is then pinned host memory, by a
+// copy engine in the same Acquire / fill / Filled / Wait pattern: the
+// scheduler's loop does not change.
 package offload

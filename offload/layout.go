@@ -203,3 +203,13 @@ func (l *Layout) ReadTensors(fn func(t TensorRef, data []byte) error) error {
 	}
 	return nil
 }
+
+// SlotBytes is the size of a slot that holds any block: the largest
+// Padded block size (0 for a layout without blocks).
+func (l *Layout) SlotBytes() int64 {
+	var n int64
+	for _, b := range l.Blocks {
+		n = max(n, b.Padded())
+	}
+	return n
+}

@@ -1,0 +1,41 @@
+package offload
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Memory provides a SlotPool's memory: one region holding every slot.
+// HostMemory is the CPU's; a GPU backend supplies pinned (page-locked) host
+// memory through the same interface, so the host tier feeds the device at
+// full link speed. A tier whose memory the CPU cannot address (device
+// memory) returns a nil region and keeps its own buffers by Slot.Index.
+type Memory interface {
+	// Alloc returns bytes bytes starting on an Align boundary, or nil.
+	Alloc(bytes int) ([]byte, error)
+	// Free releases a region Alloc returned.
+	Free(region []byte) error
+}
+
+// HostMemory is anonymous, page-aligned host memory (mmap), outside the Go
+// heap: the garbage collector neither scans nor counts it, and its pages
+// are the budget's.
+type HostMemory struct{}
+
+// Alloc maps bytes of zeroed memory.
+func (HostMemory) Alloc(bytes int) ([]byte, error) {
+	b, err := unix.Mmap(-1, 0, bytes, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, fmt.Errorf("offload: map %d bytes of slot memory: %w", bytes, err)
+	}
+	return b, nil
+}
+
+// Free unmaps a region from Alloc.
+func (HostMemory) Free(region []byte) error {
+	if err := unix.Munmap(region); err != nil {
+		return fmt.Errorf("offload: unmap %d bytes of slot memory: %w", len(region), err)
+	}
+	return nil
+}

@@ -1,0 +1,212 @@
+package offload
+
+import (
+	"context"
+	"sync"
+)
+
+// DefaultDepth is the default number of reads a Reader keeps in flight:
+// enough to keep an NVMe SSD's queues busy with expert-sized (MiB) reads
+// without one reader monopolising a shared disk.
+const DefaultDepth = 8
+
+// ReaderConfig configures a Reader.
+type ReaderConfig struct {
+	Depth int    // reads in flight at once; <= 0 means DefaultDepth
+	Stats *Stats // counts reads and bytes; nil: the reader keeps its own
+}
+
+// Request is one read for a Reader: Dst filled from the store at Off.
+type Request struct {
+	Dst []byte // the reader's from Submit until the Pending is done
+	Off int64
+	// Done, if set, is called once with the read's result when it
+	// finishes, fails or is cancelled, before the Pending is done; from a
+	// worker or a cancelling goroutine, so it must not block long. A fill
+	// hands its slot over here: Done: slot.Filled.
+	Done func(err error)
+}
+
+// Reader issues a Store's reads asynchronously, Depth at a time, in
+// submission order. Submitted requests beyond Depth wait in a queue, which
+// is unbounded: the caller bounds it by the buffers it owns (pool slots).
+type Reader struct {
+	store Store
+	stats *Stats
+
+	mu     sync.Mutex
+	cond   sync.Cond // signalled when the queue grows or the reader closes
+	queue  []*Pending
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewReader starts cfg.Depth workers reading from store. The reader
+// borrows store: Close does not close it, and the store must outlive the
+// reader.
+func NewReader(store Store, cfg ReaderConfig) *Reader {
+	if cfg.Depth <= 0 {
+		cfg.Depth = DefaultDepth
+	}
+	if cfg.Stats == nil {
+		cfg.Stats = new(Stats)
+	}
+	r := &Reader{store: store, stats: cfg.Stats}
+	r.cond.L = &r.mu
+	r.wg.Add(cfg.Depth)
+	for range cfg.Depth {
+		go r.work()
+	}
+	return r
+}
+
+// Stats returns the reader's counters.
+func (r *Reader) Stats() *Stats { return r.stats }
+
+// Pending is a submitted read.
+type Pending struct {
+	req   Request
+	ctx   context.Context // the submitter's, for the read itself
+	stop  func() bool     // unregisters the cancellation callback
+	state pendingState    // under Reader.mu
+	done  chan struct{}
+	err   error // set before done is closed
+}
+
+type pendingState uint8
+
+const (
+	queued pendingState = iota
+	running
+	finished
+)
+
+// Submit queues req and returns at once. The read runs under ctx: if ctx
+// ends while req is queued, req is dropped and completes with ctx's error;
+// once started it runs to the end (the store sees ctx only before it
+// starts). After Close, Submit returns a Pending already failed with
+// ErrClosed.
+func (r *Reader) Submit(ctx context.Context, req Request) *Pending {
+	p := &Pending{req: req, ctx: ctx, done: make(chan struct{})}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		p.finish(readErr("reader", len(req.Dst), req.Off, ErrClosed))
+		return p
+	}
+	if err := ctx.Err(); err != nil {
+		r.mu.Unlock()
+		p.finish(readErr("reader", len(req.Dst), req.Off, err))
+		return p
+	}
+	// Registered under the lock: the callback takes the lock, so it runs
+	// after p is queued, and a worker sees p.stop set.
+	p.stop = context.AfterFunc(ctx, func() { r.cancel(p) })
+	r.queue = append(r.queue, p)
+	r.cond.Signal()
+	r.mu.Unlock()
+	return p
+}
+
+// cancel drops p if it is still queued.
+func (r *Reader) cancel(p *Pending) {
+	r.mu.Lock()
+	if p.state != queued {
+		r.mu.Unlock()
+		return
+	}
+	p.state = finished // the worker that pops it skips it
+	r.mu.Unlock()
+	r.stats.ReadErrors.Add(1)
+	p.finish(readErr("reader", len(p.req.Dst), p.req.Off, p.ctx.Err()))
+}
+
+// work is one worker: it pops requests and reads them until the reader
+// closes.
+func (r *Reader) work() {
+	defer r.wg.Done()
+	r.mu.Lock()
+	for {
+		for len(r.queue) == 0 && !r.closed {
+			r.cond.Wait()
+		}
+		if len(r.queue) == 0 {
+			r.mu.Unlock()
+			return
+		}
+		p := r.queue[0]
+		r.queue[0] = nil
+		r.queue = r.queue[1:]
+		if p.state != queued {
+			continue // cancelled while queued
+		}
+		p.state = running
+		r.mu.Unlock()
+
+		p.stop()
+		err := r.store.ReadAt(p.ctx, p.req.Dst, p.req.Off)
+		if err != nil {
+			r.stats.ReadErrors.Add(1)
+		} else {
+			r.stats.Reads.Add(1)
+			r.stats.BytesRead.Add(int64(len(p.req.Dst)))
+		}
+		p.finish(err)
+		r.mu.Lock()
+	}
+}
+
+// finish records err, calls the request's Done and wakes waiters.
+func (p *Pending) finish(err error) {
+	p.err = err
+	if p.req.Done != nil {
+		p.req.Done(err)
+	}
+	close(p.done)
+}
+
+// Close stops the reader: queued requests fail with ErrClosed, reads in
+// flight complete, and Close returns when every worker has exited. Later
+// Submits fail with ErrClosed. Closing twice is a no-op.
+func (r *Reader) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		r.wg.Wait()
+		return nil
+	}
+	r.closed = true
+	var dropped []*Pending
+	for _, p := range r.queue {
+		if p.state == queued {
+			p.state = finished
+			dropped = append(dropped, p)
+		}
+	}
+	r.queue = nil
+	r.cond.Broadcast()
+	r.mu.Unlock()
+	for _, p := range dropped {
+		p.stop()
+		r.stats.ReadErrors.Add(1)
+		p.finish(readErr("reader", len(p.req.Dst), p.req.Off, ErrClosed))
+	}
+	r.wg.Wait()
+	return nil
+}
+
+// Done is closed when the read has finished, failed or been cancelled:
+// from then on the request's Dst is the caller's again.
+func (p *Pending) Done() <-chan struct{} { return p.done }
+
+// Wait waits for the read and returns its result, or ctx's error if ctx
+// ends first. An early return leaves the read running: Dst stays the
+// reader's until Done is closed.
+func (p *Pending) Wait(ctx context.Context) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
