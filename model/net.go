@@ -347,3 +347,8 @@ func (n *Net) SyncBF16() {
 		}
 	})
 }
+
+// MoELayer returns layer l's expert part (nil for a dense layer), for
+// plugging in an Exchange (expert parallelism). The Layer's weights view
+// the Net's Params.
+func (n *Net) MoELayer(l int) *moe.Layer { return n.layers[l].experts }

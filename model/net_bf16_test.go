@@ -40,15 +40,15 @@ func TestBF16ProductsNearF32(t *testing.T) {
 	for i := range ids {
 		ids[i], tgt[i] = int32(rng.IntN(c.V)), int32(rng.IntN(c.V))
 	}
-	lf, lb := f32.Forward(ids, tgt, B, T, 0), bf.Forward(ids, tgt, B, T, 0)
+	lf, lb := fwd(t, f32, ids, tgt, B, T, 0), fwd(t, bf, ids, tgt, B, T, 0)
 	if d := lb.Total - lf.Total; d > 1e-2*lf.Total || d < -1e-2*lf.Total {
 		t.Fatalf("bf16 loss %g, f32 %g", lb.Total, lf.Total)
 	}
 	if lb.Total == lf.Total {
 		t.Fatal("bf16 products gave the f32 loss exactly: are they used?")
 	}
-	f32.Backward(1)
-	bf.Backward(1)
+	bwd(t, f32, 1)
+	bwd(t, bf, 1)
 	for i, p := range f32.Params {
 		if e := relErr(bf.Params[i].G, p.G); !(e < 5e-2) {
 			t.Errorf("%s: bf16 gradient rel err %.3g", p.Name, e)
@@ -63,7 +63,7 @@ func TestBF16ProductsNearF32(t *testing.T) {
 		}
 	}
 	bf.SyncBF16()
-	lf, lb = f32.Forward(ids, tgt, B, T, 0), bf.Forward(ids, tgt, B, T, 0)
+	lf, lb = fwd(t, f32, ids, tgt, B, T, 0), fwd(t, bf, ids, tgt, B, T, 0)
 	if d := lb.Total - lf.Total; d > 1e-2*lf.Total || d < -1e-2*lf.Total {
 		t.Fatalf("after an update: bf16 loss %g, f32 %g", lb.Total, lf.Total)
 	}

@@ -1,6 +1,8 @@
 package model
 
 import (
+	"context"
+	"fmt"
 	"math"
 
 	"github.com/moesys/moesys/kernel"
@@ -47,7 +49,7 @@ func (m *swiglu) backward(dh, dy, h []float32, N, D int, a *mlpActs, g *gradScra
 // ffnForward computes xOut = xMid + FFN(norm(xMid)) for layer l. For a MoE
 // layer it writes the routing logits of the layers it routes (its own gate
 // into route[l], its pre-gate into route[target]) and routes by route[l].
-func (n *Net) ffnForward(l int, a *ffnActs, xOut, xMid []float32, N int, step uint64) {
+func (n *Net) ffnForward(ctx context.Context, l int, a *ffnActs, xOut, xMid []float32, N int, step uint64) error {
 	c, ly := n.Cfg, &n.layers[l]
 	D := c.D
 	a.rstd, a.h = growF(a.rstd, N), growF(a.h, N*D)
@@ -55,7 +57,7 @@ func (n *Net) ffnForward(l int, a *ffnActs, xOut, xMid []float32, N int, step ui
 	copy(xOut[:N*D], xMid[:N*D])
 	if ly.dense != nil {
 		ly.dense.forward(xOut, a.h, N, D, &a.mlp, 1)
-		return
+		return nil
 	}
 	E := c.E
 	gx := a.h
@@ -79,7 +81,9 @@ func (n *Net) ffnForward(l int, a *ffnActs, xOut, xMid []float32, N int, step ui
 		n.acts.route[t] = growF(n.acts.route[t], N*E)
 		linear(n.acts.route[t], gx, ly.pregate, N, E, D, 0)
 	}
-	ly.experts.Forward(xOut, a.h, n.acts.route[l], N, &a.moe)
+	if err := ly.experts.Forward(ctx, xOut, a.h, n.acts.route[l], N, &a.moe); err != nil {
+		return fmt.Errorf("layer %d: %w", l, err)
+	}
 	if ly.shared != nil {
 		a.sg, a.sOut = growF(a.sg, N), growF(a.sOut, N*D)
 		linear(a.sg, a.h, ly.sharedGate, N, 1, D, 0)
@@ -94,6 +98,7 @@ func (n *Net) ffnForward(l int, a *ffnActs, xOut, xMid []float32, N int, step ui
 			}
 		}
 	}
+	return nil
 }
 
 // ffnBackward takes dx (N, D), the gradient at the block's output, and adds
@@ -101,7 +106,7 @@ func (n *Net) ffnForward(l int, a *ffnActs, xOut, xMid []float32, N int, step ui
 // write the routing-logit gradient into droute[l] and consume the
 // gradients of the logits they computed (droute[l] for an own gate,
 // droute[target] for a pre-gate: target > l has already run backward).
-func (n *Net) ffnBackward(l int, a *ffnActs, dx, xMid []float32, N int) {
+func (n *Net) ffnBackward(ctx context.Context, l int, a *ffnActs, dx, xMid []float32, N int) error {
 	c, ly, g := n.Cfg, &n.layers[l], &n.acts.grad
 	D := c.D
 	g.dh = growF(g.dh, N*D)
@@ -111,7 +116,9 @@ func (n *Net) ffnBackward(l int, a *ffnActs, dx, xMid []float32, N int) {
 		E := c.E
 		clear(g.dh)
 		n.acts.droute[l] = growF(n.acts.droute[l], N*E)
-		ly.experts.Backward(g.dh, n.acts.droute[l], dx, &a.moe, &ly.expertsG, n.auxDProb, n.zScale)
+		if err := ly.experts.Backward(ctx, g.dh, n.acts.droute[l], dx, &a.moe, &ly.expertsG, n.auxDProb, n.zScale); err != nil {
+			return fmt.Errorf("layer %d: %w", l, err)
+		}
 		if ly.shared != nil {
 			g.dsOut, g.dsg = growF(g.dsOut, N*D), growF(g.dsg, N)
 			for t := 0; t < N; t++ {
@@ -151,4 +158,5 @@ func (n *Net) ffnBackward(l int, a *ffnActs, dx, xMid []float32, N int) {
 	}
 	kernel.RMSNormBackward(g.dh, ly.postNorm.G, g.dh, xMid[:N*D], ly.postNorm.W, a.rstd, N, D)
 	addTo(dx[:N*D], g.dh)
+	return nil
 }

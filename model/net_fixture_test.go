@@ -104,13 +104,13 @@ func TestTrainTinyFixture(t *testing.T) {
 			}
 			for step := 1; step <= o.Steps; step++ {
 				n.ZeroGrad()
-				loss := n.Forward(ids, tgt, B, T, 0)
+				loss := fwd(t, n, ids, tgt, B, T, 0)
 				want := fx.Losses[step-1]
 				if math.Abs(loss.CE-want.CE) > 1e-5 || math.Abs(loss.Aux-want.Aux) > 1e-5 || math.Abs(loss.Total-want.Total) > 1e-5 {
 					t.Fatalf("step %d: loss ce %.8f aux %.8f total %.8f, want %.8f %.8f %.8f", step, loss.CE, loss.Aux, loss.Total, want.CE, want.Aux, want.Total)
 				}
 				t.Logf("step %d: ce %.9f aux %.9f total %.9f (want %.9f %.9f %.9f)", step, loss.CE, loss.Aux, loss.Total, want.CE, want.Aux, want.Total)
-				n.Backward(1)
+				bwd(t, n, 1)
 				if step == 1 {
 					checked, worst := 0, 0.0
 					for _, p := range n.Params {

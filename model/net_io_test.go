@@ -71,7 +71,7 @@ func TestNetSaveLoad(t *testing.T) {
 	for i := range ids {
 		ids[i], tgt[i] = int32(rng.IntN(c.V)), int32(rng.IntN(c.V))
 	}
-	a, b := n.Forward(ids, tgt, 2, 8, 0), m.Forward(ids, tgt, 2, 8, 0)
+	a, b := fwd(t, n, ids, tgt, 2, 8, 0), fwd(t, m, ids, tgt, 2, 8, 0)
 	if a != b {
 		t.Fatalf("loss %+v after reload, %+v before", b, a)
 	}

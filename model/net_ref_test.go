@@ -322,8 +322,8 @@ func TestNetGradientsFiniteDifference(t *testing.T) {
 			}
 			tgt[3] = -1
 			n.ZeroGrad()
-			loss := n.Forward(ids, tgt, B, T, 7)
-			n.Backward(1)
+			loss := fwd(t, n, ids, tgt, B, T, 7)
+			bwd(t, n, 1)
 			ref := newRefNet(n)
 			if c.Jitter > 0 {
 				ref.noise = n.acts.noise

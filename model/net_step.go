@@ -1,6 +1,7 @@
 package model
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 
@@ -100,8 +101,9 @@ func (n *Net) slot(l int) int {
 // cross-entropy over the counted targets plus the weighted auxiliary losses
 // (Hugging Face's load-balancing loss over all MoE layers' router logits
 // concatenated, and the router z-loss). step seeds the router jitter when
-// n.Train. Activations are kept for Backward.
-func (n *Net) Forward(ids, targets []int32, B, T int, step uint64) Loss {
+// n.Train. Activations are kept for Backward. Errors come only from MoE
+// layers' Exchanges (expert parallelism); the returned Loss is then zero.
+func (n *Net) Forward(ctx context.Context, ids, targets []int32, B, T int, step uint64) (Loss, error) {
 	c, a := n.Cfg, &n.acts
 	N := B * T
 	if len(ids) != N || len(targets) != N || T > n.maxT || B <= 0 || T <= 0 {
@@ -119,7 +121,9 @@ func (n *Net) Forward(ids, targets []int32, B, T int, step uint64) Loss {
 	kernel.Embedding(a.xs[0], n.embed.W, a.ids, N, c.D)
 	n.stats.Reset()
 	for l := 0; l < c.L; l++ {
-		n.layerForward(l, step)
+		if err := n.layerForward(ctx, l, step); err != nil {
+			return Loss{}, err
+		}
 	}
 	// Final norm, head, cross-entropy.
 	D, V := c.D, c.V
@@ -141,24 +145,27 @@ func (n *Net) Forward(ids, targets []int32, B, T int, step uint64) Loss {
 	}
 	loss.Aux, loss.Z = n.stats.Balance(), n.stats.Z()
 	loss.Total = loss.CE + c.AuxCoef*loss.Aux + c.ZCoef*loss.Z
-	return loss
+	return loss, nil
 }
 
 // layerForward runs layer l from xs[l] into xs[l+1].
-func (n *Net) layerForward(l int, step uint64) {
+func (n *Net) layerForward(ctx context.Context, l int, step uint64) error {
 	a := &n.acts
 	N, s := a.B*a.T, n.slot(l)
 	n.attnForward(l, &a.attn[s], a.xMid[s], a.xs[l], a.B, a.T, a.pos)
-	n.ffnForward(l, &a.ffn[s], a.xs[l+1], a.xMid[s], N, step)
+	if err := n.ffnForward(ctx, l, &a.ffn[s], a.xs[l+1], a.xMid[s], N, step); err != nil {
+		return err
+	}
 	if n.layers[l].experts != nil {
 		n.stats.Add(&a.ffn[s].moe)
 	}
+	return nil
 }
 
 // Backward accumulates into every Param's G the gradient of the loss of
 // the last Forward, scaled by scale (1 for one batch; 1/m to average m
-// accumulated micro-batches).
-func (n *Net) Backward(scale float32) {
+// accumulated micro-batches). Errors come only from Exchanges.
+func (n *Net) Backward(ctx context.Context, scale float32) error {
 	c, a, g := n.Cfg, &n.acts, &n.acts.grad
 	N, D, V := a.B*a.T, c.D, c.V
 	if N == 0 {
@@ -183,23 +190,28 @@ func (n *Net) Backward(scale float32) {
 	for l := c.L - 1; l >= 0; l-- {
 		s := n.slot(l)
 		if n.Recompute {
-			n.layerRecompute(l)
+			if err := n.layerRecompute(ctx, l); err != nil {
+				return err
+			}
 		}
-		n.ffnBackward(l, &a.ffn[s], dx, a.xMid[s], N)
+		if err := n.ffnBackward(ctx, l, &a.ffn[s], dx, a.xMid[s], N); err != nil {
+			return err
+		}
 		n.attnBackward(l, &a.attn[s], dx, a.xs[l], a.B, a.T, a.pos)
 	}
 	kernel.EmbeddingBackward(n.embed.G, dx, a.ids, N, D)
+	return nil
 }
 
 // layerRecompute re-runs layer l's forward from its saved input to refill
 // the shared activation slot. Its output (identical to xs[l+1]) goes to a
 // scratch stream; the routing logits it rewrites are identical too.
-func (n *Net) layerRecompute(l int) {
+func (n *Net) layerRecompute(ctx context.Context, l int) error {
 	a := &n.acts
 	N := a.B * a.T
 	a.recomp = growF(a.recomp, N*n.Cfg.D)
 	n.attnForward(l, &a.attn[0], a.xMid[0], a.xs[l], a.B, a.T, a.pos)
-	n.ffnForward(l, &a.ffn[0], a.recomp, a.xMid[0], N, a.step)
+	return n.ffnForward(ctx, l, &a.ffn[0], a.recomp, a.xMid[0], N, a.step)
 }
 
 // fillJitter draws the router jitter for (seed, step, layer): uniform in

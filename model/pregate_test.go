@@ -70,7 +70,7 @@ func TestSessionMatchesNet(t *testing.T) {
 			}
 			copy(tgt, ids[1:])
 			tgt[T-1] = -1
-			n.Forward(ids, tgt, 1, T, 0)
+			fwd(t, n, ids, tgt, 1, T, 0)
 			want := n.Logits()
 			V, K := c.V, c.K
 

@@ -1,6 +1,7 @@
 package moe
 
 import (
+	"context"
 	"fmt"
 	"math"
 
@@ -19,6 +20,11 @@ type Layer struct {
 
 	W1, W3 []float32 // (E, F, D) gate and up projections
 	W2     []float32 // (E, D, F) down projections
+
+	// Exchange, when set, moves routed rows to the ranks that own their
+	// experts and back (expert parallelism); the weights above then hold
+	// only this rank's El local experts. nil: all E experts are local.
+	Exchange Exchange
 
 	// W1b, W3b, W2b, when set, are the weights as bf16 (the same values,
 	// kept in sync by the owner): the forward and input-gradient products
@@ -55,10 +61,14 @@ type Activations struct {
 	x       []float32 // (T, D), the caller's input (not copied: keep it unchanged)
 	routing Routing
 	plan    Plan
-	xs      []float32 // (R, D) dispatched rows
-	h1, h3  []float32 // (R, F) gate and up pre-activations
-	a       []float32 // (R, F) silu(h1) * h3
-	o       []float32 // (R, D) expert outputs
+	xs      []float32 // (R, D) dispatched rows, plan order
+	xe      []float32 // (Rl, D) rows at the local experts (xs when all experts are local)
+	offsE   []int     // (El+1) local expert offsets into xe
+	h1, h3  []float32 // (Rl, F) gate and up pre-activations
+	a       []float32 // (Rl, F) silu(h1) * h3
+	oe      []float32 // (Rl, D) local expert outputs
+	o       []float32 // (R, D) expert outputs back in plan order (oe when local)
+	oRet    []float32 // buffer of o with an Exchange
 
 	// Router statistics (for the load-balancing and z losses):
 	Count   []float64 // (E) assignments routed to e (the router's choice, kept or dropped)
@@ -67,6 +77,7 @@ type Activations struct {
 
 	// Backward scratch.
 	dO, da, dh1, dh3, dxs, dprobs []float32
+	dxse, dxsRet                  []float32
 	dw, tmp                       []float32
 }
 
@@ -79,8 +90,9 @@ func (a *Activations) Plan() Plan { return a.plan }
 // Forward adds the MoE output for x (T, D) routed by logits (T, E) into
 // y (T, D) and records in act what Backward needs and the router
 // statistics. Per-expert capacity is ceil(Capacity*T*K/E) when Capacity > 0;
-// assignments beyond it are dropped (the token keeps its residual).
-func (l *Layer) Forward(y, x, logits []float32, T int, act *Activations) {
+// assignments beyond it are dropped (the token keeps its residual). Rows
+// reach the experts through l.Exchange when set; its errors are returned.
+func (l *Layer) Forward(ctx context.Context, y, x, logits []float32, T int, act *Activations) error {
 	D, F, E := l.D, l.F, l.E
 	if len(x) < T*D || len(y) < T*D || len(logits) < T*E {
 		panic(fmt.Sprintf("moe.Layer.Forward: T=%d D=%d E=%d len(x)=%d len(y)=%d len(logits)=%d", T, D, E, len(x), len(y), len(logits)))
@@ -94,16 +106,33 @@ func (l *Layer) Forward(y, x, logits []float32, T int, act *Activations) {
 	act.plan = NewPlan(act.routing, E, capacity)
 	R := act.plan.Rows()
 	act.xs = grow(act.xs, R*D)
-	act.h1, act.h3, act.a = grow(act.h1, R*F), grow(act.h3, R*F), grow(act.a, R*F)
-	act.o = grow(act.o, R*D)
 	Dispatch(act.xs, x, act.plan, l.K, D)
-	offs := act.plan.Offsets
-	gemm(true, offs, F, D, act.xs, l.W1, l.W1b, F*D, 0, act.h1)
-	gemm(true, offs, F, D, act.xs, l.W3, l.W3b, F*D, 0, act.h3)
-	kernel.SwiGLU(act.a[:R*F], act.h1[:R*F], act.h3[:R*F])
-	gemm(true, offs, D, F, act.a, l.W2, l.W2b, D*F, 0, act.o)
+	act.xe, act.offsE = act.xs, act.plan.Offsets
+	if l.Exchange != nil {
+		var err error
+		if act.xe, act.offsE, err = l.Exchange.Send(ctx, act.xs, &act.plan, D); err != nil {
+			return fmt.Errorf("moe: dispatch: %w", err)
+		}
+	}
+	offs := act.offsE
+	Rl := offs[len(offs)-1]
+	act.h1, act.h3, act.a = grow(act.h1, Rl*F), grow(act.h3, Rl*F), grow(act.a, Rl*F)
+	act.oe = grow(act.oe, Rl*D)
+	gemm(true, offs, F, D, act.xe, l.W1, l.W1b, F*D, 0, act.h1)
+	gemm(true, offs, F, D, act.xe, l.W3, l.W3b, F*D, 0, act.h3)
+	kernel.SwiGLU(act.a[:Rl*F], act.h1[:Rl*F], act.h3[:Rl*F])
+	gemm(true, offs, D, F, act.a, l.W2, l.W2b, D*F, 0, act.oe)
+	act.o = act.oe
+	if l.Exchange != nil {
+		act.oRet = grow(act.oRet, R*D)
+		act.o = act.oRet
+		if err := l.Exchange.Return(ctx, act.o, act.oe, &act.plan, D); err != nil {
+			return fmt.Errorf("moe: combine: %w", err)
+		}
+	}
 	Combine(y, act.o, act.plan, act.routing, D)
 	act.stats(logits[:T*E], E)
+	return nil
 }
 
 // stats fills Count, ProbSum and LSE from the routing and the logits.
@@ -146,11 +175,12 @@ func (act *Activations) stats(logits []float32, E int) {
 // coef * mean-over-N-tokens of LSE^2). Gradients reach the router through
 // the combine weights (with the renormalisation) and these losses, not
 // through the top-k choice.
-func (l *Layer) Backward(dx, dlogits, dy []float32, act *Activations, g *Grads, auxDProb []float32, zScale float64) {
+func (l *Layer) Backward(ctx context.Context, dx, dlogits, dy []float32, act *Activations, g *Grads, auxDProb []float32, zScale float64) error {
 	T, D, F, E, K := act.T, l.D, l.F, l.E, l.K
 	p, r := &act.plan, &act.routing
 	R := p.Rows()
-	offs := p.Offsets
+	offs := act.offsE
+	Rl := offs[len(offs)-1]
 	// Expert path: dO = w * dy per kept slot; dw = dy . o.
 	act.dO = grow(act.dO, R*D)
 	act.dw = grow(act.dw, T*K)
@@ -174,16 +204,32 @@ func (l *Layer) Backward(dx, dlogits, dy []float32, act *Activations, g *Grads, 
 			dw[t*K+k] = s
 		}
 	}
-	kernel.GroupedGemmWeightGrad(offs, D, F, 1, dO, act.a, 1, g.W2, D*F)
-	act.da = grow(act.da, R*F)
-	gemm(false, offs, F, D, dO, l.W2, l.W2b, D*F, 0, act.da)
-	act.dh1, act.dh3 = grow(act.dh1, R*F), grow(act.dh3, R*F)
-	kernel.SwiGLUBackward(act.dh1[:R*F], act.dh3[:R*F], act.da[:R*F], act.h1[:R*F], act.h3[:R*F])
-	kernel.GroupedGemmWeightGrad(offs, F, D, 1, act.dh1, act.xs, 1, g.W1, F*D)
-	kernel.GroupedGemmWeightGrad(offs, F, D, 1, act.dh3, act.xs, 1, g.W3, F*D)
-	act.dxs = grow(act.dxs, R*D)
-	gemm(false, offs, D, F, act.dh1, l.W1, l.W1b, F*D, 0, act.dxs)
-	gemm(false, offs, D, F, act.dh3, l.W3, l.W3b, F*D, 1, act.dxs)
+	// The output gradients travel to the experts as the inputs did.
+	dOe := dO
+	if l.Exchange != nil {
+		var err error
+		if dOe, _, err = l.Exchange.Send(ctx, dO, p, D); err != nil {
+			return fmt.Errorf("moe: backward dispatch: %w", err)
+		}
+	}
+	kernel.GroupedGemmWeightGrad(offs, D, F, 1, dOe, act.a, 1, g.W2, D*F)
+	act.da = grow(act.da, Rl*F)
+	gemm(false, offs, F, D, dOe, l.W2, l.W2b, D*F, 0, act.da)
+	act.dh1, act.dh3 = grow(act.dh1, Rl*F), grow(act.dh3, Rl*F)
+	kernel.SwiGLUBackward(act.dh1[:Rl*F], act.dh3[:Rl*F], act.da[:Rl*F], act.h1[:Rl*F], act.h3[:Rl*F])
+	kernel.GroupedGemmWeightGrad(offs, F, D, 1, act.dh1, act.xe, 1, g.W1, F*D)
+	kernel.GroupedGemmWeightGrad(offs, F, D, 1, act.dh3, act.xe, 1, g.W3, F*D)
+	act.dxse = grow(act.dxse, Rl*D)
+	gemm(false, offs, D, F, act.dh1, l.W1, l.W1b, F*D, 0, act.dxse)
+	gemm(false, offs, D, F, act.dh3, l.W3, l.W3b, F*D, 1, act.dxse)
+	act.dxs = act.dxse
+	if l.Exchange != nil {
+		act.dxsRet = grow(act.dxsRet, R*D)
+		act.dxs = act.dxsRet
+		if err := l.Exchange.Return(ctx, act.dxs, act.dxse, p, D); err != nil {
+			return fmt.Errorf("moe: backward combine: %w", err)
+		}
+	}
 	for row := 0; row < R; row++ {
 		t := int(p.RowSlot[row]) / K
 		d, s := dx[t*D:(t+1)*D], act.dxs[row*D:(row+1)*D]
@@ -232,6 +278,7 @@ func (l *Layer) Backward(dx, dlogits, dy []float32, act *Activations, g *Grads, 
 			}
 		}
 	}
+	return nil
 }
 
 func grow(s []float32, n int) []float32 {

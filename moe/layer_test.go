@@ -1,6 +1,7 @@
 package moe
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -41,7 +42,9 @@ func (l *testLayer) forward(y, x []float32, T int, act *Activations) {
 			logits[t*l.E+e] = s
 		}
 	}
-	l.Forward(y, x, logits, T, act)
+	if err := l.Forward(context.Background(), y, x, logits, T, act); err != nil {
+		panic(err)
+	}
 }
 
 // loss is sum(y * r) + the weighted auxiliary losses, in float64.
@@ -65,7 +68,9 @@ func (l *testLayer) backward(dx, dy []float32, act *Activations, g *Grads) []flo
 	st.Add(act)
 	dprob, zs := st.Grad(nil, l.auxCoef, l.zCoef)
 	dlogits := make([]float32, T*E)
-	l.Backward(dx, dlogits, dy, act, g, dprob, zs)
+	if err := l.Backward(context.Background(), dx, dlogits, dy, act, g, dprob, zs); err != nil {
+		panic(err)
+	}
 	grouter := make([]float32, E*D)
 	for t := 0; t < T; t++ {
 		for e := 0; e < E; e++ {

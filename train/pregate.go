@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/moesys/moesys/model"
@@ -67,7 +68,7 @@ type Agreement struct {
 
 // RoutingAgreement runs both models on the validation batches and compares
 // their routing (see Agreement).
-func RoutingAgreement(orig, conv *model.Net, val []ValBatch, T int) Agreement {
+func RoutingAgreement(ctx context.Context, orig, conv *model.Net, val []ValBatch, T int) (Agreement, error) {
 	var a Agreement
 	c := conv.Cfg
 	K := c.K
@@ -78,13 +79,23 @@ func RoutingAgreement(orig, conv *model.Net, val []ValBatch, T int) Agreement {
 			a.Layers++
 		}
 	}
+	oldO, oldC := orig.Recompute, conv.Recompute
+	trO, trC := orig.Train, conv.Train
+	orig.Recompute, conv.Recompute = false, false // RoutingIDs needs each layer's activations
+	orig.Train, conv.Train = false, false
+	defer func() {
+		orig.Recompute, conv.Recompute = oldO, oldC
+		orig.Train, conv.Train = trO, trC
+	}()
 	for _, vb := range val {
-		oldO, oldC := orig.Recompute, conv.Recompute
-		orig.Recompute, conv.Recompute = false, false
-		trO, trC := orig.Train, conv.Train
-		orig.Train, conv.Train = false, false
-		lo := orig.Forward(vb.Inputs, vb.Targets, vb.Rows, T, 0)
-		lc := conv.Forward(vb.Inputs, vb.Targets, vb.Rows, T, 0)
+		lo, err := orig.Forward(ctx, vb.Inputs, vb.Targets, vb.Rows, T, 0)
+		if err != nil {
+			return a, err
+		}
+		lc, err := conv.Forward(ctx, vb.Inputs, vb.Targets, vb.Rows, T, 0)
+		if err != nil {
+			return a, err
+		}
 		lossO += lo.CE * float64(lo.Tokens)
 		lossC += lc.CE * float64(lc.Tokens)
 		n += lo.Tokens
@@ -109,8 +120,6 @@ func RoutingAgreement(orig, conv *model.Net, val []ValBatch, T int) Agreement {
 				a.Tokens++
 			}
 		}
-		orig.Recompute, conv.Recompute = oldO, oldC
-		orig.Train, conv.Train = trO, trC
 	}
 	if a.Tokens > 0 {
 		a.ExactSet /= float64(a.Tokens)
@@ -119,7 +128,7 @@ func RoutingAgreement(orig, conv *model.Net, val []ValBatch, T int) Agreement {
 	if n > 0 {
 		a.ValOrig, a.ValConv = lossO/float64(n), lossC/float64(n)
 	}
-	return a
+	return a, nil
 }
 
 // NewTrainerFrom builds a Trainer around an existing model (for example a

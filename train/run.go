@@ -81,7 +81,12 @@ func (t *Trainer) Run(ctx context.Context, rc RunConfig) (Summary, error) {
 			s.Interrupted = true
 			break
 		}
-		r := t.TrainStep()
+		// The step in flight finishes even when ctx is cancelled meanwhile:
+		// cancellation (SIGINT) asks to stop after it, with a checkpoint.
+		r, err := t.TrainStep(context.WithoutCancel(ctx))
+		if err != nil {
+			return s, err
+		}
 		tokens += r.Tokens
 		if t.Step == startStep+1 {
 			s.FirstLoss = r.Loss

@@ -116,8 +116,9 @@ func (t *Trainer) syncBF16() {
 	})
 }
 
-// TrainStep runs one optimizer step.
-func (t *Trainer) TrainStep() StepResult {
+// TrainStep runs one optimizer step. An error (from expert exchanges)
+// leaves the weights unchanged and the step not counted.
+func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 	o := t.Opts
 	start := time.Now()
 	t.Net.ZeroGrad()
@@ -125,8 +126,13 @@ func (t *Trainer) TrainStep() StepResult {
 	inv := 1 / float64(o.Accum)
 	for m := 0; m < o.Accum; m++ {
 		t.train.Batch(t.Step*o.Accum+m, t.inputs, t.target)
-		loss := t.Net.Forward(t.inputs, t.target, o.Batch, o.Seq, uint64(t.Step*o.Accum+m))
-		t.Net.Backward(float32(inv))
+		loss, err := t.Net.Forward(ctx, t.inputs, t.target, o.Batch, o.Seq, uint64(t.Step*o.Accum+m))
+		if err != nil {
+			return StepResult{}, fmt.Errorf("train: step %d: %w", t.Step+1, err)
+		}
+		if err := t.Net.Backward(ctx, float32(inv)); err != nil {
+			return StepResult{}, fmt.Errorf("train: step %d: %w", t.Step+1, err)
+		}
 		r.Loss += loss.Total * inv
 		r.CE += loss.CE * inv
 		r.Aux += loss.Aux * inv
@@ -145,7 +151,7 @@ func (t *Trainer) TrainStep() StepResult {
 	t.tokens += int64(r.Tokens)
 	r.Step = t.Step
 	r.Seconds = time.Since(start).Seconds()
-	return r
+	return r, nil
 }
 
 // Evaluate returns the mean cross-entropy over the validation batches.
@@ -159,7 +165,10 @@ func (t *Trainer) Evaluate(ctx context.Context) (float64, error) {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		loss := t.Net.Forward(vb.Inputs, vb.Targets, vb.Rows, t.Opts.Seq, 0)
+		loss, err := t.Net.Forward(ctx, vb.Inputs, vb.Targets, vb.Rows, t.Opts.Seq, 0)
+		if err != nil {
+			return 0, fmt.Errorf("train: validation: %w", err)
+		}
 		sum += loss.CE * float64(loss.Tokens)
 		n += loss.Tokens
 	}

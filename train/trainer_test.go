@@ -61,7 +61,7 @@ func TestResumeBitIdentical(t *testing.T) {
 			}
 			var want []float64
 			for i := 0; i < 8; i++ {
-				want = append(want, straight.TrainStep().Loss)
+				want = append(want, mustStep(t, straight).Loss)
 			}
 			first, err := NewTrainer(o, corpus)
 			if err != nil {
@@ -69,7 +69,7 @@ func TestResumeBitIdentical(t *testing.T) {
 			}
 			var got []float64
 			for i := 0; i < 4; i++ {
-				got = append(got, first.TrainStep().Loss)
+				got = append(got, mustStep(t, first).Loss)
 			}
 			out := t.TempDir()
 			dir, err := first.Save(out, 0)
@@ -88,7 +88,7 @@ func TestResumeBitIdentical(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := 0; i < 4; i++ {
-				got = append(got, resumed.TrainStep().Loss)
+				got = append(got, mustStep(t, resumed).Loss)
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("losses\n got %v\nwant %v", got, want)
@@ -245,7 +245,7 @@ func TestConvertPregate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 6; i++ {
-		tr.TrainStep()
+		mustStep(t, tr)
 	}
 	conv, err := ConvertPregate(tr.Net, 1, o.Seq)
 	if err != nil {
@@ -262,7 +262,7 @@ func TestConvertPregate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := RoutingAgreement(tr.Net, conv, val, o.Seq)
+	before := mustAgree(t, tr.Net, conv, val, o.Seq)
 	if before.Layers != 2 || before.Tokens != 2*2*o.Batch*o.Seq || before.ExactSet < 0 || before.ExactSet > before.Overlap || before.Overlap > 1 {
 		t.Fatalf("agreement %+v", before)
 	}
@@ -271,7 +271,7 @@ func TestConvertPregate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := RoutingAgreement(conv, self, val, o.Seq); a.ExactSet != 1 || a.ValOrig != a.ValConv {
+	if a := mustAgree(t, conv, self, val, o.Seq); a.ExactSet != 1 || a.ValOrig != a.ValConv {
 		t.Fatalf("a model against its own copy: %+v", a)
 	}
 	ft, err := NewTrainerFrom(o, corpus, conv)
@@ -279,9 +279,9 @@ func TestConvertPregate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 4; i++ {
-		ft.TrainStep()
+		mustStep(t, ft)
 	}
-	after := RoutingAgreement(tr.Net, ft.Net, val, o.Seq)
+	after := mustAgree(t, tr.Net, ft.Net, val, o.Seq)
 	if after.Tokens != before.Tokens || after.ValConv == before.ValConv {
 		t.Fatalf("after fine-tuning %+v, before %+v", after, before)
 	}
@@ -294,8 +294,8 @@ func TestBF16CopiesFollowMasters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr.TrainStep()
-	tr.TrainStep()
+	mustStep(t, tr)
+	mustStep(t, tr)
 	copies := 0
 	for i, p := range tr.Net.Params {
 		for j, w := range p.W {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -106,15 +107,20 @@ func benchTrainer(name string, mod func(o *train.Options)) (*train.Trainer, trai
 
 // stepTokS times steps optimizer steps after one warm-up step and returns
 // tokens/s of each.
-func stepTokS(tr *train.Trainer, o train.Options, steps int) []float64 {
-	tr.TrainStep()
+func stepTokS(tr *train.Trainer, o train.Options, steps int) ([]float64, error) {
+	ctx := context.Background()
+	if _, err := tr.TrainStep(ctx); err != nil {
+		return nil, err
+	}
 	var v []float64
 	for i := 0; i < steps; i++ {
 		t := time.Now()
-		tr.TrainStep()
+		if _, err := tr.TrainStep(ctx); err != nil {
+			return nil, err
+		}
 		v = append(v, float64(o.Batch*o.Seq*o.Accum)/time.Since(t).Seconds())
 	}
-	return v
+	return v, nil
 }
 
 // trainFlopsPerToken is the model FLOPs of one trained token: 6 per active
@@ -154,13 +160,19 @@ func benchTrain(opts benchOptions, progress io.Writer) ([]benchResult, error) {
 			if err != nil {
 				return nil, err
 			}
-			v := stepTokS(tr, o, steps)
+			v, err := stepTokS(tr, o, steps)
+			if err != nil {
+				return nil, err
+			}
 			got[i].moesys = append(got[i].moesys, median(v))
 			fmt.Fprintf(progress, "round %d %s: moesys %.0f tokens/s", r+1, m.name, median(v))
 			if tr, o, err = benchTrainer("small", func(o *train.Options) { o.BF16 = true }); err != nil {
 				return nil, err
 			}
-			vb := stepTokS(tr, o, steps)
+			vb, err := stepTokS(tr, o, steps)
+			if err != nil {
+				return nil, err
+			}
 			got[i].bf16 = append(got[i].bf16, median(vb))
 			fmt.Fprintf(progress, " (bf16 products %.0f)", median(vb))
 			if peerErr == nil {
@@ -207,7 +219,10 @@ func benchTrain(opts benchOptions, progress io.Writer) ([]benchResult, error) {
 	if opts.quick {
 		mediumSteps = 2
 	}
-	v := stepTokS(tr, o, mediumSteps)
+	v, err := stepTokS(tr, o, mediumSteps)
+	if err != nil {
+		return nil, err
+	}
 	tps := median(v)
 	flops := trainFlopsPerToken(o.Model, o.Seq) * tps / 1e9
 	peak, which := p.fma[2], "fp32 FMA"

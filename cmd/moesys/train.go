@@ -238,7 +238,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			return verr
 		}
 		report.Distance = dist
-		report.Before = train.RoutingAgreement(orig, conv, val, o.Seq)
+		if report.Before, err = train.RoutingAgreement(ctx, orig, conv, val, o.Seq); err != nil {
+			return err
+		}
 		fmt.Fprintf(stderr, "converted %s to pre-gates at distance %d: routing agreement %.1f%% (exact top-%d set), %.1f%% (expert overlap); val loss %.4f (original %.4f)\n",
 			ckpt, dist, 100*report.Before.ExactSet, o.Model.K, 100*report.Before.Overlap, report.Before.ValConv, report.Before.ValOrig)
 		tr, err = train.NewTrainerFrom(o, corpus, conv)
@@ -276,7 +278,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		report.After = train.RoutingAgreement(orig, tr.Net, val, o.Seq)
+		if report.After, err = train.RoutingAgreement(ctx, orig, tr.Net, val, o.Seq); err != nil {
+			return err
+		}
 		report.Steps = s.Steps
 		fmt.Fprintf(stderr, "after fine-tuning: routing agreement %.1f%% (exact set), %.1f%% (overlap); val loss %.4f (original %.4f)\n",
 			100*report.After.ExactSet, 100*report.After.Overlap, report.After.ValConv, report.After.ValOrig)
