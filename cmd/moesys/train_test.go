@@ -134,3 +134,20 @@ func TestTrainCommandErrors(t *testing.T) {
 		t.Fatalf("help: exit %d\n%s", code, stdout)
 	}
 }
+
+// TestExampleConfigs: the shipped example configs parse and validate.
+func TestExampleConfigs(t *testing.T) {
+	paths, err := filepath.Glob(filepath.Join("..", "..", "examples", "train-*.json"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no example configs: %v", err)
+	}
+	for _, p := range paths {
+		o, err := readTrainFile(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if err := o.Validate(); err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+	}
+}
