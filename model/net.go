@@ -61,9 +61,9 @@ type netLayer struct {
 	inNorm, q, k, v, o, postNorm *Param
 	// Dense FFN (nil in MoE layers).
 	dense *swiglu
-	// MoE FFN (nil in dense layers). experts' weights alias w1, w3, w2.
+	// MoE FFN (nil in dense layers). experts' weights alias w13 and w2.
 	experts    *moe.Layer
-	w1, w3, w2 *Param    // fused (E, F, D) / (E, D, F) views' owners (not in Params)
+	w13, w2    *Param    // fused (E, 2F, D) gate+up and (E, D, F) down, viewed by the per-expert Params (not in Params)
 	expertsG   moe.Grads // gradient views of the fused buffers
 	gate       *Param    // own router (E, D), or nil when routed by a pre-gate
 	pregate    *Param    // pre-gate (E, D) routing PregateTarget, or nil
@@ -132,19 +132,14 @@ func NewNet(c *Config, maxT int) (*Net, error) {
 		fused := func(name string, rows, cols int) *Param {
 			return &Param{Name: name, Shape: []int{E, rows, cols}, W: make([]float32, E*rows*cols), G: make([]float32, E*rows*cols)}
 		}
-		ly.w1, ly.w3, ly.w2 = fused("w1", F, D), fused("w3", F, D), fused("w2", D, F)
+		ly.w13, ly.w2 = fused("w13", 2*F, D), fused("w2", D, F)
 		ly.experts = &moe.Layer{D: D, F: F, E: E, K: c.K, Normalize: c.NormTopK, Capacity: c.Capacity,
-			W1: ly.w1.W, W3: ly.w3.W, W2: ly.w2.W}
-		ly.expertsG = moe.Grads{W1: ly.w1.G, W3: ly.w3.G, W2: ly.w2.G}
+			W13: ly.w13.W, W2: ly.w2.W}
+		ly.expertsG = moe.Grads{W13: ly.w13.G, W2: ly.w2.G}
 		for e := 0; e < E; e++ {
-			g, u, d := sp.Expert(l, e)
-			for _, x := range []struct {
-				name string
-				f    *Param
-			}{{g, ly.w1}, {u, ly.w3}, {d, ly.w2}} {
-				sz := len(x.f.W) / E
-				p := &Param{Name: x.name, Shape: specs[x.name].Shape, W: x.f.W[e*sz : (e+1)*sz], G: x.f.G[e*sz : (e+1)*sz]}
-				n.byName[x.name] = p
+			for _, v := range n.expertViews(l, e) {
+				n.byName[v.name] = &Param{Name: v.name, Shape: specs[v.name].Shape,
+					W: v.f.W[v.off : v.off+F*D], G: v.f.G[v.off : v.off+F*D]}
 			}
 		}
 		if c.SharedFFN > 0 {
@@ -166,6 +161,23 @@ func NewNet(c *Config, maxT int) (*Net, error) {
 	n.cos, n.sin = make([]float32, maxT*half), make([]float32, maxT*half)
 	kernel.RoPEFreqs(n.cos, n.sin, maxT, c.RotaryDim, c.RopeTheta)
 	return n, nil
+}
+
+// expertView is where expert e's checkpoint tensor lives in its layer's
+// fused buffer f: F*D values from off.
+type expertView struct {
+	name string
+	f    *Param
+	off  int
+}
+
+// expertViews returns expert e of layer l's gate, up and down tensors:
+// gate and up stacked in w13 (E, 2F, D), down in w2 (E, D, F).
+func (n *Net) expertViews(l, e int) [3]expertView {
+	ly, c := &n.layers[l], n.Cfg
+	FD := c.ExpertFFN * c.D
+	g, u, d := SpecFor(c.Arch).Expert(l, e)
+	return [3]expertView{{g, ly.w13, e * 2 * FD}, {u, ly.w13, e*2*FD + FD}, {d, ly.w2, e * FD}}
 }
 
 // Param returns the named parameter, or nil.
@@ -293,24 +305,19 @@ func (n *Net) SetBF16Products(on bool) bool {
 			p.B = nil
 		}
 	}
-	sp := SpecFor(n.Cfg.Arch)
 	for l := range n.layers {
 		ly := &n.layers[l]
 		if ly.experts == nil {
 			continue
 		}
-		ly.experts.W1b, ly.experts.W3b, ly.experts.W2b = ly.w1.B, ly.w3.B, ly.w2.B
+		ly.experts.W13b, ly.experts.W2b = ly.w13.B, ly.w2.B
 		// The per-expert Params view the fused copies too.
 		for e := 0; e < n.Cfg.E; e++ {
-			g, u, d := sp.Expert(l, e)
-			for _, x := range []struct {
-				name string
-				f    *Param
-			}{{g, ly.w1}, {u, ly.w3}, {d, ly.w2}} {
-				v := n.byName[x.name]
-				v.B = nil
-				if x.f.B != nil {
-					v.B = x.f.B[e*len(v.W) : (e+1)*len(v.W)]
+			for _, v := range n.expertViews(l, e) {
+				p := n.byName[v.name]
+				p.B = nil
+				if v.f.B != nil {
+					p.B = v.f.B[v.off : v.off+len(p.W)]
 				}
 			}
 		}
@@ -331,7 +338,7 @@ func (n *Net) bf16Params() []*Param {
 			}
 		}
 		if ly.experts != nil {
-			ps = append(ps, ly.w1, ly.w3, ly.w2)
+			ps = append(ps, ly.w13, ly.w2)
 		}
 	}
 	return ps

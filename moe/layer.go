@@ -18,7 +18,9 @@ type Layer struct {
 	Normalize  bool    // renormalise the top-K weights (Mixtral)
 	Capacity   float64 // capacity factor; <= 0: dropless
 
-	W1, W3 []float32 // (E, F, D) gate and up projections
+	// W13 (E, 2F, D): expert e's gate projection (W1, rows [0, F)) and up
+	// projection (W3, rows [F, 2F)) stacked, so one product computes both.
+	W13 []float32
 	W2     []float32 // (E, D, F) down projections
 
 	// Exchange, when set, moves routed rows to the ranks that own their
@@ -26,11 +28,11 @@ type Layer struct {
 	// only this rank's El local experts. nil: all E experts are local.
 	Exchange Exchange
 
-	// W1b, W3b, W2b, when set, are the weights as bf16 (the same values,
+	// W13b, W2b, when set, are the weights as bf16 (the same values,
 	// kept in sync by the owner): the forward and input-gradient products
 	// then use bf16 dot products (activations rounded to bf16, f32
 	// accumulation); weight gradients stay f32.
-	W1b, W3b, W2b []uint16
+	W13b, W2b []uint16
 }
 
 // gemm runs C = A*op(B_e) per expert with the f32 weights w or, when wb is
@@ -45,12 +47,12 @@ func gemm(transB bool, offs []int, N, K int, a []float32, w []float32, wb []uint
 
 // Grads holds a Layer's parameter gradients (same shapes), accumulated.
 type Grads struct {
-	W1, W3, W2 []float32
+	W13, W2 []float32
 }
 
 // NewGrads allocates zero gradients for l.
 func (l *Layer) NewGrads() *Grads {
-	return &Grads{W1: make([]float32, l.E*l.F*l.D), W3: make([]float32, l.E*l.F*l.D), W2: make([]float32, l.E*l.D*l.F)}
+	return &Grads{W13: make([]float32, l.E*2*l.F*l.D), W2: make([]float32, l.E*l.D*l.F)}
 }
 
 // Activations is what Backward needs from Forward, plus the router
@@ -64,8 +66,8 @@ type Activations struct {
 	xs      []float32 // (R, D) dispatched rows, plan order
 	xe      []float32 // (Rl, D) rows at the local experts (xs when all experts are local)
 	offsE   []int     // (El+1) local expert offsets into xe
-	h1, h3  []float32 // (Rl, F) gate and up pre-activations
-	a       []float32 // (Rl, F) silu(h1) * h3
+	h       []float32 // (Rl, 2F) gate and up pre-activations [g | u]
+	a       []float32 // (Rl, F) silu(g) * u
 	oe      []float32 // (Rl, D) local expert outputs
 	o       []float32 // (R, D) expert outputs back in plan order (oe when local)
 	oRet    []float32 // buffer of o with an Exchange
@@ -76,7 +78,7 @@ type Activations struct {
 	LSE     []float64 // (T) logsumexp of each token's router logits
 
 	// Backward scratch.
-	dO, da, dh1, dh3, dxs, dprobs []float32
+	dO, da, dh, dxs, dprobs []float32
 	dxse, dxsRet                  []float32
 	dw, tmp                       []float32
 }
@@ -116,11 +118,10 @@ func (l *Layer) Forward(ctx context.Context, y, x, logits []float32, T int, act 
 	}
 	offs := act.offsE
 	Rl := offs[len(offs)-1]
-	act.h1, act.h3, act.a = grow(act.h1, Rl*F), grow(act.h3, Rl*F), grow(act.a, Rl*F)
+	act.h, act.a = grow(act.h, Rl*2*F), grow(act.a, Rl*F)
 	act.oe = grow(act.oe, Rl*D)
-	gemm(true, offs, F, D, act.xe, l.W1, l.W1b, F*D, 0, act.h1)
-	gemm(true, offs, F, D, act.xe, l.W3, l.W3b, F*D, 0, act.h3)
-	kernel.SwiGLU(act.a[:Rl*F], act.h1[:Rl*F], act.h3[:Rl*F])
+	gemm(true, offs, 2*F, D, act.xe, l.W13, l.W13b, 2*F*D, 0, act.h)
+	kernel.SwiGLUFused(act.a[:Rl*F], act.h[:Rl*2*F], Rl, F)
 	gemm(true, offs, D, F, act.a, l.W2, l.W2b, D*F, 0, act.oe)
 	act.o = act.oe
 	if l.Exchange != nil {
@@ -215,13 +216,11 @@ func (l *Layer) Backward(ctx context.Context, dx, dlogits, dy []float32, act *Ac
 	kernel.GroupedGemmWeightGrad(offs, D, F, 1, dOe, act.a, 1, g.W2, D*F)
 	act.da = grow(act.da, Rl*F)
 	gemm(false, offs, F, D, dOe, l.W2, l.W2b, D*F, 0, act.da)
-	act.dh1, act.dh3 = grow(act.dh1, Rl*F), grow(act.dh3, Rl*F)
-	kernel.SwiGLUBackward(act.dh1[:Rl*F], act.dh3[:Rl*F], act.da[:Rl*F], act.h1[:Rl*F], act.h3[:Rl*F])
-	kernel.GroupedGemmWeightGrad(offs, F, D, 1, act.dh1, act.xe, 1, g.W1, F*D)
-	kernel.GroupedGemmWeightGrad(offs, F, D, 1, act.dh3, act.xe, 1, g.W3, F*D)
+	act.dh = grow(act.dh, Rl*2*F)
+	kernel.SwiGLUFusedBackward(act.dh[:Rl*2*F], act.da[:Rl*F], act.h[:Rl*2*F], Rl, F)
+	kernel.GroupedGemmWeightGrad(offs, 2*F, D, 1, act.dh, act.xe, 1, g.W13, 2*F*D)
 	act.dxse = grow(act.dxse, Rl*D)
-	gemm(false, offs, D, F, act.dh1, l.W1, l.W1b, F*D, 0, act.dxse)
-	gemm(false, offs, D, F, act.dh3, l.W3, l.W3b, F*D, 1, act.dxse)
+	gemm(false, offs, D, 2*F, act.dh, l.W13, l.W13b, 2*F*D, 0, act.dxse)
 	act.dxs = act.dxse
 	if l.Exchange != nil {
 		act.dxsRet = grow(act.dxsRet, R*D)

@@ -27,7 +27,7 @@ type testLayer struct {
 func newTestLayer(rng *rand.Rand, normalize bool, capacity float64) *testLayer {
 	D, F, E, K := 6, 5, 4, 2
 	return &testLayer{Layer: &Layer{D: D, F: F, E: E, K: K, Normalize: normalize, Capacity: capacity,
-		W1: randVec(rng, E*F*D, 0.5), W3: randVec(rng, E*F*D, 0.5), W2: randVec(rng, E*D*F, 0.5)},
+		W13: randVec(rng, E*2*F*D, 0.5), W2: randVec(rng, E*D*F, 0.5)},
 		router: randVec(rng, E*D, 0.8), auxCoef: 0.3, zCoef: 0.05}
 }
 
@@ -112,7 +112,7 @@ func TestLayerGradients(t *testing.T) {
 			for _, p := range []struct {
 				name string
 				w, g []float32
-			}{{"router", l.router, grouter}, {"w1", l.W1, g.W1}, {"w3", l.W3, g.W3}, {"w2", l.W2, g.W2}, {"x", x, dx}} {
+			}{{"router", l.router, grouter}, {"w13", l.W13, g.W13}, {"w2", l.W2, g.W2}, {"x", x, dx}} {
 				const h = 1e-2
 				var num, den float64
 				checked := 0
@@ -147,8 +147,9 @@ func TestLayerGradients(t *testing.T) {
 func TestOneExpertTop1IsDenseMLP(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	D, F, T := 6, 5, 9
-	l := &testLayer{Layer: &Layer{D: D, F: F, E: 1, K: 1, Normalize: false, W1: randVec(rng, F*D, 0.5), W3: randVec(rng, F*D, 0.5), W2: randVec(rng, D*F, 0.5)},
+	l := &testLayer{Layer: &Layer{D: D, F: F, E: 1, K: 1, Normalize: false, W13: randVec(rng, 2*F*D, 0.5), W2: randVec(rng, D*F, 0.5)},
 		router: randVec(rng, D, 1)}
+	W1, W3 := l.W13[:F*D], l.W13[F*D:] // the one expert's gate and up projections
 	x := randVec(rng, T*D, 1)
 	y := make([]float32, T*D)
 	var act Activations
@@ -159,8 +160,8 @@ func TestOneExpertTop1IsDenseMLP(t *testing.T) {
 			for f := 0; f < F; f++ {
 				var g1, g3 float64
 				for i := 0; i < D; i++ {
-					g1 += float64(l.W1[f*D+i]) * float64(x[tok*D+i])
-					g3 += float64(l.W3[f*D+i]) * float64(x[tok*D+i])
+					g1 += float64(W1[f*D+i]) * float64(x[tok*D+i])
+					g3 += float64(W3[f*D+i]) * float64(x[tok*D+i])
 				}
 				want += float64(l.W2[j*F+f]) * g1 / (1 + math.Exp(-g1)) * g3
 			}
@@ -186,8 +187,8 @@ func TestOneExpertTop1IsDenseMLP(t *testing.T) {
 		for f := 0; f < F; f++ {
 			var g1, g3, da float64
 			for i := 0; i < D; i++ {
-				g1 += float64(l.W1[f*D+i]) * float64(xt[i])
-				g3 += float64(l.W3[f*D+i]) * float64(xt[i])
+				g1 += float64(W1[f*D+i]) * float64(xt[i])
+				g3 += float64(W3[f*D+i]) * float64(xt[i])
 			}
 			for j := 0; j < D; j++ {
 				da += float64(dy[tok*D+j]) * float64(l.W2[j*F+f])
@@ -202,7 +203,7 @@ func TestOneExpertTop1IsDenseMLP(t *testing.T) {
 			for i := 0; i < D; i++ {
 				wW1[f*D+i] += dg * float64(xt[i])
 				wW3[f*D+i] += du * float64(xt[i])
-				wdx[tok*D+i] += dg*float64(l.W1[f*D+i]) + du*float64(l.W3[f*D+i])
+				wdx[tok*D+i] += dg*float64(W1[f*D+i]) + du*float64(W3[f*D+i])
 			}
 		}
 	}
@@ -210,7 +211,7 @@ func TestOneExpertTop1IsDenseMLP(t *testing.T) {
 		name string
 		got  []float32
 		want []float64
-	}{{"dx", dx, wdx}, {"dW1", g.W1, wW1}, {"dW3", g.W3, wW3}, {"dW2", g.W2, wW2}} {
+	}{{"dx", dx, wdx}, {"dW1", g.W13[:F*D], wW1}, {"dW3", g.W13[F*D:], wW3}, {"dW2", g.W2, wW2}} {
 		for i, w := range c.want {
 			if math.Abs(float64(c.got[i])-w) > 1e-4*math.Max(1, math.Abs(w)) {
 				t.Fatalf("%s[%d] = %g, dense MLP %g", c.name, i, c.got[i], w)
