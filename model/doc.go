@@ -4,6 +4,9 @@
 // and moesys' own; Spec names each tensor; Load maps the weights (zero-copy
 // where the file's dtype is used as is); a Session runs the forward pass with
 // a preallocated KV cache: batched prefill and single-token decode.
+// LoadOffloaded opens a checkpoint in the offload layout (ConvertToOffload)
+// without its routed experts, which a moe.ExpertSource (offload.Scheduler)
+// then supplies under a memory budget, layer by layer.
 //
 //	m, err := model.Load("testdata/hf/mixtral_f32", model.LoadOptions{})
 //	s := m.NewSession(512)                 // KV cache for 512 positions

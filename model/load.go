@@ -8,7 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/moesys/moesys/kernel"
-
+	"github.com/moesys/moesys/moe"
 	"github.com/moesys/moesys/safetensors"
 	"github.com/moesys/moesys/tensor"
 )
@@ -51,6 +51,14 @@ type Model struct {
 	Layers []Layer
 
 	set *safetensors.Set
+
+	// Routed experts from an ExpertSource (offload.go); nil src: the
+	// Layers' Experts.
+	src        moe.ExpertSource
+	prefetch   moe.Prefetcher  // src, when it takes prefetch hints
+	noExperts  bool            // loaded without routed experts (LoadOffloaded)
+	expertMode kernel.BF16Mode // the Mode of sourced expert Mats (SetPrecision)
+	expertName [][][3]string   // [layer][expert] gate, up, down tensor names
 }
 
 // Load opens a checkpoint directory: config.json and model.safetensors (or a
@@ -66,7 +74,7 @@ func Load(dir string) (*Model, error) {
 		return nil, fmt.Errorf("model: open weights: %w", err)
 	}
 	m := &Model{Cfg: cfg, set: set}
-	if err := m.load(); err != nil {
+	if err := m.load(false); err != nil {
 		set.Close()
 		return nil, err
 	}
@@ -94,6 +102,7 @@ func (m *Model) SetPrecision(p Precision) {
 		mode = kernel.BF16Dot
 	}
 	set := func(x *Mat) { x.Mode = mode }
+	m.expertMode = mode
 	set(&m.Embed)
 	set(&m.Head)
 	for i := range m.Layers {
@@ -124,7 +133,8 @@ func (m *Model) Close() error {
 	return m.set.Close()
 }
 
-func (m *Model) load() error {
+// load maps every weight, or every weight but the routed experts.
+func (m *Model) load(skipExperts bool) error {
 	c, sp := m.Cfg, SpecFor(m.Cfg.Arch)
 	var err error
 	mat := func(name string, rows, cols int) Mat {
@@ -194,7 +204,9 @@ func (m *Model) load() error {
 		if ly.PregateTarget >= 0 {
 			ly.Pregate = mat(sp.Pregate(l), c.E, c.D)
 		}
-		ly.Experts = make([]Expert, c.E)
+		if !skipExperts {
+			ly.Experts = make([]Expert, c.E)
+		}
 		for e := range ly.Experts {
 			g, u, d := sp.Expert(l, e)
 			if ex := expert(g, u, d, c.ExpertFFN); err == nil {

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"context"
 	"fmt"
 	"math"
 
@@ -55,6 +56,13 @@ type scratch struct {
 	// (T, E), written earlier in the pass by the source layer's pre-gate;
 	// nil for every other layer (all of them in a model without pre-gates).
 	pregateTE [][]float32
+
+	// With an ExpertSource (offload.go): one turn's acquired weights and
+	// their Mats (E each), and the prefetch hint's expert set.
+	srcW        []moe.ExpertWeights
+	srcX        []Expert
+	used        []bool
+	prefetchIDs []int
 }
 
 // NewSession allocates a KV cache for maxT positions.
@@ -106,11 +114,19 @@ func (s *scratch) grow(c *Config, T int) {
 // their keys and values to the cache and returns the logits (T, V), valid
 // until the next Forward.
 func (s *Session) Forward(tokens []int32) ([]float32, error) {
+	return s.ForwardContext(context.Background(), tokens)
+}
+
+// ForwardContext is Forward with a context for the model's ExpertSource,
+// which may wait for experts on a slow tier. On error (a failed read,
+// ctx ended) the session's position does not advance: the same tokens can
+// be run again.
+func (s *Session) ForwardContext(ctx context.Context, tokens []int32) ([]float32, error) {
 	if len(tokens) == 0 {
 		return nil, nil
 	}
 	s.own.RecordRouting = s.RecordRouting
-	out, err := s.own.Forward([]*Session{s}, [][]int32{tokens})
+	out, err := s.own.ForwardContext(ctx, []*Session{s}, [][]int32{tokens})
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +139,16 @@ func (s *Session) Forward(tokens []int32) ([]float32, error) {
 // session's cache and position advance as if it had run alone, and so do its
 // logits (up to summation order in the shared products).
 func (b *Batch) Forward(seqs []*Session, tokens [][]int32) ([][]float32, error) {
+	return b.ForwardContext(context.Background(), seqs, tokens)
+}
+
+// ForwardContext is Forward with a context for the model's ExpertSource.
+// On error no session's position advances.
+func (b *Batch) ForwardContext(ctx context.Context, seqs []*Session, tokens [][]int32) ([][]float32, error) {
 	c, m := b.m.Cfg, b.m
+	if m.src == nil && m.noExperts {
+		return nil, fmt.Errorf("model: the routed experts were not loaded (LoadOffloaded) and no ExpertSource is set")
+	}
 	if len(seqs) != len(tokens) {
 		return nil, fmt.Errorf("model: %d sessions for %d token lists", len(seqs), len(tokens))
 	}
@@ -167,7 +192,9 @@ func (b *Batch) Forward(seqs []*Session, tokens [][]int32) ([][]float32, error) 
 		b.attention(l, ly, seqs, tokens, h, x, T)
 		kernel.RMSNorm(h, nil, x, ly.PostNorm, T, c.D, eps)
 		if ly.MoE {
-			b.moe(l, ly, h, x, T)
+			if err := b.moe(ctx, l, ly, h, x, T); err != nil {
+				return nil, err
+			}
 		} else {
 			b.Routing[l] = nil
 			ffn(x, h, ly.Dense, T, c.DenseFFN, sc, 1)
@@ -246,8 +273,9 @@ func (b *Batch) attention(l int, ly *Layer, seqs []*Session, tokens [][]int32, h
 // (weighted) and the shared expert (sigmoid-gated). The routing logits come
 // from the layer's own router, or from the pre-gate of an earlier layer of
 // the same pass; a layer with a pre-gate computes its target's logits from
-// the same h.
-func (bt *Batch) moe(l int, ly *Layer, h, x []float32, T int) {
+// the same h. The experts are the layer's own or, when the model has an
+// ExpertSource, acquired from it (the only error source).
+func (bt *Batch) moe(ctx context.Context, l int, ly *Layer, h, x []float32, T int) error {
 	c, b := bt.m.Cfg, &bt.s
 	var logits []float32
 	if ly.Router.Rows > 0 {
@@ -258,6 +286,9 @@ func (bt *Batch) moe(l int, ly *Layer, h, x []float32, T int) {
 	}
 	if ly.Pregate.Rows > 0 {
 		ly.Pregate.Apply(b.pregateTE[ly.PregateTarget][:T*c.E], h, T, 0)
+		if bt.m.prefetch != nil {
+			bt.prefetchPregated(ctx, ly.PregateTarget, b.pregateTE[ly.PregateTarget][:T*c.E], T)
+		}
 	}
 	routing := moe.Router{K: c.K, Normalize: c.NormTopK}.Route(logits, T, c.E)
 	if bt.RecordRouting {
@@ -278,12 +309,20 @@ func (bt *Batch) moe(l int, ly *Layer, h, x []float32, T int) {
 	}
 	b.active = active
 	F := c.ExpertFFN
-	kernel.Parallel(len(active), func(i int) {
-		e := active[i]
+	if bt.m.src == nil {
+		kernel.Parallel(len(active), func(i int) {
+			e := active[i]
+			r0, r1 := plan.Offsets[e], plan.Offsets[e+1]
+			ffnRows(out[r0*c.D:r1*c.D], routed[r0*c.D:r1*c.D], &ly.Experts[e], r1-r0, F,
+				b.ffnG[r0*F:r1*F], b.ffnU[r0*F:r1*F], b.ffnA[r0*F:r1*F], 0)
+		})
+	} else if err := bt.sourcedExperts(ctx, l, active, func(e int, ex *Expert) {
 		r0, r1 := plan.Offsets[e], plan.Offsets[e+1]
-		ffnRows(out[r0*c.D:r1*c.D], routed[r0*c.D:r1*c.D], &ly.Experts[e], r1-r0, F,
+		ffnRows(out[r0*c.D:r1*c.D], routed[r0*c.D:r1*c.D], ex, r1-r0, F,
 			b.ffnG[r0*F:r1*F], b.ffnU[r0*F:r1*F], b.ffnA[r0*F:r1*F], 0)
-	})
+	}); err != nil {
+		return err
+	}
 	moe.Combine(x, out, plan, routing, c.D)
 	if ly.Shared != nil {
 		gate, sh := b.gateT[:T], b.sharedOut[:T*c.D]
@@ -297,6 +336,7 @@ func (bt *Batch) moe(l int, ly *Layer, h, x []float32, T int) {
 			}
 		}
 	}
+	return nil
 }
 
 // ffn computes out (T, D) = down(silu(gate x) * up x) + beta*out.

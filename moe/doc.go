@@ -6,6 +6,9 @@
 // order; the experts run as one grouped GEMM over the contiguous groups; and
 // Combine scatters the expert outputs back, weighted. Dispatch followed by
 // Combine with unit weights is the identity (a test holds it to that).
+// Where the experts' weights are not resident, an ExpertSource (source.go,
+// implemented by package offload) lends them to the layer between routing
+// and combine: Acquire, compute, Release.
 //
 //	r := moe.Router{K: 2, Normalize: true}
 //	routing := r.Route(logitsTE, T, E)          // softmax, top-k, renormalise

@@ -21,7 +21,7 @@ type Layer struct {
 	// W13 (E, 2F, D): expert e's gate projection (W1, rows [0, F)) and up
 	// projection (W3, rows [F, 2F)) stacked, so one product computes both.
 	W13 []float32
-	W2     []float32 // (E, D, F) down projections
+	W2  []float32 // (E, D, F) down projections
 
 	// Exchange, when set, moves routed rows to the ranks that own their
 	// experts and back (expert parallelism); the weights above then hold
@@ -79,8 +79,8 @@ type Activations struct {
 
 	// Backward scratch.
 	dO, da, dh, dxs, dprobs []float32
-	dxse, dxsRet                  []float32
-	dw, tmp                       []float32
+	dxse, dxsRet            []float32
+	dw, tmp                 []float32
 }
 
 // Routing returns the routing of the last Forward (valid until the next).

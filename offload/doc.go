@@ -1,7 +1,9 @@
 // Package offload holds expert weights outside the compute tier and moves
 // them in on demand, so a Mixture-of-Experts model whose experts exceed the
 // memory budget can still be served. The package knows nothing of models:
-// callers name blocks by (layer, expert). Its parts, slow tier to fast:
+// callers name blocks by (layer, expert), and the only model-side types it
+// uses are package moe's ExpertSource and ExpertWeights, which it
+// implements. Its parts, slow tier to fast:
 //
 //   - Layout (layout.go): the on-disk format `moesys convert` writes. Every
 //     (layer, expert) block — the expert's tensors back to back — starts on
@@ -26,15 +28,32 @@
 //     Under -tags invariants a double release or a leaked reference panics.
 //   - Stats (stats.go): atomic counters of reads, bytes, hits, misses,
 //     evictions and stall time for the per-run report.
+//   - Scheduler (scheduler.go, plan.go): the ExpertSource of package moe
+//     built on these. NewPlan turns a budget in bytes into a slot count
+//     (too small a budget is an ErrBudget error naming the minimum); the
+//     Policy is configuration: Resident (every expert read at open and
+//     kept) or OnDemand (a layer's missing experts read once it is routed,
+//     then computed; the Cache, LRU, keeps what fits beyond that). Acquire
+//     takes a slot per expert, reads the misses (all in flight at once),
+//     waits only for them, and returns views of the slots (moe.ExpertWeights:
+//     each tensor's name, dtype, shape and offset from the layout); Release
+//     gives the slots back. A batch whose experts outnumber the slots gets
+//     them in turns. Prefetch-all, ring, pre-gated and speculative policies
+//     are further Policy values behind the same two calls (and a
+//     moe.Prefetcher hint).
 //
-// The scheduler built on these acquires a block's slot, fills it on a miss
-// and waits only for what is missing:
+// The model (package model, which this package does not know) runs on it:
 //
-//	lay, _ := offload.OpenLayout(dir)
-//	store, _ := offload.OpenFileStore(lay.Path)  // close last
-//	reader := offload.NewReader(store, offload.ReaderConfig{Depth: 8})
-//	pool, _ := offload.NewSlotPool(offload.PoolConfig{
-//		Slots: int(budget / lay.SlotBytes()), SlotBytes: lay.SlotBytes()})
+//	s, err := offload.OpenScheduler(ctx, dir, offload.SchedulerConfig{
+//		Policy: offload.OnDemand, Budget: 2 << 30, TopK: cfg.K})
+//	fmt.Println(s.Plan())  // ondemand/lru: 170 slots x 12 MiB = ...
+//	m, err := model.LoadOffloaded(dir, s) // dense weights from dir
+//	logits, err := m.NewSession(512).ForwardContext(ctx, tokens)
+//	fmt.Println(s.Stats().Snapshot())     // hits, misses, bytes read, stall
+//	m.Close(); s.Close()
+//
+// Underneath, a Scheduler's Acquire does, per expert, what any filler of a
+// slot does:
 //
 //	slot, cached, err := pool.Acquire(ctx, offload.Key{Layer: l, Expert: e})
 //	if !cached { // this caller fills it

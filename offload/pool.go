@@ -212,6 +212,15 @@ func (p *SlotPool) Lookup(key Key) (*Slot, bool) {
 	return s, true
 }
 
+// ready reports whether key's block is in a slot, filled without error: a
+// probe for ordering that takes no reference and tells the Evictor nothing.
+func (p *SlotPool) ready(key Key) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.keys[key]
+	return ok && s.state == slotReady && s.err == nil
+}
+
 // hitLocked adds a reference to a slot found by its key, telling the
 // Evictor.
 func (p *SlotPool) hitLocked(s *Slot) {

@@ -1,0 +1,173 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"unsafe"
+
+	"github.com/moesys/moesys/kernel"
+	"github.com/moesys/moesys/moe"
+	"github.com/moesys/moesys/safetensors"
+	"github.com/moesys/moesys/tensor"
+)
+
+// LoadOffloaded opens a checkpoint directory without its routed experts:
+// config.json and the safetensors of everything else (attention, norms,
+// routers, pre-gates, shared experts, dense layers, embeddings), which is
+// all an offload layout written by ConvertToOffload keeps there. The routed
+// experts come from src (an offload.Scheduler over the same directory),
+// which the model borrows: the caller closes it after the model's last
+// pass. A nil src must be set with SetExpertSource before Forward.
+func LoadOffloaded(dir string, src moe.ExpertSource) (*Model, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	set, err := safetensors.OpenModel(dir)
+	if err != nil {
+		return nil, fmt.Errorf("model: open weights: %w", err)
+	}
+	m := &Model{Cfg: cfg, set: set, noExperts: true}
+	if err := m.load(true); err != nil {
+		set.Close()
+		return nil, err
+	}
+	m.SetExpertSource(src)
+	return m, nil
+}
+
+// SetExpertSource makes every MoE layer take its routed experts from src:
+// after routing, a layer acquires its active experts, runs them and
+// releases them (in turns when src hands out fewer than asked). A source
+// that is also a moe.Prefetcher is told each pre-gate-routed layer's
+// experts as soon as its pre-gate has run. nil goes back to the experts
+// loaded with the model (an error for LoadOffloaded models). Not safe while
+// a pass runs.
+func (m *Model) SetExpertSource(src moe.ExpertSource) {
+	m.src, m.prefetch = src, nil
+	if src == nil {
+		return
+	}
+	m.prefetch, _ = src.(moe.Prefetcher)
+	if m.expertName == nil {
+		c, sp := m.Cfg, SpecFor(m.Cfg.Arch)
+		m.expertName = make([][][3]string, c.L)
+		for l := range c.L {
+			if !c.MoE[l] {
+				continue
+			}
+			m.expertName[l] = make([][3]string, c.E)
+			for e := range c.E {
+				g, u, d := sp.Expert(l, e)
+				m.expertName[l][e] = [3]string{g, u, d}
+			}
+		}
+	}
+}
+
+// ExpertSource returns the source set by SetExpertSource, or nil.
+func (m *Model) ExpertSource() moe.ExpertSource { return m.src }
+
+// sourcedExperts runs layer l's active experts with weights from the
+// model's source, in as many turns as it takes: run(e, ex) computes expert
+// e with ex, in parallel over a turn's experts. Acquire may reorder active.
+func (bt *Batch) sourcedExperts(ctx context.Context, l int, active []int, run func(e int, ex *Expert)) error {
+	m, sc := bt.m, &bt.s
+	if len(sc.srcW) < len(active) {
+		sc.srcW = make([]moe.ExpertWeights, m.Cfg.E)
+		sc.srcX = make([]Expert, m.Cfg.E)
+	}
+	for len(active) > 0 {
+		w := sc.srcW[:len(active)]
+		n, err := m.src.Acquire(ctx, l, active, w)
+		if err == nil && (n < 1 || n > len(active)) {
+			err = fmt.Errorf("acquired %d of %d experts", n, len(active))
+		}
+		if err != nil {
+			return fmt.Errorf("model: layer %d experts: %w", l, err)
+		}
+		for i := range n {
+			if err := m.expertMats(&sc.srcX[i], l, active[i], &w[i]); err != nil {
+				m.src.Release(w[:n])
+				return err
+			}
+		}
+		turn := active[:n]
+		kernel.Parallel(n, func(i int) { run(turn[i], &sc.srcX[i]) })
+		m.src.Release(w[:n])
+		clear(sc.srcX[:n]) // no views of released memory stay behind
+		active = active[n:]
+	}
+	return nil
+}
+
+// expertMats points ex's Mats at the acquired weights w of layer l's
+// expert e, checking names, dtypes, shapes and alignment: a source with a
+// mismatched layout gives an error, not wrong products.
+func (m *Model) expertMats(ex *Expert, l, e int, w *moe.ExpertWeights) error {
+	c := m.Cfg
+	if w.Layer != l || w.Expert != e {
+		return fmt.Errorf("model: layer %d expert %d: the source returned layer %d expert %d", l, e, w.Layer, w.Expert)
+	}
+	names := m.expertName[l][e]
+	dst := [3]*Mat{&ex.Gate, &ex.Up, &ex.Down}
+	shape := [3][2]int{{c.ExpertFFN, c.D}, {c.ExpertFFN, c.D}, {c.D, c.ExpertFFN}}
+	found := 0
+	for ti := range w.Tensors {
+		t := &w.Tensors[ti]
+		j := 0
+		for j < 3 && t.Name != names[j] {
+			j++
+		}
+		if j == 3 {
+			continue
+		}
+		rows, cols := shape[j][0], shape[j][1]
+		if !tensor.Shape(t.Shape).Equal(tensor.Shape{rows, cols}) || t.Bytes != int64(rows*cols*t.DType.Size()) ||
+			t.Offset < 0 || t.Offset+t.Bytes > int64(len(w.Data)) {
+			return fmt.Errorf("%w: offloaded tensor %s: shape %v, %d bytes at %d of %d, want (%d, %d) %v",
+				ErrWeights, t.Name, t.Shape, t.Bytes, t.Offset, len(w.Data), rows, cols, t.DType)
+		}
+		data := t.View(w.Data)
+		p := unsafe.Pointer(unsafe.SliceData(data))
+		x := Mat{Rows: rows, Cols: cols, Mode: m.expertMode}
+		switch {
+		case t.DType == tensor.BF16 && uintptr(p)%2 == 0:
+			x.BF16 = unsafe.Slice((*uint16)(p), rows*cols)
+		case t.DType == tensor.F32 && uintptr(p)%4 == 0:
+			x.F32 = unsafe.Slice((*float32)(p), rows*cols)
+		default:
+			return fmt.Errorf("%w: offloaded tensor %s: dtype %v at offset %d: want aligned BF16 or F32 (convert F16 checkpoints to BF16 first)",
+				ErrWeights, t.Name, t.DType, t.Offset)
+		}
+		*dst[j] = x
+		found |= 1 << j
+	}
+	if found != 7 {
+		return fmt.Errorf("%w: layer %d expert %d: the source lacks tensors of %v", ErrWeights, l, e, names)
+	}
+	return nil
+}
+
+// prefetchPregated tells the source which experts layer target will use,
+// from the routing logits (T, E) its pre-gate just computed.
+func (bt *Batch) prefetchPregated(ctx context.Context, target int, logitsTE []float32, T int) {
+	c, sc := bt.m.Cfg, &bt.s
+	ids := moe.Router{K: c.K, Normalize: c.NormTopK}.Route(logitsTE, T, c.E).IDsTK
+	if cap(sc.used) < c.E {
+		sc.used = make([]bool, c.E)
+	}
+	used := sc.used[:c.E]
+	clear(used)
+	for _, e := range ids {
+		used[e] = true
+	}
+	experts := sc.prefetchIDs[:0]
+	for e, u := range used {
+		if u {
+			experts = append(experts, e)
+		}
+	}
+	sc.prefetchIDs = experts
+	bt.m.prefetch.Prefetch(ctx, target, experts)
+}
