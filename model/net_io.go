@@ -26,18 +26,15 @@ func (n *Net) SaveWeights(dir string, bf16 bool, metadata map[string]string) err
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("model: save: %w", err)
 	}
-	ts := make([]safetensors.Tensor, 0, len(n.Params))
+	ts := make([]F32Tensor, 0, len(n.Params))
 	for _, p := range n.Params {
-		ts = append(ts, safetensors.Tensor{Name: p.Name, DType: tensor.F32, Shape: tensor.Shape(p.Shape), Data: encodeF32(p.W, bf16)})
-		if bf16 {
-			ts[len(ts)-1].DType = tensor.BF16
-		}
+		ts = append(ts, F32Tensor{Name: p.Name, Shape: p.Shape, Data: p.W})
 	}
 	if metadata == nil {
 		metadata = map[string]string{}
 	}
 	metadata["format"] = "pt"
-	if err := safetensors.WriteFile(filepath.Join(dir, WeightsFile), ts, metadata); err != nil {
+	if err := WriteF32Tensors(filepath.Join(dir, WeightsFile), ts, bf16, metadata); err != nil {
 		return fmt.Errorf("model: save weights: %w", err)
 	}
 	if err := atomicfile.WriteFile(filepath.Join(dir, "config.json"), append(cfg, '\n')); err != nil {
@@ -46,20 +43,52 @@ func (n *Net) SaveWeights(dir string, bf16 bool, metadata map[string]string) err
 	return nil
 }
 
-// encodeF32 returns w as little-endian f32 or bf16 (round to nearest even).
-func encodeF32(w []float32, bf16 bool) []byte {
+// F32Tensor is a named f32 tensor to write.
+type F32Tensor struct {
+	Name  string
+	Shape []int
+	Data  []float32
+}
+
+// writeChunk is how many elements WriteF32Tensors encodes at a time: the
+// file is streamed, so saving needs this much extra memory, not a copy of
+// the model.
+const writeChunk = 1 << 20
+
+// WriteF32Tensors writes ts as a safetensors file at path, atomically, as
+// f32 or (bf16) rounded to bf16, streaming in chunks.
+func WriteF32Tensors(path string, ts []F32Tensor, bf16 bool, metadata map[string]string) error {
+	dt, esz := tensor.F32, 4
 	if bf16 {
-		b := make([]byte, 2*len(w))
-		for i, v := range w {
-			binary.LittleEndian.PutUint16(b[2*i:], tensor.F32ToBF16(v))
+		dt, esz = tensor.BF16, 2
+	}
+	infos := make([]safetensors.TensorInfo, len(ts))
+	for i, t := range ts {
+		infos[i] = safetensors.TensorInfo{Name: t.Name, DType: dt, Shape: tensor.Shape(t.Shape)}
+	}
+	w, err := safetensors.Create(path, infos, metadata)
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	buf := make([]byte, writeChunk*esz)
+	for _, t := range ts {
+		for lo := 0; lo < len(t.Data); lo += writeChunk {
+			chunk := t.Data[lo:min(lo+writeChunk, len(t.Data))]
+			b := buf[:len(chunk)*esz]
+			for i, v := range chunk {
+				if bf16 {
+					binary.LittleEndian.PutUint16(b[2*i:], tensor.F32ToBF16(v))
+				} else {
+					binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+				}
+			}
+			if err := w.Write(t.Name, b); err != nil {
+				return err
+			}
 		}
-		return b
 	}
-	b := make([]byte, 4*len(w))
-	for i, v := range w {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
-	}
-	return b
+	return w.Close()
 }
 
 // LoadNet reads a checkpoint directory (config.json and safetensors) into

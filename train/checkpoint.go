@@ -60,21 +60,24 @@ func (t *Trainer) Save(out string, keepLast int) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("train: checkpoint: %w", err)
 	}
-	defer os.RemoveAll(tmp) // no-op after the rename
+	defer os.RemoveAll(tmp)                      // no-op after the rename
+	if err := os.Chmod(tmp, 0o755); err != nil { // MkdirTemp makes it private
+		return "", fmt.Errorf("train: checkpoint: %w", err)
+	}
 	meta := map[string]string{"step": strconv.Itoa(t.Step), "producer": "moesys train"}
 	if err := t.Net.SaveWeights(tmp, t.Opts.BF16, meta); err != nil {
 		return "", err
 	}
-	var ts []safetensors.Tensor
+	var ts []model.F32Tensor
 	for i, p := range t.params {
-		shape := tensor.Shape(t.Net.Params[i].Shape)
-		ts = append(ts, safetensors.Tensor{Name: p.Name + ".exp_avg", DType: tensor.F32, Shape: shape, Data: f32Bytes(p.M)},
-			safetensors.Tensor{Name: p.Name + ".exp_avg_sq", DType: tensor.F32, Shape: shape, Data: f32Bytes(p.V)})
+		shape := t.Net.Params[i].Shape
+		ts = append(ts, model.F32Tensor{Name: p.Name + ".exp_avg", Shape: shape, Data: p.M},
+			model.F32Tensor{Name: p.Name + ".exp_avg_sq", Shape: shape, Data: p.V})
 		if t.master != nil {
-			ts = append(ts, safetensors.Tensor{Name: p.Name + ".master", DType: tensor.F32, Shape: shape, Data: f32Bytes(t.master[i])})
+			ts = append(ts, model.F32Tensor{Name: p.Name + ".master", Shape: shape, Data: t.master[i]})
 		}
 	}
-	if err := safetensors.WriteFile(filepath.Join(tmp, OptimizerFile), ts, map[string]string{"adam_steps": strconv.Itoa(t.adam.Steps())}); err != nil {
+	if err := model.WriteF32Tensors(filepath.Join(tmp, OptimizerFile), ts, false, map[string]string{"adam_steps": strconv.Itoa(t.adam.Steps())}); err != nil {
 		return "", fmt.Errorf("train: checkpoint optimizer: %w", err)
 	}
 	st, err := json.MarshalIndent(trainerState{Format: formatVersion, Step: t.Step, Tokens: t.tokens, Options: t.Opts}, "", "  ")
@@ -255,12 +258,4 @@ func sameRun(saved, o Options) error {
 		return fmt.Errorf("bf16 %v differs from the checkpoint's %v", o.BF16, saved.BF16)
 	}
 	return nil
-}
-
-func f32Bytes(w []float32) []byte {
-	b := make([]byte, 4*len(w))
-	for i, v := range w {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
-	}
-	return b
 }
