@@ -6,7 +6,9 @@
 // a preallocated KV cache: batched prefill and single-token decode.
 // LoadOffloaded opens a checkpoint in the offload layout (ConvertToOffload)
 // without its routed experts, which a moe.ExpertSource (offload.Scheduler)
-// then supplies under a memory budget, layer by layer.
+// then supplies under a memory budget, layer by layer; the model sends a
+// moe.Prefetcher its pre-gates' routing of later layers, and a
+// moe.Speculator that asks its predictions of the next layer's experts.
 //
 //	m, err := model.Load("testdata/hf/mixtral_f32", model.LoadOptions{})
 //	s := m.NewSession(512)                 // KV cache for 512 positions

@@ -56,6 +56,7 @@ type Model struct {
 	// Layers' Experts.
 	src        moe.ExpertSource
 	prefetch   moe.Prefetcher  // src, when it takes prefetch hints
+	speculate  []int           // per layer: the MoE layer to predict from its input, or -1; nil: none
 	noExperts  bool            // loaded without routed experts (LoadOffloaded)
 	expertMode kernel.BF16Mode // the Mode of sourced expert Mats (SetPrecision)
 	expertName [][][3]string   // [layer][expert] gate, up, down tensor names

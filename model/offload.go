@@ -40,15 +40,21 @@ func LoadOffloaded(dir string, src moe.ExpertSource) (*Model, error) {
 // after routing, a layer acquires its active experts, runs them and
 // releases them (in turns when src hands out fewer than asked). A source
 // that is also a moe.Prefetcher is told each pre-gate-routed layer's
-// experts as soon as its pre-gate has run. nil goes back to the experts
+// experts once the pre-gate's layer has acquired its own; a
+// moe.Speculator that wants predictions is also told, for each MoE layer
+// followed by a MoE layer with its own router, that router's choice on
+// this layer's input (see Batch.hintAhead). nil goes back to the experts
 // loaded with the model (an error for LoadOffloaded models). Not safe while
 // a pass runs.
 func (m *Model) SetExpertSource(src moe.ExpertSource) {
-	m.src, m.prefetch = src, nil
+	m.src, m.prefetch, m.speculate = src, nil, nil
 	if src == nil {
 		return
 	}
 	m.prefetch, _ = src.(moe.Prefetcher)
+	if sp, ok := src.(moe.Speculator); ok && sp.WantsPrediction() {
+		m.speculate = speculationTargets(m)
+	}
 	if m.expertName == nil {
 		c, sp := m.Cfg, SpecFor(m.Cfg.Arch)
 		m.expertName = make([][][3]string, c.L)
@@ -68,10 +74,33 @@ func (m *Model) SetExpertSource(src moe.ExpertSource) {
 // ExpertSource returns the source set by SetExpertSource, or nil.
 func (m *Model) ExpertSource() moe.ExpertSource { return m.src }
 
+// speculationTargets returns, per layer, the MoE layer whose experts a
+// Speculator is told to expect from that layer's input: the next MoE layer,
+// when l is a MoE layer and that layer has its own router (one a pre-gate
+// routes gets the pre-gate's exact hint instead); else -1.
+func speculationTargets(m *Model) []int {
+	t := make([]int, len(m.Layers))
+	next := -1
+	for l := len(m.Layers) - 1; l >= 0; l-- {
+		t[l] = -1
+		if !m.Layers[l].MoE {
+			continue
+		}
+		if next >= 0 && m.Layers[next].Router.Rows > 0 {
+			t[l] = next
+		}
+		next = l
+	}
+	return t
+}
+
 // sourcedExperts runs layer l's active experts with weights from the
 // model's source, in as many turns as it takes: run(e, ex) computes expert
 // e with ex, in parallel over a turn's experts. Acquire may reorder active.
-func (bt *Batch) sourcedExperts(ctx context.Context, l int, active []int, run func(e int, ex *Expert)) error {
+// ahead, if not nil, runs once, after the first turn's Acquire and before
+// its experts run: the prefetch hints for later layers go out while this
+// layer computes, without competing with its own reads.
+func (bt *Batch) sourcedExperts(ctx context.Context, l int, active []int, run func(e int, ex *Expert), ahead func()) error {
 	m, sc := bt.m, &bt.s
 	if len(sc.srcW) < len(active) {
 		sc.srcW = make([]moe.ExpertWeights, m.Cfg.E)
@@ -91,6 +120,10 @@ func (bt *Batch) sourcedExperts(ctx context.Context, l int, active []int, run fu
 				m.src.Release(w[:n])
 				return err
 			}
+		}
+		if ahead != nil {
+			ahead()
+			ahead = nil
 		}
 		turn := active[:n]
 		kernel.Parallel(n, func(i int) { run(turn[i], &sc.srcX[i]) })
@@ -149,9 +182,32 @@ func (m *Model) expertMats(ex *Expert, l, e int, w *moe.ExpertWeights) error {
 	return nil
 }
 
-// prefetchPregated tells the source which experts layer target will use,
-// from the routing logits (T, E) its pre-gate just computed.
-func (bt *Batch) prefetchPregated(ctx context.Context, target int, logitsTE []float32, T int) {
+// hintAhead sends MoE layer l's prefetch hints (the source is a
+// Prefetcher): its pre-gate's routing of its target layer, computed with
+// l's routing into pregateTE; and, for a Speculator that wants them, the
+// prediction of the next MoE layer: that layer's router applied to hTD, l's
+// MoE input, which is what the router would see if the hidden state did
+// not change in between.
+func (bt *Batch) hintAhead(ctx context.Context, l int, ly *Layer, hTD []float32, T int) {
+	c, m, sc := bt.m.Cfg, bt.m, &bt.s
+	if ly.Pregate.Rows > 0 {
+		bt.prefetchRouted(ctx, ly.PregateTarget, sc.pregateTE[ly.PregateTarget][:T*c.E], T)
+	}
+	if m.speculate != nil && m.speculate[l] >= 0 {
+		next := m.speculate[l]
+		if len(sc.specTE) < T*c.E {
+			sc.specTE = make([]float32, T*c.E)
+		}
+		logits := sc.specTE[:T*c.E]
+		m.Layers[next].Router.Apply(logits, hTD, T, 0)
+		bt.prefetchRouted(ctx, next, logits, T)
+	}
+}
+
+// prefetchRouted tells the source which experts layer target will use (or
+// is predicted to use), from routing logits (T, E) for it: the union of
+// every token's top K.
+func (bt *Batch) prefetchRouted(ctx context.Context, target int, logitsTE []float32, T int) {
 	c, sc := bt.m.Cfg, &bt.s
 	ids := moe.Router{K: c.K, Normalize: c.NormTopK}.Route(logitsTE, T, c.E).IDsTK
 	if cap(sc.used) < c.E {

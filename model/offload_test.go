@@ -35,6 +35,16 @@ var offloadCases = []offloadCase{
 		"num_attention_heads":4,"num_key_value_heads":2,"intermediate_size":48,"moe_intermediate_size":16,
 		"shared_expert_intermediate_size":24,"num_experts":6,"num_experts_per_tok":2,"decoder_sparse_step":1,
 		"mlp_only_layers":[1]}`, tensor.F32, false},
+	// Switch-style: MoE every other layer (1, 3, 5), pre-gates one block
+	// ahead.
+	{"moesys-pregated-bf16", `{"model_type":"moesys","vocab_size":40,"hidden_size":32,"intermediate_size":24,
+		"dense_intermediate_size":40,"moe_interval":2,"num_hidden_layers":6,"num_attention_heads":4,
+		"num_key_value_heads":2,"num_local_experts":8,"num_experts_per_tok":2,"pregate_distance":1}`, tensor.BF16, false},
+	// Pre-gates two blocks ahead: the first two MoE blocks use their own
+	// gates.
+	{"moesys-pregated2-f32", `{"model_type":"moesys","vocab_size":40,"hidden_size":32,"intermediate_size":24,
+		"num_hidden_layers":4,"num_attention_heads":4,"num_key_value_heads":2,"num_local_experts":6,
+		"num_experts_per_tok":2,"pregate_distance":2}`, tensor.F32, false},
 }
 
 // writeOffloadCase writes the case's plain checkpoint and its offload
@@ -166,10 +176,21 @@ func openOffloaded(t *testing.T, layout string, cfg offload.SchedulerConfig, fas
 }
 
 // countingSource counts the Acquires that handed out fewer experts than
-// asked (turns).
+// asked (turns), passing hints on.
 type countingSource struct {
 	moe.ExpertSource
 	turns int
+}
+
+func (c *countingSource) Prefetch(ctx context.Context, layer int, experts []int) {
+	if p, ok := c.ExpertSource.(moe.Prefetcher); ok {
+		p.Prefetch(ctx, layer, experts)
+	}
+}
+
+func (c *countingSource) WantsPrediction() bool {
+	sp, ok := c.ExpertSource.(moe.Speculator)
+	return ok && sp.WantsPrediction()
 }
 
 func (c *countingSource) Acquire(ctx context.Context, layer int, experts []int, w []moe.ExpertWeights) (int, error) {
@@ -180,9 +201,10 @@ func (c *countingSource) Acquire(ctx context.Context, layer int, experts []int, 
 	return n, err
 }
 
-// TestOffloadedMatchesResident: for every policy, budget and batch size,
-// an offloaded model generates the same tokens with bit-identical logits
-// as the plain model, and the scheduler's counters add up.
+// TestOffloadedMatchesResident: for every policy, cache, budget and batch
+// size, an offloaded model generates the same tokens with bit-identical
+// logits as the plain model (for pregated, the pre-gated model's), and the
+// scheduler's counters add up.
 func TestOffloadedMatchesResident(t *testing.T) {
 	const steps = 5
 	for _, oc := range offloadCases {
@@ -196,75 +218,118 @@ func TestOffloadedMatchesResident(t *testing.T) {
 			if oc.fast {
 				ref.SetPrecision(Fast)
 			}
+			want := map[int]genResult{}
+			for _, batch := range []int{1, 3} {
+				if want[batch], err = generate(context.Background(), ref, batch, steps); err != nil {
+					t.Fatal(err)
+				}
+			}
 			lay, err := offload.OpenLayout(layout)
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, slot, blocks := ref.Cfg, lay.SlotBytes(), int64(len(lay.Blocks))
-			for _, tc := range []struct {
-				policy  offload.Policy
-				budget  string
-				slots   int64
-				wantErr bool
-			}{
-				{offload.Resident, "minimum", blocks, false},
-				{offload.Resident, "half", blocks / 2, true},
-				{offload.Resident, "all", blocks, false},
-				{offload.OnDemand, "minimum", int64(c.K), false},
-				{offload.OnDemand, "half", blocks / 2, false},
-				{offload.OnDemand, "all", blocks, false},
-			} {
-				for _, batch := range []int{1, 3} {
-					t.Run(fmt.Sprintf("%s/%s/batch%d", tc.policy, tc.budget, batch), func(t *testing.T) {
-						want, err := generate(context.Background(), ref, batch, steps)
-						if err != nil {
-							t.Fatal(err)
+			c, slot, blocks := ref.Cfg, lay.SlotBytes(), len(lay.Blocks)
+			moeLayers, perLayer := len(c.MoELayers()), c.E
+			for _, policy := range offload.Policies {
+				base := offload.SchedulerConfig{Policy: policy, TopK: c.K, PregateDist: c.PregateDist}
+				plan, err := offload.NewPlan(lay, base)
+				if policy == offload.Pregated && c.PregateDist == 0 {
+					if err == nil || !strings.Contains(err.Error(), "needs a model with pre-gates") {
+						t.Fatalf("pregated without pre-gates: %v", err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				// One slot below the minimum is refused, naming it.
+				below := base
+				below.Budget = int64(plan.MinSlots-1) * slot
+				if _, err := offload.NewPlan(lay, below); plan.MinSlots > 1 &&
+					(!errors.Is(err, offload.ErrBudget) || !strings.Contains(err.Error(), fmt.Sprintf("at least %d slots", plan.MinSlots))) {
+					t.Fatalf("%s below its minimum: %v, want ErrBudget naming %d slots", policy, err, plan.MinSlots)
+				}
+				for _, cache := range offload.Caches {
+					for _, budget := range []struct {
+						name  string
+						slots int
+					}{{"minimum", plan.MinSlots}, {"between", (plan.MinSlots + blocks) / 2}, {"all", blocks}} {
+						for _, batch := range []int{1, 3} {
+							t.Run(fmt.Sprintf("%s/%s/%s/batch%d", policy, cache, budget.name, batch), func(t *testing.T) {
+								cfg := base
+								cfg.Cache, cfg.Budget = cache, int64(budget.slots)*slot
+								m, s, err := openOffloaded(t, layout, cfg, oc.fast)
+								if err != nil {
+									t.Fatal(err)
+								}
+								p := s.Plan()
+								wantSlots := budget.slots
+								if policy == offload.Ring {
+									wantSlots = min(budget.slots/perLayer, moeLayers) * perLayer
+									if p.Sections != wantSlots/perLayer || p.Sections < min(2, moeLayers) {
+										t.Fatalf("plan %v: want K=%d", p, wantSlots/perLayer)
+									}
+								}
+								if p.Slots != wantSlots {
+									t.Fatalf("plan %v, want %d slots", p, wantSlots)
+								}
+								cs := &countingSource{ExpertSource: s}
+								m.SetExpertSource(cs)
+								opened := s.Stats().Snapshot()
+								got, err := generate(context.Background(), m, batch, steps)
+								if err != nil {
+									t.Fatal(err)
+								}
+								if err := sameBits(want[batch], got); err != nil {
+									t.Fatal(err)
+								}
+								// Closing waits for the reads ahead, so the
+								// counts are final.
+								if err := s.Close(); err != nil {
+									t.Fatal(err)
+								}
+								checkOffloadCounts(t, p, s.Stats().Snapshot().Sub(opened), opened, got, budget.name, batch, cs.turns, blocks, slot)
+							})
 						}
-						cfg := offload.SchedulerConfig{Policy: tc.policy, Budget: tc.slots * slot, TopK: c.K}
-						m, s, err := openOffloaded(t, layout, cfg, oc.fast)
-						if tc.wantErr {
-							if !errors.Is(err, offload.ErrBudget) || !strings.Contains(err.Error(), fmt.Sprintf("at least %d slots", blocks)) {
-								t.Fatalf("OpenScheduler = %v, want ErrBudget naming %d slots", err, blocks)
-							}
-							return
-						}
-						if err != nil {
-							t.Fatal(err)
-						}
-						if got := s.Plan().Slots; int64(got) != tc.slots {
-							t.Fatalf("plan %v, want %d slots", s.Plan(), tc.slots)
-						}
-						cs := &countingSource{ExpertSource: s}
-						m.SetExpertSource(cs)
-						opened := s.Stats().Snapshot()
-						got, err := generate(context.Background(), m, batch, steps)
-						if err != nil {
-							t.Fatal(err)
-						}
-						if err := sameBits(want, got); err != nil {
-							t.Fatal(err)
-						}
-						n := s.Stats().Snapshot().Sub(opened)
-						if n.Hits+n.Misses != int64(got.acquires) {
-							t.Fatalf("%d hits + %d misses, want one per acquired expert: %d", n.Hits, n.Misses, got.acquires)
-						}
-						if n.Reads != n.Misses || n.BytesRead != n.Reads*slot || n.ReadErrors != 0 {
-							t.Fatalf("counts %+v: want one whole-slot read per miss", n)
-						}
-						switch {
-						case tc.policy == offload.Resident && (opened.Reads != blocks || n.Misses != 0):
-							t.Fatalf("resident: %d reads at open, %d misses after, want %d and 0", opened.Reads, n.Misses, blocks)
-						case tc.budget == "all" && n.Evictions != 0:
-							t.Fatalf("%d evictions with a slot per expert", n.Evictions)
-						case tc.policy == offload.OnDemand && tc.budget == "minimum" && n.Evictions == 0:
-							t.Fatal("no evictions at the minimum budget")
-						case tc.policy == offload.OnDemand && tc.budget == "minimum" && batch > 1 && cs.turns == 0:
-							t.Fatal("a batch at the minimum budget never took turns")
-						}
-					})
+					}
 				}
 			}
 		})
+	}
+}
+
+// checkOffloadCounts checks a generation's scheduler counts n (opened: at
+// open) under plan p.
+func checkOffloadCounts(t *testing.T, p offload.Plan, n, opened offload.Counts, got genResult, budget string, batch, turns, blocks int, slot int64) {
+	t.Helper()
+	if n.Hits+n.Misses != int64(got.acquires) {
+		t.Fatalf("%d hits + %d misses, want one per acquired expert: %d", n.Hits, n.Misses, got.acquires)
+	}
+	if n.Reads != n.Misses+n.Prefetches || n.BytesRead != n.Reads*slot || n.ReadErrors != 0 {
+		t.Fatalf("counts %+v: want one whole-slot read per miss or fetch ahead", n)
+	}
+	ahead := p.Policy != offload.Resident && p.Policy != offload.OnDemand
+	switch {
+	case p.Policy == offload.Resident && (opened.Reads != int64(blocks) || n.Misses != 0):
+		t.Fatalf("resident: %d reads at open, %d misses after, want %d and 0", opened.Reads, n.Misses, blocks)
+	case budget == "all" && n.Evictions != 0:
+		t.Fatalf("%d evictions with a slot per expert", n.Evictions)
+	case budget == "all" && p.Cache != offload.CacheNone && n.Reads > int64(blocks):
+		t.Fatalf("%d reads with a slot per expert, want at most one per expert (%d)", n.Reads, blocks)
+	case !ahead && n.Prefetches != 0:
+		t.Fatalf("%s fetched %d experts ahead", p.Policy, n.Prefetches)
+	case ahead && (budget == "all" || batch == 1) && n.Prefetches == 0:
+		t.Fatalf("%s fetched nothing ahead", p.Policy)
+	case p.Policy == offload.OnDemand && budget == "minimum" && p.Cache != offload.CacheNone && n.Evictions == 0:
+		t.Fatal("no evictions at the minimum budget")
+	case p.Policy == offload.OnDemand && budget == "minimum" && batch > 1 && turns == 0:
+		t.Fatal("a batch at the minimum budget never took turns")
+	case p.Policy == offload.Pregated && (n.Predicted == 0 || n.PredictedUsed != n.Predicted || n.Unpredicted != 0):
+		t.Fatalf("pregated: counts %+v: want exact hints (precision and recall 1)", n)
+	case p.Policy == offload.Speculative && (n.Predicted == 0 || n.PredictedUsed == 0 || n.PredictedUsed+n.Unpredicted >= n.Hits+n.Misses):
+		t.Fatalf("speculative: counts %+v: want predictions, some right, for every MoE layer but the first", n)
+	case p.Policy != offload.Pregated && p.Policy != offload.Speculative && n.Predicted != 0:
+		t.Fatalf("%s counted %d predictions", p.Policy, n.Predicted)
 	}
 }
 
@@ -358,16 +423,19 @@ func TestLoadOffloadedWithoutSource(t *testing.T) {
 	}
 }
 
-// prefetchSource is a fake Prefetcher over a real source: it records the
+// prefetchSource is a fake Speculator over a real source: it records the
 // hints and the experts acquired per layer.
 type prefetchSource struct {
 	moe.ExpertSource
+	speculate        bool
 	hinted, acquired map[int][]int
 }
 
 func (p *prefetchSource) Prefetch(_ context.Context, layer int, experts []int) {
 	p.hinted[layer] = append(p.hinted[layer], experts...)
 }
+
+func (p *prefetchSource) WantsPrediction() bool { return p.speculate }
 
 func (p *prefetchSource) Acquire(ctx context.Context, layer int, experts []int, w []moe.ExpertWeights) (int, error) {
 	n, err := p.ExpertSource.Acquire(ctx, layer, experts, w)
@@ -377,42 +445,72 @@ func (p *prefetchSource) Acquire(ctx context.Context, layer int, experts []int, 
 	return n, err
 }
 
-// A pre-gated model tells a Prefetcher each pre-gate-routed layer's
-// experts one block early: exactly the ones that layer then acquires.
+// The model's hints, one pass: a pre-gated model tells a Prefetcher each
+// pre-gate-routed layer's experts, exactly the ones that layer then
+// acquires; a Speculator that wants predictions is also told, for each MoE
+// layer with its own router after the first, a prediction from the
+// previous MoE layer's input (the union of every token's top K); the
+// logits do not change.
 func TestOffloadedPrefetchHint(t *testing.T) {
-	c := tinyConfig()
-	c.PregateDist = 1
-	_, plain := saveTinyNet(t, c, 8)
-	layout := filepath.Join(t.TempDir(), "offload")
-	if err := ConvertToOffload(plain, layout); err != nil {
-		t.Fatal(err)
-	}
-	ref, err := Load(plain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ref.Close()
-	s, err := offload.OpenScheduler(context.Background(), layout, offload.SchedulerConfig{Policy: offload.OnDemand, TopK: c.K, Budget: int64(c.K) * offload.Align})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	src := &prefetchSource{ExpertSource: s, hinted: map[int][]int{}, acquired: map[int][]int{}}
-	m, err := LoadOffloaded(layout, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	prompt := []int32{3, 1, 4, 1, 5, 9}
-	want, _ := ref.NewSession(8).Forward(prompt)
-	got, err := m.NewSession(8).Forward(prompt)
-	if err != nil || !slices.Equal(got, want) {
-		t.Fatalf("pre-gated offloaded logits differ from the resident model's (%v)", err)
-	}
-	for l := range c.L {
-		hinted, acquired := slices.Sorted(slices.Values(src.hinted[l])), slices.Sorted(slices.Values(src.acquired[l]))
-		if pregated := c.MoE[l] && c.RouteSource(l) >= 0; pregated != (len(hinted) > 0) || (pregated && !slices.Equal(hinted, acquired)) {
-			t.Fatalf("layer %d (pre-gated %v): hinted %v, acquired %v", l, c.MoE[l] && c.RouteSource(l) >= 0, hinted, acquired)
-		}
+	for _, tc := range []struct {
+		name      string
+		dist      int
+		speculate bool
+		exact     []int // layers told exactly (tinyConfig: MoE layers 0, 2, 3)
+		predicted []int // layers told a prediction
+	}{
+		{"pregated", 1, false, []int{2, 3}, nil},
+		{"pregated, speculating", 1, true, []int{2, 3}, nil},
+		{"pregated 2 ahead, speculating", 2, true, []int{3}, []int{2}},
+		{"pregated 2 ahead", 2, false, []int{3}, nil},
+		{"plain, speculating", 0, true, nil, []int{2, 3}},
+		{"plain", 0, false, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tinyConfig()
+			c.PregateDist = tc.dist
+			_, plain := saveTinyNet(t, c, 8)
+			layout := filepath.Join(t.TempDir(), "offload")
+			if err := ConvertToOffload(plain, layout); err != nil {
+				t.Fatal(err)
+			}
+			ref, err := Load(plain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ref.Close()
+			s, err := offload.OpenScheduler(context.Background(), layout, offload.SchedulerConfig{Policy: offload.OnDemand, TopK: c.K, Budget: int64(c.K) * offload.Align})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			src := &prefetchSource{ExpertSource: s, speculate: tc.speculate, hinted: map[int][]int{}, acquired: map[int][]int{}}
+			m, err := LoadOffloaded(layout, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			prompt := []int32{3, 1, 4, 1, 5, 9}
+			want, _ := ref.NewSession(8).Forward(prompt)
+			got, err := m.NewSession(8).Forward(prompt)
+			if err != nil || !slices.Equal(got, want) {
+				t.Fatalf("offloaded logits differ from the resident model's (%v)", err)
+			}
+			for l := range c.L {
+				hinted, acquired := slices.Sorted(slices.Values(src.hinted[l])), slices.Sorted(slices.Values(src.acquired[l]))
+				switch {
+				case slices.Contains(tc.exact, l):
+					if !slices.Equal(hinted, acquired) {
+						t.Fatalf("layer %d: hinted %v, acquired %v; want the same", l, hinted, acquired)
+					}
+				case slices.Contains(tc.predicted, l):
+					if len(hinted) == 0 || len(hinted) > min(len(prompt)*c.K, c.E) || len(slices.Compact(slices.Clone(hinted))) != len(hinted) {
+						t.Fatalf("layer %d: predicted %v: want 1 to min(T*K, E) distinct experts", l, hinted)
+					}
+				case len(hinted) > 0:
+					t.Fatalf("layer %d: hinted %v, want no hint", l, hinted)
+				}
+			}
+		})
 	}
 }

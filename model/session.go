@@ -58,11 +58,13 @@ type scratch struct {
 	pregateTE [][]float32
 
 	// With an ExpertSource (offload.go): one turn's acquired weights and
-	// their Mats (E each), and the prefetch hint's expert set.
+	// their Mats (E each), the prefetch hint's expert set, and the
+	// speculated routing logits (T, E) of the next MoE layer.
 	srcW        []moe.ExpertWeights
 	srcX        []Expert
 	used        []bool
 	prefetchIDs []int
+	specTE      []float32
 }
 
 // NewSession allocates a KV cache for maxT positions.
@@ -274,7 +276,9 @@ func (b *Batch) attention(l int, ly *Layer, seqs []*Session, tokens [][]int32, h
 // from the layer's own router, or from the pre-gate of an earlier layer of
 // the same pass; a layer with a pre-gate computes its target's logits from
 // the same h. The experts are the layer's own or, when the model has an
-// ExpertSource, acquired from it (the only error source).
+// ExpertSource, acquired from it (the only error source); a Prefetcher
+// source gets the layer's hints for later layers once they are acquired
+// (hintAhead).
 func (bt *Batch) moe(ctx context.Context, l int, ly *Layer, h, x []float32, T int) error {
 	c, b := bt.m.Cfg, &bt.s
 	var logits []float32
@@ -286,9 +290,6 @@ func (bt *Batch) moe(ctx context.Context, l int, ly *Layer, h, x []float32, T in
 	}
 	if ly.Pregate.Rows > 0 {
 		ly.Pregate.Apply(b.pregateTE[ly.PregateTarget][:T*c.E], h, T, 0)
-		if bt.m.prefetch != nil {
-			bt.prefetchPregated(ctx, ly.PregateTarget, b.pregateTE[ly.PregateTarget][:T*c.E], T)
-		}
 	}
 	routing := moe.Router{K: c.K, Normalize: c.NormTopK}.Route(logits, T, c.E)
 	if bt.RecordRouting {
@@ -316,12 +317,18 @@ func (bt *Batch) moe(ctx context.Context, l int, ly *Layer, h, x []float32, T in
 			ffnRows(out[r0*c.D:r1*c.D], routed[r0*c.D:r1*c.D], &ly.Experts[e], r1-r0, F,
 				b.ffnG[r0*F:r1*F], b.ffnU[r0*F:r1*F], b.ffnA[r0*F:r1*F], 0)
 		})
-	} else if err := bt.sourcedExperts(ctx, l, active, func(e int, ex *Expert) {
-		r0, r1 := plan.Offsets[e], plan.Offsets[e+1]
-		ffnRows(out[r0*c.D:r1*c.D], routed[r0*c.D:r1*c.D], ex, r1-r0, F,
-			b.ffnG[r0*F:r1*F], b.ffnU[r0*F:r1*F], b.ffnA[r0*F:r1*F], 0)
-	}); err != nil {
-		return err
+	} else {
+		var ahead func() // the prefetch hints, sent once l's experts are acquired
+		if bt.m.prefetch != nil {
+			ahead = func() { bt.hintAhead(ctx, l, ly, h, T) }
+		}
+		if err := bt.sourcedExperts(ctx, l, active, func(e int, ex *Expert) {
+			r0, r1 := plan.Offsets[e], plan.Offsets[e+1]
+			ffnRows(out[r0*c.D:r1*c.D], routed[r0*c.D:r1*c.D], ex, r1-r0, F,
+				b.ffnG[r0*F:r1*F], b.ffnU[r0*F:r1*F], b.ffnA[r0*F:r1*F], 0)
+		}, ahead); err != nil {
+			return err
+		}
 	}
 	moe.Combine(x, out, plan, routing, c.D)
 	if ly.Shared != nil {

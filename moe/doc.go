@@ -8,7 +8,10 @@
 // Combine with unit weights is the identity (a test holds it to that).
 // Where the experts' weights are not resident, an ExpertSource (source.go,
 // implemented by package offload) lends them to the layer between routing
-// and combine: Acquire, compute, Release.
+// and combine: Acquire, compute, Release; a Prefetcher also takes hints of
+// later layers' experts (a pre-gate's routing, or, for a Speculator, a
+// prediction with the next layer's router) to fetch them while this layer
+// computes.
 //
 //	r := moe.Router{K: 2, Normalize: true}
 //	routing := r.Route(logitsTE, T, E)          // softmax, top-k, renormalise

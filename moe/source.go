@@ -44,14 +44,33 @@ type ExpertSource interface {
 // Prefetcher is implemented by an ExpertSource that can start fetching a
 // layer's experts before they are acquired: the model calls Prefetch as soon
 // as it knows a later layer's experts (a pre-gate computed that layer's
-// routing one or more blocks early), so the fetch overlaps the blocks in
-// between. A hint only: it does not block on I/O, gives the caller nothing
-// to release, and a failed fetch is reported by the later Acquire. Policies
-// that decide on their own what to fetch ahead (the next layer's experts, a
-// ring of layers) or that fetch nothing ahead (on demand) need not
-// implement it. experts is the caller's, read only during the call.
+// routing one or more blocks early; or, for a Speculator, a prediction), so
+// the fetch overlaps the blocks in between. The model sends the hints of
+// block N after block N's first Acquire has returned, so they never compete
+// with N's own reads for slots or bandwidth, and before N's experts run. A
+// hint only: it does not block (on I/O or for memory), gives the caller
+// nothing to release, and a failed fetch is reported by the later Acquire;
+// experts the hint named that the layer then does not use are the source's
+// to drop, and experts it missed are acquired as usual. Policies that
+// decide on their own what to fetch ahead (the next layer's experts, a ring
+// of layers) or that fetch nothing ahead (on demand) may ignore hints.
+// experts is the caller's, read only during the call.
 type Prefetcher interface {
 	Prefetch(ctx context.Context, layer int, experts []int)
+}
+
+// Speculator is a Prefetcher that also wants predictions for layers whose
+// routing is not known ahead (checkpoints without pre-gates): when
+// WantsPrediction returns true, the model applies the router of the next
+// MoE layer after block N to block N's MoE input (the normed hidden state
+// N's router sees), takes the top-K experts of each token, and passes
+// their union to Prefetch for that layer, one block early. A
+// misprediction costs time, never correctness: the layer acquires the
+// experts its real routing chose. The model asks once, when the source is
+// set.
+type Speculator interface {
+	Prefetcher
+	WantsPrediction() bool
 }
 
 // ExpertWeights is one acquired expert: its tensors' bytes as the source

@@ -22,34 +22,46 @@
 //     queued reads, and a Request's Done hands the result on (to a slot).
 //   - SlotPool (pool.go): the fast tier, a fixed number of equal aligned
 //     slots whose total is the budget, reference counted and found again by
-//     Key. Which cached slot to reuse is an Evictor's choice (evict.go: LRU;
-//     other policies plug in); slot memory comes from a Memory (memory.go:
+//     Key. Which cached slot to reuse is an Evictor's choice (evict.go:
+//     LRU, LFU with decay, LIFO, NoCache); the Evictor hears of demands
+//     and of fetches ahead apart, so a wrong prefetch does not make an
+//     expert look popular. Slot memory comes from a Memory (memory.go:
 //     anonymous mmap; pinned host or device memory plug in).
 //     Under -tags invariants a double release or a leaked reference panics.
 //   - Stats (stats.go): atomic counters of reads, bytes, hits, misses,
-//     evictions and stall time for the per-run report.
-//   - Scheduler (scheduler.go, plan.go): the ExpertSource of package moe
-//     built on these. NewPlan turns a budget in bytes into a slot count
-//     (too small a budget is an ErrBudget error naming the minimum); the
-//     Policy is configuration: Resident (every expert read at open and
-//     kept) or OnDemand (a layer's missing experts read once it is routed,
-//     then computed; the Cache, LRU, keeps what fits beyond that). Acquire
-//     takes a slot per expert, reads the misses (all in flight at once),
-//     waits only for them, and returns views of the slots (moe.ExpertWeights:
-//     each tensor's name, dtype, shape and offset from the layout); Release
-//     gives the slots back. A batch whose experts outnumber the slots gets
-//     them in turns. Prefetch-all, ring, pre-gated and speculative policies
-//     are further Policy values behind the same two calls (and a
-//     moe.Prefetcher hint).
+//     fetches ahead, evictions, stall time and the predictor's hits and
+//     misses (precision, recall) for the per-run report.
+//   - Scheduler (scheduler.go, plan.go, ahead.go): the ExpertSource of
+//     package moe built on these. NewPlan turns a budget in bytes into a
+//     slot count (too small a budget is an ErrBudget error naming the
+//     policy's minimum). Acquire takes a slot per expert, reads the misses
+//     (all in flight at once), waits only for them, and returns views of
+//     the slots (moe.ExpertWeights: each tensor's name, dtype, shape and
+//     offset from the layout); Release gives the slots back. A batch whose
+//     experts outnumber the slots gets them in turns. The Policy is
+//     configuration of this one loop, differing only in what is read ahead
+//     of the Acquire that needs it: Resident (everything, at open),
+//     OnDemand (nothing), PrefetchAll (when block N acquires, all of the
+//     next MoE block), Ring (K whole-layer sections: the K-1 blocks after
+//     N), Pregated (the exact experts the model's pre-gate hint names),
+//     Speculative (the experts the model predicts with the next block's
+//     router on block N's input: the scheduler is a moe.Speculator), Auto
+//     (Pregated for a pre-gated model, else Speculative). Fetches ahead
+//     never wait: each takes a free or evictable slot or is skipped, and is
+//     held by the scheduler until its layer's Acquire uses it or drops it;
+//     what was not fetched is read on demand, so every policy computes with
+//     exactly the experts the routing chose. The Cache (LRU, LFU, LIFO,
+//     none) decides what stays beyond that.
 //
 // The model (package model, which this package does not know) runs on it:
 //
+//	cfg, err := model.LoadConfig(dir)
 //	s, err := offload.OpenScheduler(ctx, dir, offload.SchedulerConfig{
-//		Policy: offload.OnDemand, Budget: 2 << 30, TopK: cfg.K})
-//	fmt.Println(s.Plan())  // ondemand/lru: 170 slots x 12 MiB = ...
-//	m, err := model.LoadOffloaded(dir, s) // dense weights from dir
+//		Policy: offload.Auto, Budget: 2 << 30, TopK: cfg.K, PregateDist: cfg.PregateDist})
+//	fmt.Println(s.Plan())  // pregated/lru: 170 slots x 12 MiB = ...
+//	m, err := model.LoadOffloaded(dir, s) // dense weights from dir; hints go to s
 //	logits, err := m.NewSession(512).ForwardContext(ctx, tokens)
-//	fmt.Println(s.Stats().Snapshot())     // hits, misses, bytes read, stall
+//	fmt.Println(s.Stats().Snapshot())     // hits, misses, fetches ahead, bytes read, stall
 //	m.Close(); s.Close()
 //
 // Underneath, a Scheduler's Acquire does, per expert, what any filler of a

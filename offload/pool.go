@@ -149,7 +149,7 @@ func (p *SlotPool) Acquire(ctx context.Context, key Key) (s *Slot, cached bool, 
 			return nil, false, fmt.Errorf("offload: acquire slot for %v: %w", key, err)
 		}
 		p.mu.Lock()
-		s, cached, err = p.acquireLocked(key)
+		s, cached, err = p.acquireLocked(key, false)
 		if s != nil || err != nil {
 			p.mu.Unlock()
 			return s, cached, err
@@ -169,23 +169,40 @@ func (p *SlotPool) Acquire(ctx context.Context, key Key) (s *Slot, cached bool, 
 // TryAcquire is Acquire without waiting: if no slot is free or evictable
 // it fails with ErrNoSlot.
 func (p *SlotPool) TryAcquire(key Key) (s *Slot, cached bool, err error) {
+	return p.tryAcquire(key, false)
+}
+
+// tryAcquire is TryAcquire; ahead marks a fetch ahead of demand (the
+// scheduler's prefetch): it counts a Prefetch instead of a miss and no hit,
+// and tells the Evictor Taken instead of Used, so that hit rates and
+// frequencies count only what compute asked for.
+func (p *SlotPool) tryAcquire(key Key, ahead bool) (s *Slot, cached bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s, cached, err = p.acquireLocked(key)
+	s, cached, err = p.acquireLocked(key, ahead)
 	if s == nil && err == nil {
 		err = fmt.Errorf("offload: acquire slot for %v: %w", key, ErrNoSlot)
 	}
 	return s, cached, err
 }
 
-// acquireLocked is Acquire's attempt: a nil slot and error mean wait.
-func (p *SlotPool) acquireLocked(key Key) (*Slot, bool, error) {
+// acquireLocked is the attempt of Acquire (a demand, ahead false) or of a
+// fetch ahead: a nil slot and error mean wait.
+func (p *SlotPool) acquireLocked(key Key, ahead bool) (*Slot, bool, error) {
 	if p.closed {
 		return nil, false, fmt.Errorf("offload: acquire slot for %v: %w", key, ErrClosed)
 	}
 	if s, ok := p.keys[key]; ok {
-		p.hitLocked(s)
-		p.stats.Hits.Add(1)
+		if ahead {
+			if s.candidate {
+				p.ev.Taken(s.index)
+				s.candidate = false
+			}
+			s.refs++
+		} else {
+			p.hitLocked(s)
+			p.stats.Hits.Add(1)
+		}
 		return s, true, nil
 	}
 	s := p.takeLocked()
@@ -195,7 +212,12 @@ func (p *SlotPool) acquireLocked(key Key) (*Slot, bool, error) {
 	s.key, s.bound, s.refs, s.state = key, true, 1, slotFilling
 	s.ready, s.err = make(chan struct{}), nil
 	p.keys[key] = s
-	p.stats.Misses.Add(1)
+	if ahead {
+		p.stats.Prefetches.Add(1)
+	} else {
+		p.ev.Used(s.index, key)
+		p.stats.Misses.Add(1)
+	}
 	return s, false, nil
 }
 
@@ -212,13 +234,14 @@ func (p *SlotPool) Lookup(key Key) (*Slot, bool) {
 	return s, true
 }
 
-// ready reports whether key's block is in a slot, filled without error: a
-// probe for ordering that takes no reference and tells the Evictor nothing.
-func (p *SlotPool) ready(key Key) bool {
+// inMemory reports whether key is bound to a slot: ready, or being filled
+// (a failed fill unbinds it). A probe for ordering that takes no reference
+// and tells the Evictor nothing.
+func (p *SlotPool) inMemory(key Key) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s, ok := p.keys[key]
-	return ok && s.state == slotReady && s.err == nil
+	_, ok := p.keys[key]
+	return ok
 }
 
 // hitLocked adds a reference to a slot found by its key, telling the

@@ -239,6 +239,7 @@ type keepNothing struct{}
 
 func (keepNothing) Unused(int, Key) bool { return false }
 func (keepNothing) Used(int, Key)        {}
+func (keepNothing) Taken(int)            {}
 func (keepNothing) Victim() (int, bool)  { return 0, false }
 
 func TestPoolEvictorDeclines(t *testing.T) {
@@ -394,6 +395,11 @@ func (l *logEvictor) Used(slot int, key Key) {
 	l.LRU.Used(slot, key)
 }
 
+func (l *logEvictor) Taken(slot int) {
+	l.log = append(l.log, fmt.Sprintf("taken %d", slot))
+	l.LRU.Taken(slot)
+}
+
 func (l *logEvictor) Victim() (int, bool) {
 	slot, ok := l.LRU.Victim()
 	l.log = append(l.log, fmt.Sprintf("victim %d %v", slot, ok))
@@ -401,28 +407,41 @@ func (l *logEvictor) Victim() (int, bool) {
 }
 
 // TestPoolEvictorCalls: the Evictor hears of every last release, every
-// reference by key, and is asked for a victim only when no slot is free.
+// demand by key (a slot bound for it, a hit, a Lookup), every fetch ahead
+// of a candidate (Taken, not a use), and is asked for a victim only when
+// no slot is free. Fetches ahead count Prefetches, neither hits nor misses.
 func TestPoolEvictorCalls(t *testing.T) {
 	ev := &logEvictor{LRU: NewLRU()}
 	p := newTestPool(t, PoolConfig{Slots: 1, SlotBytes: Align, Evictor: ev})
-	s, _, _ := p.TryAcquire(Key{0, 1}) // free slot: no call
+	s, _, _ := p.TryAcquire(Key{0, 1}) // free slot: used
 	s.Filled(nil)
 	s.Release()
 	s, _ = p.Lookup(Key{0, 1})
 	s.Retain() // no call
 	s.Release()
 	s.Release()
+	s, cached, _ := p.tryAcquire(Key{0, 1}, true) // ahead, a candidate: taken
+	if !cached {
+		t.Fatal("fetch ahead of a cached key: not cached")
+	}
+	s.Release()
 	s, _, _ = p.TryAcquire(Key{0, 2})
 	s.Filled(ErrInjected) // failed: the slot is freed, not offered
+	s.Release()
+	s, _, _ = p.tryAcquire(Key{0, 4}, true) // ahead, free slot: no call
+	s.Filled(nil)
 	s.Release()
 	s, _, err := p.TryAcquire(Key{0, 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "unused 0 e1, used 0 e1, unused 0 e1, victim 0 true"
+	want := "used 0 e1, unused 0 e1, used 0 e1, unused 0 e1, taken 0, unused 0 e1, victim 0 true, used 0 e2, unused 0 e4, victim 0 true, used 0 e3"
 	if got := strings.Join(ev.log, ", "); got != want {
 		t.Fatalf("calls %q, want %q", got, want)
 	}
 	s.Filled(nil)
 	s.Release()
+	if c := p.Stats().Snapshot(); c.Hits != 0 || c.Misses != 2+1 || c.Prefetches != 1 || c.Evictions != 2 {
+		t.Fatalf("counts %+v: want the misses of e1, e2, e3, one prefetch (e4), two evictions", c)
+	}
 }

@@ -4,25 +4,40 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/moesys/moesys/moe"
 	"github.com/moesys/moesys/tensor"
 )
 
-// SchedulerConfig configures a Scheduler: the policy and the budget.
+// SchedulerConfig configures a Scheduler: the policy and the budget, and
+// what the planner must know of the model, which whoever builds the
+// scheduler reads from the model's config (this package knows no models).
 type SchedulerConfig struct {
-	Policy Policy
-	Cache  Cache // for the slots beyond the working set; "": LRU
+	Policy Policy // "" is not a policy: say Auto for the default
+	Cache  Cache  // for the slots beyond the working set; "": LRU
 	// Budget is the expert memory in bytes (the slot pool); 0: one slot
 	// per expert. NewPlan turns it into a slot count.
 	Budget int64
 	// TopK is the number of experts one token uses per MoE layer (the
-	// model's K): the minimum slot count of OnDemand.
-	TopK   int
-	Depth  int    // reads in flight; <= 0: DefaultDepth
-	Memory Memory // slot memory; nil: HostMemory
-	Stats  *Stats // shared by the reader and the pool; nil: the scheduler's own
+	// model's K): the minimum slot count of OnDemand, and with Batch the
+	// working set the prefetching policies plan for.
+	TopK int
+	// Batch is the sequences one decode pass runs (<= 0: 1): a layer's
+	// working set is the union of their experts, up to Batch * TopK.
+	Batch int
+	// PregateDist is the model's pre-gate distance (model.Config
+	// .PregateDist): 0 for a model without pre-gates. Auto picks Pregated
+	// when it is positive; Pregated needs it.
+	PregateDist int
+	// LFUHalfLife is the LFU cache's decay: counts halve every LFUHalfLife
+	// demands; 0: DefaultLFUHalfLife; < 0: no decay.
+	LFUHalfLife int
+	Depth       int    // reads in flight; <= 0: DefaultDepth
+	Memory      Memory // slot memory; nil: HostMemory
+	Stats       *Stats // shared by the reader and the pool; nil: the scheduler's own
 }
 
 // Scheduler is the ExpertSource of package moe over an offload layout: it
@@ -32,8 +47,14 @@ type SchedulerConfig struct {
 //
 // A slot holds one expert block exactly as the experts file stores it, so
 // the acquired ExpertWeights are views of slot memory: no copy, no
-// conversion. Hits, misses, evictions, reads, bytes and the time Acquire
-// waited are counted in Stats.
+// conversion. Hits, misses, fetches ahead, evictions, reads, bytes, the
+// time Acquire waited and the predictor's hits are counted in Stats.
+//
+// The prefetching policies keep a scheduler reference on each slot they
+// fetch ahead (ahead.go) until the layer's Acquire takes its own, or drops
+// what it did not ask for; so a fetch ahead is never evicted before it is
+// used, and it never waits: with no slot free it is skipped, and Acquire
+// reads the expert on demand.
 type Scheduler struct {
 	plan    Plan
 	lay     *Layout
@@ -45,6 +66,18 @@ type Scheduler struct {
 	experts map[Key]expertBlock
 	pinned  []*Slot // Resident: every slot, referenced until Close
 	closed  bool
+
+	// The layout's MoE layers: order lists them ascending, at[l] is l's
+	// position in order (-1 for a layer without blocks), byLayer[l] its
+	// experts ascending.
+	order   []int
+	at      []int
+	byLayer [][]int
+
+	mu    sync.Mutex        // guards ahead and hints
+	ahead map[Key]*aheadRef // slots fetched ahead, a reference each
+	hints []*layerHint      // per layer: the last Prefetch hint and its counts
+	reads sync.WaitGroup    // fetches ahead whose read has not ended
 }
 
 // expertBlock is what Acquire needs of a layout block.
@@ -85,9 +118,28 @@ func NewScheduler(ctx context.Context, lay *Layout, store Store, cfg SchedulerCo
 	if err != nil {
 		return nil, err
 	}
-	s := &Scheduler{plan: plan, lay: lay, store: store, stats: cfg.Stats, experts: make(map[Key]expertBlock, len(lay.Blocks))}
+	s := &Scheduler{plan: plan, lay: lay, store: store, stats: cfg.Stats, experts: make(map[Key]expertBlock, len(lay.Blocks)), ahead: map[Key]*aheadRef{}}
 	if s.stats == nil {
 		s.stats = new(Stats)
+	}
+	for _, b := range lay.Blocks {
+		if b.Layer < 0 || b.Expert < 0 {
+			return nil, fmt.Errorf("%w: layer %d expert %d", ErrLayout, b.Layer, b.Expert)
+		}
+		for len(s.byLayer) <= b.Layer {
+			s.byLayer = append(s.byLayer, nil)
+		}
+		s.byLayer[b.Layer] = append(s.byLayer[b.Layer], b.Expert)
+	}
+	s.at = make([]int, len(s.byLayer))
+	s.hints = make([]*layerHint, len(s.byLayer))
+	for l, es := range s.byLayer {
+		s.at[l] = -1
+		if es != nil {
+			slices.Sort(es)
+			s.at[l] = len(s.order)
+			s.order = append(s.order, l)
+		}
 	}
 	for _, b := range lay.Blocks {
 		eb := expertBlock{blk: b}
@@ -100,7 +152,7 @@ func NewScheduler(ctx context.Context, lay *Layout, store Store, cfg SchedulerCo
 		}
 		s.experts[Key{b.Layer, b.Expert}] = eb
 	}
-	s.pool, err = NewSlotPool(PoolConfig{Slots: plan.Slots, SlotBytes: plan.SlotBytes, Evictor: plan.Cache.evictor(), Memory: cfg.Memory, Stats: s.stats})
+	s.pool, err = NewSlotPool(PoolConfig{Slots: plan.Slots, SlotBytes: plan.SlotBytes, Evictor: plan.Cache.evictor(cfg.LFUHalfLife), Memory: cfg.Memory, Stats: s.stats})
 	if err != nil {
 		return nil, err
 	}
@@ -149,9 +201,15 @@ func (s *Scheduler) Stats() *Stats { return s.stats }
 // in flight at once) and waits for them. It blocks only for the first
 // expert's slot: the rest are taken while slots are free or evictable, so
 // a batch whose experts outnumber the slots gets them in turns. When it
-// must take turns, experts already in memory go first. On any error it
-// releases what it took, after its own reads have ended, and the slot of a
-// failed read is not reused for the expert: the next Acquire reads again.
+// must take turns, or the policy fetches ahead, experts already in memory
+// (or on their way) go first. On any error it releases what it took, after
+// its own reads have ended, and the slot of a failed read is not reused
+// for the expert: the next Acquire reads again.
+//
+// For the prefetching policies it also settles what was fetched ahead for
+// layer (counting the hint's hits, dropping what layer does not use), and
+// for PrefetchAll and Ring it starts, once its own reads are issued, the
+// reads of the layers ahead.
 func (s *Scheduler) Acquire(ctx context.Context, layer int, experts []int, w []moe.ExpertWeights) (int, error) {
 	if len(w) < len(experts) {
 		panic(fmt.Sprintf("offload: Scheduler.Acquire: %d weights for %d experts", len(w), len(experts)))
@@ -159,7 +217,11 @@ func (s *Scheduler) Acquire(ctx context.Context, layer int, experts []int, w []m
 	if len(experts) == 0 {
 		return 0, nil
 	}
-	if len(experts) > s.pool.Slots() {
+	ahead := s.plan.Policy.fetchesAhead()
+	if ahead {
+		s.settleAhead(layer, experts)
+	}
+	if ahead || len(experts) > s.pool.Slots() {
 		s.inMemoryFirst(layer, experts)
 	}
 	var fillBuf [32]bool
@@ -176,7 +238,12 @@ func (s *Scheduler) Acquire(ctx context.Context, layer int, experts []int, w []m
 		var slot *Slot
 		var cached bool
 		if i == 0 {
-			slot, cached, err = s.pool.Acquire(ctx, key)
+			if slot, cached, err = s.pool.TryAcquire(key); errors.Is(err, ErrNoSlot) {
+				// Fetches ahead must not starve a demand: drop those of
+				// other layers, then wait for a slot.
+				s.dropAhead(layer)
+				slot, cached, err = s.pool.Acquire(ctx, key)
+			}
 		} else if slot, cached, err = s.pool.TryAcquire(key); errors.Is(err, ErrNoSlot) {
 			err = nil
 			break // the rest wait for the caller's next turn
@@ -190,6 +257,17 @@ func (s *Scheduler) Acquire(ctx context.Context, layer int, experts []int, w []m
 		fills = append(fills, !cached)
 		w[i] = moe.ExpertWeights{Layer: layer, Expert: e, Tensors: x.tensors, Data: slot.Bytes()[:x.blk.Bytes], Ref: slot}
 		n++
+	}
+	if ahead {
+		// Our references are taken: the scheduler's on the experts
+		// fetched ahead can go.
+		s.consumeAhead(layer, experts[:n])
+		switch s.plan.Policy {
+		case PrefetchAll:
+			s.fetchLayersAhead(ctx, layer, 1)
+		case Ring:
+			s.fetchLayersAhead(ctx, layer, s.plan.Sections-1)
+		}
 	}
 	start := time.Now()
 	for i := 0; i < n; i++ {
@@ -215,13 +293,15 @@ func (s *Scheduler) Acquire(ctx context.Context, layer int, experts []int, w []m
 	return n, nil
 }
 
-// inMemoryFirst moves the experts whose blocks are in slots, ready, to the
-// front (keeping the order otherwise), so a turn-taking batch uses them
-// before they can be evicted for the others.
+// inMemoryFirst moves the experts whose blocks are in slots, ready or
+// being filled, to the front (keeping the order otherwise), so a
+// turn-taking batch uses them before they can be evicted for the others,
+// and the first expert, the one Acquire may wait for a slot for, needs
+// none if any is in memory.
 func (s *Scheduler) inMemoryFirst(layer int, experts []int) {
 	j := 0
 	for i, e := range experts {
-		if s.pool.ready(Key{layer, e}) {
+		if s.pool.inMemory(Key{layer, e}) {
 			copy(experts[j+1:i+1], experts[j:i])
 			experts[j] = e
 			j++
@@ -258,6 +338,9 @@ func (s *Scheduler) Close() error {
 		slot.Release()
 	}
 	s.pinned = nil
+	// Fetches ahead are hints: drop them, once their reads have ended.
+	s.dropAhead(-1)
+	s.reads.Wait()
 	// With every reference released no read is filling a slot: the pool
 	// can go first, and a failed Close leaves the scheduler working.
 	if err := s.pool.Close(); err != nil {

@@ -1,6 +1,7 @@
 package offload
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,10 +30,16 @@ func schedByte(layer, expert, i int) byte { return byte(layer*64 + expert*4 + i 
 // writeSchedLayout writes the test layout and opens it.
 func writeSchedLayout(t *testing.T) *Layout {
 	t.Helper()
+	return writeSchedLayers(t, schedLayers)
+}
+
+// writeSchedLayers is writeSchedLayout with layers MoE layers.
+func writeSchedLayers(t *testing.T, layers int) *Layout {
+	t.Helper()
 	dir := t.TempDir()
 	var blocks []BlockSpec
 	data := map[string][]byte{}
-	for l := range schedLayers {
+	for l := range layers {
 		for e := range schedExperts {
 			bs := BlockSpec{Layer: l, Expert: e}
 			for i, n := range []int{1000, 5000} {
@@ -93,28 +100,55 @@ func checkWeights(t *testing.T, w moe.ExpertWeights, layer, expert int) {
 }
 
 func TestNewPlan(t *testing.T) {
-	lay := writeSchedLayout(t) // 12 experts of 8 KiB
+	lay := writeSchedLayout(t) // 2 layers x 6 experts of 8 KiB
 	all := int64(schedLayers * schedExperts)
 	for _, tc := range []struct {
-		name      string
-		cfg       SchedulerConfig
-		wantSlots int
-		wantErr   string
+		name       string
+		cfg        SchedulerConfig
+		wantSlots  int
+		wantMin    int    // 0: not checked
+		wantPolicy Policy // "": cfg.Policy
+		wantErr    string
 	}{
-		{"ondemand unlimited", SchedulerConfig{Policy: OnDemand, TopK: 2}, 12, ""},
-		{"ondemand minimum", SchedulerConfig{Policy: OnDemand, TopK: 2, Budget: 2 * schedSlot}, 2, ""},
-		{"ondemand rounds down", SchedulerConfig{Policy: OnDemand, TopK: 2, Budget: 7*schedSlot/2 + 1}, 3, ""},
-		{"ondemand capped at all", SchedulerConfig{Policy: OnDemand, TopK: 2, Budget: 100 * schedSlot}, 12, ""},
+		{"ondemand unlimited", SchedulerConfig{Policy: OnDemand, TopK: 2}, 12, 2, "", ""},
+		{"ondemand minimum", SchedulerConfig{Policy: OnDemand, TopK: 2, Budget: 2 * schedSlot}, 2, 2, "", ""},
+		{"ondemand rounds down", SchedulerConfig{Policy: OnDemand, TopK: 2, Budget: 7*schedSlot/2 + 1}, 3, 2, "", ""},
+		{"ondemand capped at all", SchedulerConfig{Policy: OnDemand, TopK: 2, Budget: 100 * schedSlot}, 12, 2, "", ""},
 		{"ondemand below K", SchedulerConfig{Policy: OnDemand, TopK: 2, Budget: 2*schedSlot - 1},
-			0, "1 slots of 8 KiB; policy ondemand needs at least 2 slots, 16 KiB (16384 bytes)"},
-		{"ondemand K defaults to 1", SchedulerConfig{Policy: OnDemand, Budget: schedSlot}, 1, ""},
-		{"resident unlimited", SchedulerConfig{Policy: Resident}, 12, ""},
-		{"resident exact", SchedulerConfig{Policy: Resident, Budget: all * schedSlot}, 12, ""},
+			0, 0, "", "1 slots of 8 KiB; policy ondemand needs at least 2 slots, 16 KiB (16384 bytes)"},
+		{"ondemand K defaults to 1", SchedulerConfig{Policy: OnDemand, Budget: schedSlot}, 1, 1, "", ""},
+		{"resident unlimited", SchedulerConfig{Policy: Resident}, 12, 12, "", ""},
+		{"resident exact", SchedulerConfig{Policy: Resident, Budget: all * schedSlot}, 12, 12, "", ""},
 		{"resident below all", SchedulerConfig{Policy: Resident, Budget: (all - 1) * schedSlot},
-			0, "policy resident needs at least 12 slots, 96 KiB (98304 bytes)"},
-		{"negative", SchedulerConfig{Policy: OnDemand, Budget: -1}, 0, "negative budget"},
-		{"unknown policy", SchedulerConfig{Policy: "ring"}, 0, `unknown policy "ring" (implemented: resident, ondemand)`},
-		{"unknown cache", SchedulerConfig{Policy: OnDemand, Cache: "lfu"}, 0, `unknown cache policy "lfu" (implemented: lru)`},
+			0, 0, "", "policy resident needs at least 12 slots, 96 KiB (98304 bytes)"},
+		{"prefetch-all: a layer and K", SchedulerConfig{Policy: PrefetchAll, TopK: 2, Budget: 8 * schedSlot}, 8, 8, "", ""},
+		{"prefetch-all below", SchedulerConfig{Policy: PrefetchAll, TopK: 2, Budget: 7 * schedSlot},
+			0, 0, "", "policy prefetch-all needs at least 8 slots"},
+		{"prefetch-all batch 2: a layer and 2K", SchedulerConfig{Policy: PrefetchAll, TopK: 2, Batch: 2, Budget: 10 * schedSlot}, 10, 10, "", ""},
+		{"prefetch-all batch 4: capped at all", SchedulerConfig{Policy: PrefetchAll, TopK: 2, Batch: 4}, 12, 12, "", ""},
+		{"ring K=2", SchedulerConfig{Policy: Ring, TopK: 2, Budget: 12 * schedSlot}, 12, 12, "", ""},
+		{"ring K capped at the layers", SchedulerConfig{Policy: Ring, TopK: 2}, 12, 12, "", ""},
+		{"ring below 2 sections", SchedulerConfig{Policy: Ring, TopK: 2, Budget: 11 * schedSlot},
+			0, 0, "", "policy ring needs at least 12 slots"},
+		{"pregated distance 1: two blocks' K", SchedulerConfig{Policy: Pregated, TopK: 2, PregateDist: 1, Budget: 4 * schedSlot}, 4, 4, "", ""},
+		{"pregated distance 2: three", SchedulerConfig{Policy: Pregated, TopK: 2, PregateDist: 2, Budget: 6 * schedSlot}, 6, 6, "", ""},
+		{"pregated batch 2: the union", SchedulerConfig{Policy: Pregated, TopK: 2, Batch: 2, PregateDist: 1, Budget: 8 * schedSlot}, 8, 8, "", ""},
+		{"pregated below", SchedulerConfig{Policy: Pregated, TopK: 2, PregateDist: 1, Budget: 3 * schedSlot},
+			0, 0, "", "policy pregated needs at least 4 slots"},
+		{"pregated without pre-gates", SchedulerConfig{Policy: Pregated, TopK: 2}, 0, 0, "", "needs a model with pre-gates"},
+		{"speculative: two blocks' K", SchedulerConfig{Policy: Speculative, TopK: 2, Budget: 4 * schedSlot}, 4, 4, "", ""},
+		{"speculative below", SchedulerConfig{Policy: Speculative, TopK: 2, Budget: 3 * schedSlot},
+			0, 0, "", "policy speculative needs at least 4 slots"},
+		{"auto with pre-gates", SchedulerConfig{Policy: Auto, TopK: 1, PregateDist: 1}, 12, 2, Pregated, ""},
+		{"auto without", SchedulerConfig{Policy: Auto, TopK: 1}, 12, 2, Speculative, ""},
+		{"lfu", SchedulerConfig{Policy: OnDemand, Cache: CacheLFU}, 12, 1, "", ""},
+		{"lifo", SchedulerConfig{Policy: OnDemand, Cache: CacheLIFO}, 12, 1, "", ""},
+		{"none", SchedulerConfig{Policy: OnDemand, Cache: CacheNone}, 12, 1, "", ""},
+		{"negative", SchedulerConfig{Policy: OnDemand, Budget: -1}, 0, 0, "", "negative budget"},
+		{"unknown policy", SchedulerConfig{Policy: "lru"}, 0, 0, "",
+			`unknown policy "lru" (implemented: auto, resident, ondemand, prefetch-all, ring, pregated, speculative)`},
+		{"no policy", SchedulerConfig{}, 0, 0, "", `unknown policy ""`},
+		{"unknown cache", SchedulerConfig{Policy: OnDemand, Cache: "mru"}, 0, 0, "", `unknown cache policy "mru" (implemented: lru, lfu, lifo, none)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := NewPlan(lay, tc.cfg)
@@ -130,11 +164,26 @@ func TestNewPlan(t *testing.T) {
 			if err != nil || p.Slots != tc.wantSlots || p.SlotBytes != schedSlot {
 				t.Fatalf("NewPlan = %+v, %v; want %d slots of %d bytes", p, err, tc.wantSlots, schedSlot)
 			}
+			if tc.wantMin != 0 && p.MinSlots != tc.wantMin {
+				t.Fatalf("NewPlan = %+v: minimum %d slots, want %d", p, p.MinSlots, tc.wantMin)
+			}
+			if want := cmp.Or(tc.wantPolicy, tc.cfg.Policy); p.Policy != want {
+				t.Fatalf("NewPlan = %+v: policy %s, want %s", p, p.Policy, want)
+			}
 		})
 	}
 	p, _ := NewPlan(lay, SchedulerConfig{Policy: OnDemand, TopK: 2, Budget: 3 * schedSlot})
 	if got, want := p.String(), "ondemand/lru: 3 slots x 8 KiB = 24 KiB for 12 experts (25%; minimum 2 slots, 16 KiB)"; got != want {
 		t.Fatalf("plan %q, want %q", got, want)
+	}
+	// Ring: K from the budget, the remainder unused.
+	lay3 := writeSchedLayers(t, 3)
+	p, _ = NewPlan(lay3, SchedulerConfig{Policy: Ring, TopK: 2, Cache: CacheNone, Budget: 17 * schedSlot})
+	if got, want := p.String(), "ring/none: 12 slots x 8 KiB = 96 KiB for 18 experts (67%; minimum 12 slots, 96 KiB); ring of K=2 sections of 6 slots for 3 MoE layers"; got != want || p.Sections != 2 {
+		t.Fatalf("plan %q, want %q", got, want)
+	}
+	if p, _ = NewPlan(lay3, SchedulerConfig{Policy: Ring, Budget: 18 * schedSlot}); p.Sections != 3 || p.Slots != 18 {
+		t.Fatalf("ring with every expert: %v", p)
 	}
 }
 
@@ -213,7 +262,6 @@ func TestSchedulerReadFaults(t *testing.T) {
 				}
 				defer fs.Close()
 				store := NewFaultStore(fs, fault, 2)
-				cfg := SchedulerConfig{Policy: policy, TopK: 2, Budget: 2 * schedSlot}
 				if policy == Resident {
 					// The second read of the load at open fails.
 					_, err := NewScheduler(context.Background(), lay, store, SchedulerConfig{Policy: Resident})
@@ -222,6 +270,14 @@ func TestSchedulerReadFaults(t *testing.T) {
 					}
 					return
 				}
+				// Every policy at its minimum budget; the prefetching ones
+				// read the next layer as well, after the failing read.
+				cfg := SchedulerConfig{Policy: policy, TopK: 2, PregateDist: 1}
+				plan, err := NewPlan(lay, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.Budget = int64(plan.MinSlots) * schedSlot
 				s := openSched(t, lay, store, cfg)
 				w := make([]moe.ExpertWeights, 2)
 				experts := []int{4, 5}
@@ -239,7 +295,12 @@ func TestSchedulerReadFaults(t *testing.T) {
 				checkWeights(t, w[0], 1, experts[0])
 				checkWeights(t, w[1], 1, experts[1])
 				s.Release(w[:n])
-				if c := s.Stats().Snapshot(); c.ReadErrors != 1 || c.Reads != 2 || c.Misses != 3 || c.Hits != 1 {
+				s.reads.Wait()
+				c := s.Stats().Snapshot()
+				if c.ReadErrors != 1 || c.Reads != c.Misses+c.Prefetches-1 || c.Hits+c.Misses != 4 {
+					t.Fatalf("counts %+v: want one failed read, a read per miss or prefetch, 4 experts acquired", c)
+				}
+				if policy == OnDemand && (c.Misses != 3 || c.Hits != 1) {
 					t.Fatalf("counts %+v: want 3 misses (one failed read, one read again), 1 hit", c)
 				}
 			})
