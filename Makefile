@@ -56,6 +56,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./tokenizer
 	$(GO) test -run '^$$' -fuzz '^FuzzByteLevelRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./tokenizer
 	$(GO) test -run '^$$' -fuzz '^FuzzSentencePieceRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./tokenizer
+	$(GO) test -run '^$$' -fuzz '^FuzzParseBytes$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./cmd/moesys
 
 bench:
 	$(GO) run ./cmd/moesys bench kernels

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/model"
+	"github.com/moesys/moesys/offload"
 	"github.com/moesys/moesys/sample"
 	"github.com/moesys/moesys/tokenizer"
 )
@@ -36,6 +38,8 @@ type generateResult struct {
 	TTFTMillis   float64 `json:"ttft_ms"`
 	PrefillTPS   float64 `json:"prefill_tokens_per_s"`
 	DecodeTPS    float64 `json:"decode_tokens_per_s"`
+	// Offload is the offload plan and report of an offloaded run.
+	Offload *offloadResult `json:"offload,omitempty"`
 }
 
 // loadTokenizer finds the checkpoint's tokenizer: tokenizer.json in dir, or
@@ -50,7 +54,7 @@ func loadTokenizer(dir string, cfg *model.Config) (tokenizer.Tokenizer, error) {
 	return nil, fmt.Errorf("%s has no %s and its vocabulary (%d) is not byte-level", dir, tokenizer.FileName, cfg.V)
 }
 
-func runGenerate(args []string, stdout, stderr io.Writer) error {
+func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	dir := fs.String("model", "", "checkpoint directory (config.json, safetensors, tokenizer.json)")
@@ -67,14 +71,28 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&stops, "stop", "stop string (repeatable)")
 	noBOS := fs.Bool("no-special", false, "do not add the tokenizer's special tokens (BOS) around the prompt")
 	precision := fs.String("precision", "fast", "exact (f32 products) or fast (bf16 dot products for prefill)")
-	asJSON := fs.Bool("json", false, "print one JSON object with the text and speeds instead of streaming")
+	asJSON := fs.Bool("json", false, "print one JSON object with the text and speeds (and the offload plan and report) instead of streaming")
+	var off offloadFlags
+	off.register(fs)
 	usage := func(w io.Writer) {
 		fmt.Fprintln(w, "Usage: moesys generate --model DIR --prompt TEXT [sampling flags] [--json]")
+		fmt.Fprintln(w, "       moesys generate --model DIR --offload POLICY --expert-mem BYTES [--cache NAME] [--dry-run] [--no-measure] ...")
 		fmt.Fprintln(w, "\nStreams the continuation to stdout, then prefill and decode tokens/s to stderr.")
+		fmt.Fprintln(w, "\nOffloaded (--offload, or DIR in the layout `moesys convert` writes): the routed experts")
+		fmt.Fprintln(w, "stay in DIR/experts.bin, read with O_DIRECT into --expert-mem bytes of slots as the")
+		fmt.Fprintln(w, "policy says; everything else is loaded. The planner prints its plan first (--dry-run:")
+		fmt.Fprintln(w, "only that); a budget below the policy's minimum is an error naming the minimum. The")
+		fmt.Fprintln(w, "output equals the resident run's. After the run a report: tokens/s against the disk's")
+		fmt.Fprintln(w, "bound (its read bandwidth, measured at --read-depth first, over the bytes read per token),")
+		fmt.Fprintln(w, "bytes per token, slot hit rate, predictor precision/recall, stall time, overlap and peak")
+		fmt.Fprintln(w, "expert memory (in --json too).")
 		fmt.Fprintln(w, "\nFlags:")
 		fs.VisitAll(func(f *flag.Flag) { fmt.Fprintf(w, "  --%-19s %s (default %q)\n", f.Name, f.Usage, f.DefValue) })
 		fmt.Fprintln(w, "\nExamples:\n  moesys generate --model testdata/hf/mixtral_f32 --prompt hello --temperature 0")
 		fmt.Fprintln(w, "  moesys generate --model ~/models/OLMoE-1B-7B --prompt 'The capital of France' --top-p 0.9 --seed 7 --json")
+		fmt.Fprintln(w, "  moesys convert --model ~/models/OLMoE-1B-7B --out ~/models/olmoe.offload")
+		fmt.Fprintln(w, "  moesys generate --model ~/models/olmoe.offload --offload ondemand --expert-mem 2GiB --dry-run")
+		fmt.Fprintln(w, "  moesys generate --model ~/models/olmoe.offload --offload ondemand --expert-mem 1.5G --prompt hello --temperature 0")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -92,11 +110,41 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	p.StopStrings = stops
-	m, err := model.Load(*dir)
+	offloaded, err := off.offloaded(fs, *dir)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	ctx := context.Background()
+	var m *model.Model
+	var offRun *offloadRun // nil: resident
+	if offloaded {
+		cfg, err := model.LoadConfig(*dir)
+		if err != nil {
+			return err
+		}
+		scfg, r, err := planOffload(*dir, cfg, &off)
+		if err != nil {
+			return err
+		}
+		if off.dryRun {
+			return r.dryRun(*asJSON, stdout, stderr)
+		}
+		if r.auto != "" {
+			fmt.Fprintf(stderr, "offload policy %s\n", r.auto)
+		}
+		fmt.Fprintf(stderr, "offload plan: %s\n", r.plan)
+		mo, closeAll, err := openOffloaded(ctx, *dir, scfg, r, off.noMeasure, stderr)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, closeAll()) }()
+		m, offRun = mo, r
+	} else {
+		if m, err = model.Load(*dir); err != nil {
+			return err
+		}
+		defer m.Close()
+	}
 	switch *precision {
 	case "exact":
 	case "fast":
@@ -143,18 +191,22 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	}
 
 	t0 := time.Now()
-	logits, err := s.Forward(ids)
+	logits, err := s.ForwardContext(ctx, ids)
 	if err != nil {
 		return err
 	}
 	ttft := time.Since(t0)
-	context := append([]int32(nil), ids...)
+	var prefillReport offload.Report
+	if offRun != nil {
+		prefillReport = offRun.interval("prefill", len(ids), ttft)
+	}
+	history := append([]int32(nil), ids...)
 	V := m.Cfg.V
 	var decodeTime time.Duration
 	var n int
 	for {
-		next := sampler.Next(logits[len(logits)-V:], context)
-		context = append(context, next)
+		next := sampler.Next(logits[len(logits)-V:], history)
+		history = append(history, next)
 		n++
 		out, done := stopper.Push(next, dec.Push(next))
 		emit(out)
@@ -162,7 +214,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 			break
 		}
 		t := time.Now()
-		if logits, err = s.Forward([]int32{next}); err != nil {
+		if logits, err = s.ForwardContext(ctx, []int32{next}); err != nil {
 			return err
 		}
 		decodeTime += time.Since(t)
@@ -175,6 +227,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if n > 1 {
 		res.DecodeTPS = float64(n-1) / decodeTime.Seconds()
 	}
+	if offRun != nil && off.report {
+		res.Offload = &offloadResult{Plan: offRun.planResult(), OpenBytesRead: offRun.open.BytesRead,
+			Prefill: prefillReport, Decode: offRun.interval("decode", n-1, decodeTime)}
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -183,5 +239,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout)
 	fmt.Fprintf(stderr, "prompt %d tokens: prefill %.1f tokens/s (time to first token %.0f ms); generated %d tokens: decode %.1f tokens/s; stop: %s\n",
 		len(ids), res.PrefillTPS, res.TTFTMillis, n, res.DecodeTPS, res.StopReason)
+	if res.Offload != nil {
+		printOffloadReport(stderr, res.Offload)
+	}
 	return nil
 }
