@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/moe"
@@ -248,7 +249,7 @@ func (n *Net) LoadWeights(set *safetensors.Set) error {
 		if !ok {
 			return fmt.Errorf("%w: missing tensor %s", ErrWeights, p.Name)
 		}
-		if !equalShape([]int(info.Shape), p.Shape) {
+		if !slices.Equal([]int(info.Shape), p.Shape) {
 			return fmt.Errorf("%w: tensor %s has shape %v, want %v", ErrWeights, p.Name, info.Shape, p.Shape)
 		}
 		raw, err := set.Bytes(p.Name)
@@ -273,18 +274,6 @@ func (n *Net) LoadWeights(set *safetensors.Set) error {
 		}
 	}
 	return nil
-}
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // SetBF16Products makes the forward and input-gradient products of the

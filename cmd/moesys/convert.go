@@ -31,14 +31,8 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(w, "\nExamples:\n  moesys convert --model ~/models/OLMoE-1B-7B --out ~/models/OLMoE-1B-7B.offload")
 		fmt.Fprintln(w, "  moesys convert --model ~/models/OLMoE-1B-7B.offload --out /tmp/olmoe-plain")
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
-			return nil
-		}
-		fmt.Fprintf(stderr, "moesys convert: %v\n\n", err)
-		usage(stderr)
-		return errUsage
+	if done, err := parseFlags(fs, args, "convert", usage, stdout, stderr); done {
+		return err
 	}
 	if *src == "" || *dst == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "moesys convert: --model and --out are required")

@@ -94,14 +94,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 		fmt.Fprintln(w, "  moesys generate --model ~/models/olmoe.offload --offload ondemand --expert-mem 2GiB --dry-run")
 		fmt.Fprintln(w, "  moesys generate --model ~/models/olmoe.offload --offload ondemand --expert-mem 1.5G --prompt hello --temperature 0")
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
-			return nil
-		}
-		fmt.Fprintf(stderr, "moesys generate: %v\n\n", err)
-		usage(stderr)
-		return errUsage
+	if done, err := parseFlags(fs, args, "generate", usage, stdout, stderr); done {
+		return err
 	}
 	if *dir == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "moesys generate: --model is required")

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,14 +47,8 @@ func runInspectLogits(args []string, stdout, stderr io.Writer) error {
 		fs.VisitAll(func(f *flag.Flag) { fmt.Fprintf(w, "  --%-7s %s\n", f.Name, f.Usage) })
 		fmt.Fprint(w, inspectLogitsExamples)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
-			return nil
-		}
-		fmt.Fprintf(stderr, "moesys inspect logits: %v\n\n", err)
-		usage(stderr)
-		return errUsage
+	if done, err := parseFlags(fs, args, "inspect logits", usage, stdout, stderr); done {
+		return err
 	}
 	if *dir == "" || *inputs == "" || *out == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "moesys inspect logits: --model, --inputs and --out are required")

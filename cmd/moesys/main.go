@@ -5,6 +5,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -64,6 +66,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// parseFlags parses args into fs. --help prints usage to stdout and a bad
+// flag prints the error and usage to stderr; either way done is true and
+// the command returns err (nil for --help, errUsage otherwise).
+func parseFlags(fs *flag.FlagSet, args []string, name string, usage func(io.Writer), stdout, stderr io.Writer) (done bool, err error) {
+	err = fs.Parse(args)
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, flag.ErrHelp):
+		usage(stdout)
+		return true, nil
+	}
+	fmt.Fprintf(stderr, "moesys %s: %v\n\n", name, err)
+	usage(stderr)
+	return true, errUsage
 }
 
 // errUsage reports a usage error already printed by a flag set.

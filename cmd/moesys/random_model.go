@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -35,14 +34,8 @@ func runRandomModel(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(w, "\nExamples:\n  moesys random-model --shape olmoe-1b-7b --dtype bf16 --out /data/olmoe-random")
 		fmt.Fprintln(w, "  moesys random-model --config my/config.json --dtype f32 --out /tmp/m")
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
-			return nil
-		}
-		fmt.Fprintf(stderr, "moesys random-model: %v\n\n", err)
-		usage(stderr)
-		return errUsage
+	if done, err := parseFlags(fs, args, "random-model", usage, stdout, stderr); done {
+		return err
 	}
 	if *out == "" || (*shape == "") == (*config == "") || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "moesys random-model: need --out and exactly one of --shape, --config")

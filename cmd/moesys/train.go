@@ -95,14 +95,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(w, "  moesys train --from runs/tiny --convert-pregate --steps 100 --out runs/tiny-pregated")
 		fmt.Fprintln(w, "  moesys generate --model runs/tiny/step-00000300 --prompt 'func main() {'")
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
-			return nil
-		}
-		fmt.Fprintf(stderr, "moesys train: %v\n\n", err)
-		usage(stderr)
-		return errUsage
+	if done, err := parseFlags(fs, args, "train", usage, stdout, stderr); done {
+		return err
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "moesys train: unexpected argument %q\n\n", fs.Arg(0))
