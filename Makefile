@@ -61,6 +61,7 @@ fuzz:
 bench:
 	$(GO) run ./cmd/moesys bench kernels
 	$(GO) run ./cmd/moesys bench train
+	$(GO) run ./cmd/moesys bench offload
 
 clean:
 	rm -rf bin

@@ -10,13 +10,18 @@ import (
 )
 
 // SimLink is a Store that delivers another store's bytes as if they came
-// over a link of fixed bandwidth (a simulated PCIe or NVMe link): it reads
-// from the inner store, then waits on a timer until the bytes would have
-// arrived, using no CPU meanwhile. Transfers share the link one after
-// another in the order they reach it, so any number of reads in flight
-// together move at most GBps; each one also arrives Latency after its
-// transfer ends. The "simulated link" benchmark mode wraps a MemStore in
-// one to model a slow tier on a machine that lacks it.
+// over a link of fixed bandwidth (a simulated PCIe or NVMe link): it
+// reserves the link for the transfer, reads from the inner store meanwhile,
+// then waits on a timer until the bytes would have arrived, using no CPU
+// in the wait. The inner read is part of the transfer time, as a DMA
+// engine's read of its source is, not added to it (a copy out of RAM
+// takes a large share of an expert's transfer at PCIe speeds); only an
+// inner read slower than the link delays the arrival. Transfers share the
+// link one after another in the order they reach it, so any number of
+// reads in flight together move at most GBps; each one also arrives
+// Latency after its transfer ends. `moesys bench offload` wraps a store of
+// the experts file's cached pages in one to model a slow tier (the
+// Pre-gated MoE paper's PCIe link) on a machine that lacks it.
 type SimLink struct {
 	inner   Store
 	gbps    float64
@@ -41,15 +46,12 @@ func (l *SimLink) TransferTime(n int) time.Duration {
 	return time.Duration(float64(n) / l.gbps) // bytes / (GB/s) = ns
 }
 
-// ReadAt reads from the inner store, then reserves the link for len(dst)
-// bytes and waits until they arrive. If ctx ends during a wait longer than
+// ReadAt reserves the link for len(dst) bytes, reads them from the inner
+// store and waits until they arrive. If ctx ends during a wait longer than
 // a few milliseconds it returns ctx's error (dst holds the data
 // regardless); the reserved link time stays spent, like a transfer already
-// on the wire.
+// on the wire, and so does that of a failed inner read.
 func (l *SimLink) ReadAt(ctx context.Context, dst []byte, off int64) error {
-	if err := l.inner.ReadAt(ctx, dst, off); err != nil {
-		return err
-	}
 	l.mu.Lock()
 	start := time.Now()
 	if l.busy.After(start) {
@@ -58,15 +60,21 @@ func (l *SimLink) ReadAt(ctx context.Context, dst []byte, off int64) error {
 	l.busy = start.Add(l.TransferTime(len(dst)))
 	arrive := l.busy.Add(l.latency)
 	l.mu.Unlock()
-	d := time.Until(arrive)
-	if d > shortWait {
-		return sleepCtx(ctx, d, "link", len(dst), off)
+	if err := l.inner.ReadAt(ctx, dst, off); err != nil {
+		return err
 	}
-	// The runtime's timers wake about 1 ms late when the process is idle,
-	// which would cap a link moving a small expert per wait far below its
-	// bandwidth; a short wait sleeps in the kernel instead (about 0.1 ms
-	// late), blocking this goroutine's thread without using CPU.
-	if d > 0 {
+	// The runtime's timers wake up to about 1 ms late, which would cap a
+	// link moving a small expert per wait far below its bandwidth and
+	// make every transfer of a few milliseconds late by a good share: a
+	// long wait sleeps on a timer (cancellable) until shortWait before the
+	// arrival, and the rest sleeps in the kernel (about 0.1 ms late),
+	// blocking this goroutine's thread without using CPU.
+	if d := time.Until(arrive); d > shortWait {
+		if err := sleepCtx(ctx, d-shortWait, "link", len(dst), off); err != nil {
+			return err
+		}
+	}
+	if d := time.Until(arrive); d > 0 {
 		ts := unix.NsecToTimespec(int64(d))
 		for unix.Nanosleep(&ts, &ts) == unix.EINTR {
 		}
@@ -74,9 +82,9 @@ func (l *SimLink) ReadAt(ctx context.Context, dst []byte, off int64) error {
 	return nil
 }
 
-// shortWait is the longest wait a SimLink sleeps in the kernel rather than
-// on a timer: past it the runtime timer's ~1 ms lateness matters little,
-// and the wait can be cancelled.
+// shortWait is the end of a SimLink wait slept in the kernel rather than
+// on a timer: more than the runtime timer's lateness, short enough that
+// a cancelled read returns soon.
 const shortWait = 2 * time.Millisecond
 
 // Close closes the inner store.

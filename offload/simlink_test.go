@@ -59,3 +59,18 @@ func TestSimLinkLatency(t *testing.T) {
 		t.Fatalf("short inner read: %v", err)
 	}
 }
+
+// The inner store's read is part of the transfer time, not added to it:
+// a 20 ms read through an inner store taking 15 ms arrives after 20 ms.
+func TestSimLinkOverlapsInnerRead(t *testing.T) {
+	const n = 1 << 20
+	inner := SlowStore{Store: NewMemStore(pattern(n)), Delay: 15 * time.Millisecond}
+	l := NewSimLink(inner, float64(n)/20e6, 0) // n bytes in 20 ms
+	start := time.Now()
+	if err := l.ReadAt(context.Background(), make([]byte, n), 0); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 20*time.Millisecond || d >= 33*time.Millisecond {
+		t.Fatalf("read took %v, want 20 ms (the link's time, the inner read inside it), not 35", d)
+	}
+}

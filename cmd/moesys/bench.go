@@ -22,7 +22,22 @@ type benchResult struct {
 	Bound  float64 `json:"bound,omitempty"`
 	Ratio  float64 `json:"ratio,omitempty"`
 	Target float64 `json:"target,omitempty"` // required ratio, where an issue sets one
-	Note   string  `json:"note,omitempty"`
+	// TargetMax makes Target an upper limit: the ratio must not exceed it
+	// (an overhead, a share of a peer's speed), instead of reach it.
+	TargetMax bool   `json:"target_max,omitempty"`
+	Note      string `json:"note,omitempty"`
+}
+
+// meets reports whether r's ratio satisfies its target (true without one).
+func (r benchResult) meets() bool {
+	switch {
+	case r.Target == 0:
+		return true
+	case r.TargetMax:
+		return r.Ratio <= r.Target
+	default:
+		return r.Ratio >= r.Target
+	}
 }
 
 type benchMachine struct {
@@ -52,7 +67,7 @@ type benchOptions struct {
 }
 
 func init() {
-	register("bench", "measure speed against this machine's limits (suites: kernels, decode)", runBench)
+	register("bench", "measure speed against this machine's limits (suites: kernels, decode, train, offload)", runBench)
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
@@ -128,7 +143,7 @@ func machineInfo() benchMachine {
 func printBenchTable(w io.Writer, rep benchReport) {
 	m := rep.Machine
 	fmt.Fprintf(w, "suite %s on %s (%d cores, kernels %s, %s)\n\n", rep.Suite, m.CPU, m.Cores, m.Kernels, m.Go)
-	fmt.Fprintf(w, "%-40s %12s %-8s %10s %7s %7s  %s\n", "name", "value", "unit", "bound", "ratio", "target", "")
+	fmt.Fprintf(w, "%-40s %12s %-8s %10s %7s %8s  %s\n", "name", "value", "unit", "bound", "ratio", "target", "")
 	for _, r := range rep.Results {
 		bound, ratio, target, verdict := "", "", "", ""
 		if r.Bound != 0 {
@@ -138,13 +153,19 @@ func printBenchTable(w io.Writer, rep benchReport) {
 			ratio = fmt.Sprintf("%.2f", r.Ratio)
 		}
 		if r.Target != 0 {
-			target = fmt.Sprintf("%.2f", r.Target)
+			target = fmt.Sprintf(">= %.2f", r.Target)
+			if r.TargetMax {
+				target = fmt.Sprintf("<= %.2f", r.Target)
+			}
 			verdict = "ok"
-			if r.Ratio < r.Target {
+			switch {
+			case !r.meets() && r.TargetMax:
+				verdict = "ABOVE TARGET"
+			case !r.meets():
 				verdict = "BELOW TARGET"
 			}
 		}
-		fmt.Fprintf(w, "%-40s %12.2f %-8s %10s %7s %7s  %s\n", r.Name, r.Value, r.Unit, bound, ratio, target, verdict)
+		fmt.Fprintf(w, "%-40s %12.2f %-8s %10s %7s %8s  %s\n", r.Name, r.Value, r.Unit, bound, ratio, target, verdict)
 		if r.Note != "" {
 			fmt.Fprintf(w, "%-40s   %s\n", "", r.Note)
 		}
