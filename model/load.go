@@ -299,6 +299,20 @@ func (m *Model) Mats() []*Mat {
 	return ms
 }
 
+// residentCopy returns a heap copy of the mapped s and drops its pages;
+// a backing array already copied (tied weights) returns that copy and
+// fresh = false, so its bytes are counted once.
+func residentCopy[T uint16 | float32](s []T, seen map[*T][]T) (c []T, fresh bool) {
+	if c, ok := seen[&s[0]]; ok {
+		return c, false
+	}
+	c = make([]T, len(s))
+	copy(c, s)
+	seen[&s[0]] = c
+	dropPages(unsafe.Pointer(&s[0]), int(unsafe.Sizeof(s[0]))*len(s))
+	return c, true
+}
+
 // MakeResident copies every weight out of the mapped files into process
 // memory and releases the mapping, for a model meant to stay fully
 // resident: the copies are read at full memory bandwidth (measured: a 196 MB
@@ -323,25 +337,15 @@ func (m *Model) MakeResident(pack bool) (int64, error) {
 			dropPages(unsafe.Pointer(&x.BF16[0]), 2*len(x.BF16))
 			x.Packed, x.BF16 = p, nil
 		case len(x.BF16) > 0:
-			if c, ok := seen[&x.BF16[0]]; ok {
-				x.BF16 = c
+			var fresh bool
+			if x.BF16, fresh = residentCopy(x.BF16, seen); !fresh {
 				continue
 			}
-			c := make([]uint16, len(x.BF16))
-			seen[&x.BF16[0]] = c
-			copy(c, x.BF16)
-			dropPages(unsafe.Pointer(&x.BF16[0]), 2*len(x.BF16))
-			x.BF16 = c
 		case len(x.F32) > 0:
-			if c, ok := seenF[&x.F32[0]]; ok {
-				x.F32 = c
+			var fresh bool
+			if x.F32, fresh = residentCopy(x.F32, seenF); !fresh {
 				continue
 			}
-			c := make([]float32, len(x.F32))
-			seenF[&x.F32[0]] = c
-			copy(c, x.F32)
-			dropPages(unsafe.Pointer(&x.F32[0]), 4*len(x.F32))
-			x.F32 = c
 		}
 		total += int64(x.Bytes())
 	}
