@@ -271,8 +271,9 @@ func TestSchedulerReadFaults(t *testing.T) {
 					return
 				}
 				// Every policy at its minimum budget; the prefetching ones
-				// read the next layer as well, after the failing read.
-				cfg := SchedulerConfig{Policy: policy, TopK: 2, PregateDist: 1}
+				// read the next layer as well, after the failing read (one
+				// read at a time, so the second read is the layer's own).
+				cfg := SchedulerConfig{Policy: policy, TopK: 2, PregateDist: 1, Depth: 1}
 				plan, err := NewPlan(lay, cfg)
 				if err != nil {
 					t.Fatal(err)
