@@ -52,6 +52,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseIndex$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./safetensors
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./model
 	$(GO) test -run '^$$' -fuzz '^FuzzOpenLayout$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./offload
+	$(GO) test -run '^$$' -fuzz '^FuzzParseDiskStat$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./offload
 	$(GO) test -run '^$$' -fuzz '^FuzzStopper$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./sample
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./tokenizer
 	$(GO) test -run '^$$' -fuzz '^FuzzByteLevelRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./tokenizer

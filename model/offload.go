@@ -40,7 +40,8 @@ func LoadOffloaded(dir string, src moe.ExpertSource) (*Model, error) {
 // after routing, a layer acquires its active experts, runs them and
 // releases them (in turns when src hands out fewer than asked). A source
 // that is also a moe.Prefetcher is told each pre-gate-routed layer's
-// experts once the pre-gate's layer has acquired its own; a
+// experts once the pre-gate's layer has taken its own (see
+// moe.AcquireThener); a
 // moe.Speculator that wants predictions is also told, for each MoE layer
 // followed by a MoE layer with its own router, that router's choice on
 // this layer's input (see Batch.hintAhead). nil goes back to the experts
@@ -97,9 +98,11 @@ func speculationTargets(m *Model) []int {
 // sourcedExperts runs layer l's active experts with weights from the
 // model's source, in as many turns as it takes: run(e, ex) computes expert
 // e with ex, in parallel over a turn's experts. Acquire may reorder active.
-// ahead, if not nil, runs once, after the first turn's Acquire and before
-// its experts run: the prefetch hints for later layers go out while this
-// layer computes, without competing with its own reads.
+// ahead, if not nil, runs once, during the first turn's Acquire (from
+// AcquireThen, between starting the layer's own fetches and waiting for
+// them) or after it, before the experts run: the prefetch hints for later
+// layers go out while this layer waits and computes, without taking the
+// memory of its own experts.
 func (bt *Batch) sourcedExperts(ctx context.Context, l int, active []int, run func(e int, ex *Expert), ahead func()) error {
 	m, sc := bt.m, &bt.s
 	if len(sc.srcW) < len(active) {
@@ -108,7 +111,14 @@ func (bt *Batch) sourcedExperts(ctx context.Context, l int, active []int, run fu
 	}
 	for len(active) > 0 {
 		w := sc.srcW[:len(active)]
-		n, err := m.src.Acquire(ctx, l, active, w)
+		var n int
+		var err error
+		if at, ok := m.src.(moe.AcquireThener); ok && ahead != nil {
+			n, err = at.AcquireThen(ctx, l, active, w, ahead)
+			ahead = nil
+		} else {
+			n, err = m.src.Acquire(ctx, l, active, w)
+		}
 		if err == nil && (n < 1 || n > len(active)) {
 			err = fmt.Errorf("acquired %d of %d experts", n, len(active))
 		}

@@ -46,8 +46,11 @@ type ExpertSource interface {
 // as it knows a later layer's experts (a pre-gate computed that layer's
 // routing one or more blocks early; or, for a Speculator, a prediction), so
 // the fetch overlaps the blocks in between. The model sends the hints of
-// block N after block N's first Acquire has returned, so they never compete
-// with N's own reads for slots or bandwidth, and before N's experts run. A
+// block N once block N's first Acquire has taken its experts' memory and
+// started their fetches — from AcquireThen's then, when the source is an
+// AcquireThener, so the hints' fetches overlap N's own wait; else after
+// Acquire returns — and before N's experts run: hints never take memory
+// N's own experts need, and a source serves N's reads first. A
 // hint only: it does not block (on I/O or for memory), gives the caller
 // nothing to release, and a failed fetch is reported by the later Acquire;
 // experts the hint named that the layer then does not use are the source's
@@ -57,6 +60,21 @@ type ExpertSource interface {
 // experts is the caller's, read only during the call.
 type Prefetcher interface {
 	Prefetch(ctx context.Context, layer int, experts []int)
+}
+
+// AcquireThener is a Prefetcher whose Acquire can run the caller's hints at
+// the moment that serves them best. AcquireThen is Acquire, calling then
+// (if not nil) once, after it has taken memory for the experts it hands
+// out and started fetching the missing ones, and before it waits for them:
+// hints sent from then take only the memory left, their fetches queue
+// behind the layer's own, and a disk read for the next block starts while
+// this block still waits for its experts (sent after Acquire returns, the
+// next block's read could start only after this block's ended: a slow tier
+// idle between reads). then does not run if Acquire fails before its
+// fetches start; it must not call the source's Acquire.
+type AcquireThener interface {
+	Prefetcher
+	AcquireThen(ctx context.Context, layer int, experts []int, w []ExpertWeights, then func()) (n int, err error)
 }
 
 // Speculator is a Prefetcher that also wants predictions for layers whose

@@ -130,7 +130,7 @@ func (s *Scheduler) fetchAheadLocked(key Key) (Request, bool) {
 		return Request{}, false
 	}
 	s.reads.Add(1)
-	return Request{Dst: slot.Bytes()[:x.blk.Padded()], Off: x.blk.Offset, Done: func(err error) {
+	return Request{Dst: slot.Bytes()[:x.blk.Padded()], Off: x.blk.Offset, Ahead: true, Done: func(err error) {
 		slot.Filled(err)
 		s.aheadDone(key, a, err)
 	}}, true

@@ -108,7 +108,7 @@ func TestSchedulerAhead(t *testing.T) {
 				s.reads.Wait()
 			}
 			got := s.Stats().Snapshot()
-			got.Stall = 0
+			got.Stall, got.Busy, got.PeakInFlight = 0, 0, 0 // timings
 			if got != tc.want {
 				t.Fatalf("counts\n%+v, want\n%+v", got, tc.want)
 			}
@@ -283,5 +283,72 @@ func TestPrecisionRecall(t *testing.T) {
 	c := Counts{Predicted: 8, PredictedUsed: 6, Unpredicted: 2}
 	if c.Precision() != 0.75 || c.Recall() != 0.75 || (Counts{}).Precision() != 0 || (Counts{}).Recall() != 0 {
 		t.Fatalf("precision %v, recall %v", c.Precision(), c.Recall())
+	}
+}
+
+// AcquireThen runs its then after the layer's own reads are issued and
+// before it waits for them: a hint sent from then is read while the layer
+// waits, behind the layer's own reads, in the slots the layer left.
+func TestSchedulerAcquireThen(t *testing.T) {
+	lay := writeSchedLayout(t)
+	g := newGateStore(mustRead(t, lay.Path))
+	s := openSched(t, lay, g, SchedulerConfig{Policy: Pregated, TopK: 2, PregateDist: 1, Depth: 1, Budget: 4 * schedSlot})
+	if s.Plan().Slots != 4 {
+		t.Fatalf("plan %+v: want the minimum, 4 slots", s.Plan())
+	}
+	offsetOf := map[int64]Key{}
+	for _, b := range lay.Blocks {
+		offsetOf[b.Offset] = Key{b.Layer, b.Expert}
+	}
+	w := make([]moe.ExpertWeights, 2)
+	thenRan := make(chan struct{})
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := s.AcquireThen(context.Background(), 0, []int{0, 1}, w, func() {
+			s.Prefetch(context.Background(), 1, []int{2, 3})
+			close(thenRan)
+		})
+		done <- result{n, err}
+	}()
+	first := <-g.started // the layer's first read, held at the gate
+	select {
+	case <-thenRan:
+	case <-time.After(10 * time.Second):
+		t.Fatal("then did not run while the layer's read was in flight")
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("AcquireThen returned %+v before its reads ended", r)
+	default:
+	}
+	order := []Key{offsetOf[first]}
+	for range 3 {
+		g.gate <- struct{}{}
+		order = append(order, offsetOf[<-g.started])
+	}
+	g.gate <- struct{}{}
+	r := <-done
+	if r.err != nil || r.n != 2 {
+		t.Fatalf("AcquireThen = %d, %v", r.n, r.err)
+	}
+	if want := []Key{{0, 0}, {0, 1}, {1, 2}, {1, 3}}; !slices.Equal(order, want) {
+		t.Fatalf("reads in order %v, want %v: the layer's own, then the hint's", order, want)
+	}
+	checkWeights(t, w[0], 0, 0)
+	checkWeights(t, w[1], 0, 1)
+	s.Release(w)
+	n, err := s.Acquire(context.Background(), 1, []int{2, 3}, w)
+	if err != nil || n != 2 {
+		t.Fatalf("Acquire of the hinted layer = %d, %v", n, err)
+	}
+	checkWeights(t, w[0], 1, 2)
+	s.Release(w[:n])
+	s.reads.Wait()
+	if c := s.Stats().Snapshot(); c.Misses != 2 || c.Prefetches != 2 || c.Hits != 2 || c.Reads != 4 {
+		t.Fatalf("counts %+v: want the layer's 2 misses, the hint's 2 reads ahead, then 2 hits", c)
 	}
 }

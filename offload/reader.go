@@ -3,6 +3,7 @@ package offload
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // DefaultDepth is the default number of reads a Reader keeps in flight:
@@ -25,21 +26,45 @@ type Request struct {
 	// worker or a cancelling goroutine, so it must not block long. A fill
 	// hands its slot over here: Done: slot.Filled.
 	Done func(err error)
+	// Ahead marks a fetch ahead of demand (a prefetch): it starts only
+	// when no demand read is queued, so compute waiting for its own
+	// experts never waits behind reads for later layers.
+	Ahead bool
 }
 
-// Reader issues a Store's reads asynchronously, Depth at a time, in
-// submission order. Submitted requests beyond Depth wait in a queue, which
-// is unbounded: the caller bounds it by the buffers it owns (pool slots).
+// Reader issues a Store's reads asynchronously, Depth at a time: demand
+// reads in submission order, then fetches ahead (Request.Ahead) in
+// submission order. Submitted requests beyond Depth wait in queues, which
+// are unbounded: the caller bounds them by the buffers it owns (pool
+// slots).
 type Reader struct {
 	store Store
 	stats *Stats
 
 	mu     sync.Mutex
-	cond   sync.Cond // signalled when the queue grows or the reader closes
-	queue  []*Pending
+	cond   sync.Cond // signalled when a queue grows or the reader closes
+	queues [2]fifo   // [0] demand reads, [1] fetches ahead
 	closed bool
 	wg     sync.WaitGroup
+	// The store's busy time: reads in flight, and since when at least one
+	// has been (under mu).
+	inFlight  int
+	busySince time.Time
 }
+
+// fifo is a queue of submitted reads.
+type fifo []*Pending
+
+// pop removes and returns the oldest read (q non-empty).
+func (q *fifo) pop() *Pending {
+	p := (*q)[0]
+	(*q)[0] = nil
+	*q = (*q)[1:]
+	return p
+}
+
+// queued is the number of reads waiting in both queues.
+func (r *Reader) queued() int { return len(r.queues[0]) + len(r.queues[1]) }
 
 // NewReader starts cfg.Depth workers reading from store. The reader
 // borrows store: Close does not close it, and the store must outlive the
@@ -102,7 +127,11 @@ func (r *Reader) Submit(ctx context.Context, req Request) *Pending {
 	// Registered under the lock: the callback takes the lock, so it runs
 	// after p is queued, and a worker sees p.stop set.
 	p.stop = context.AfterFunc(ctx, func() { r.cancel(p) })
-	r.queue = append(r.queue, p)
+	q := &r.queues[0]
+	if req.Ahead {
+		q = &r.queues[1]
+	}
+	*q = append(*q, p)
 	r.cond.Signal()
 	r.mu.Unlock()
 	return p
@@ -121,30 +150,42 @@ func (r *Reader) cancel(p *Pending) {
 	p.finish(readErr("reader", len(p.req.Dst), p.req.Off, p.ctx.Err()))
 }
 
-// work is one worker: it pops requests and reads them until the reader
-// closes.
+// work is one worker: it pops requests, demands first, and reads them
+// until the reader closes.
 func (r *Reader) work() {
 	defer r.wg.Done()
 	r.mu.Lock()
 	for {
-		for len(r.queue) == 0 && !r.closed {
+		for r.queued() == 0 && !r.closed {
 			r.cond.Wait()
 		}
-		if len(r.queue) == 0 {
+		if r.queued() == 0 {
 			r.mu.Unlock()
 			return
 		}
-		p := r.queue[0]
-		r.queue[0] = nil
-		r.queue = r.queue[1:]
+		q := &r.queues[0]
+		if len(*q) == 0 {
+			q = &r.queues[1]
+		}
+		p := q.pop()
 		if p.state != queued {
 			continue // cancelled while queued
 		}
 		p.state = running
+		if r.inFlight == 0 {
+			r.busySince = time.Now()
+		}
+		r.inFlight++
+		r.stats.peakInFlight(int64(r.inFlight))
 		r.mu.Unlock()
 
 		p.stop()
 		err := r.store.ReadAt(p.ctx, p.req.Dst, p.req.Off)
+		r.mu.Lock() // the read has ended: it is no longer in flight
+		if r.inFlight--; r.inFlight == 0 {
+			r.stats.BusyNanos.Add(int64(time.Since(r.busySince)))
+		}
+		r.mu.Unlock()
 		if err != nil {
 			r.stats.ReadErrors.Add(1)
 		} else {
@@ -177,13 +218,15 @@ func (r *Reader) Close() error {
 	}
 	r.closed = true
 	var dropped []*Pending
-	for _, p := range r.queue {
-		if p.state == queued {
-			p.state = finished
-			dropped = append(dropped, p)
+	for i := range r.queues {
+		for _, p := range r.queues[i] {
+			if p.state == queued {
+				p.state = finished
+				dropped = append(dropped, p)
+			}
 		}
+		r.queues[i] = nil
 	}
-	r.queue = nil
 	r.cond.Broadcast()
 	r.mu.Unlock()
 	for _, p := range dropped {

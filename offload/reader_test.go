@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -100,6 +101,68 @@ func TestReaderDepth(t *testing.T) {
 	}
 	if r.Stats().Snapshot().Reads != 20 {
 		t.Fatalf("counts %+v", r.Stats().Snapshot())
+	}
+}
+
+// TestReaderDemandFirst: queued demand reads start before queued fetches
+// ahead, each kind in submission order; the counters see the reads in
+// flight and the time the store was busy.
+func TestReaderDemandFirst(t *testing.T) {
+	g := newGateStore(make([]byte, 8*Align))
+	r := NewReader(g, ReaderConfig{Depth: 1})
+	defer r.Close()
+	sub := func(off int64, ahead bool) *Pending {
+		return r.Submit(context.Background(), Request{Dst: make([]byte, Align), Off: off * Align, Ahead: ahead})
+	}
+	var ps []*Pending
+	ps = append(ps, sub(0, true)) // starts at once: nothing else is queued
+	if off := <-g.started; off != 0 {
+		t.Fatalf("first read at %d", off)
+	}
+	ps = append(ps, sub(1, true), sub(2, true), sub(3, false), sub(4, true), sub(5, false))
+	start := time.Now()
+	var order []int64
+	for range 5 {
+		time.Sleep(time.Millisecond)
+		g.gate <- struct{}{} // the read in flight ends, the next starts
+		order = append(order, <-g.started/Align)
+	}
+	g.gate <- struct{}{}
+	for _, p := range ps {
+		if err := p.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	busy := time.Since(start)
+	if want := []int64{3, 5, 1, 2, 4}; !slices.Equal(order, want) {
+		t.Fatalf("reads started in order %v, want %v (demands first)", order, want)
+	}
+	c := r.Stats().Snapshot()
+	if c.PeakInFlight != 1 || c.Busy < 5*time.Millisecond || c.Busy > busy+time.Second {
+		t.Fatalf("peak %d in flight, busy %v: want 1 and at least 5 ms", c.PeakInFlight, c.Busy)
+	}
+}
+
+// TestReaderBusy: Busy is the union of the reads' times, not their sum,
+// and PeakInFlight the reader's depth when enough are queued.
+func TestReaderBusy(t *testing.T) {
+	const delay = 20 * time.Millisecond
+	r := NewReader(SlowStore{NewMemStore(make([]byte, 4*Align)), delay}, ReaderConfig{Depth: 4})
+	start := time.Now()
+	var ps []*Pending
+	for i := range 4 {
+		ps = append(ps, r.Submit(context.Background(), Request{Dst: make([]byte, Align), Off: int64(i * Align)}))
+	}
+	for _, p := range ps {
+		if err := p.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wall := time.Since(start)
+	r.Close()
+	c := r.Stats().Snapshot()
+	if c.PeakInFlight < 2 || c.Busy < delay || c.Busy > wall {
+		t.Fatalf("peak %d in flight, busy %v over %v of 4 concurrent %v reads: want >= 2 and between %v and the wall time", c.PeakInFlight, c.Busy, wall, delay, delay)
 	}
 }
 

@@ -86,7 +86,10 @@ type expertBlock struct {
 	tensors []moe.ExpertTensor // shared by every acquisition
 }
 
-var _ moe.ExpertSource = (*Scheduler)(nil)
+var (
+	_ moe.ExpertSource  = (*Scheduler)(nil)
+	_ moe.AcquireThener = (*Scheduler)(nil)
+)
 
 // OpenScheduler opens the layout in dir (written by `moesys convert`) and
 // its experts file for direct reads, and starts a Scheduler over them that
@@ -211,6 +214,13 @@ func (s *Scheduler) Stats() *Stats { return s.stats }
 // for PrefetchAll and Ring it starts, once its own reads are issued, the
 // reads of the layers ahead.
 func (s *Scheduler) Acquire(ctx context.Context, layer int, experts []int, w []moe.ExpertWeights) (int, error) {
+	return s.AcquireThen(ctx, layer, experts, w, nil)
+}
+
+// AcquireThen implements moe.AcquireThener: it is Acquire, calling then
+// once its slots are taken and its reads (and PrefetchAll's and Ring's
+// reads ahead) are issued, before it waits; not if taking a slot failed.
+func (s *Scheduler) AcquireThen(ctx context.Context, layer int, experts []int, w []moe.ExpertWeights, then func()) (int, error) {
 	if len(w) < len(experts) {
 		panic(fmt.Sprintf("offload: Scheduler.Acquire: %d weights for %d experts", len(w), len(experts)))
 	}
@@ -268,6 +278,9 @@ func (s *Scheduler) Acquire(ctx context.Context, layer int, experts []int, w []m
 		case Ring:
 			s.fetchLayersAhead(ctx, layer, s.plan.Sections-1)
 		}
+	}
+	if then != nil && err == nil {
+		then()
 	}
 	start := time.Now()
 	for i := 0; i < n; i++ {

@@ -23,12 +23,26 @@ type Stats struct {
 	Prefetches atomic.Int64 // slots bound to fill ahead of an Acquire (a fetch ahead)
 	Evictions  atomic.Int64 // cached slots reused for another key
 	StallNanos atomic.Int64 // time compute waited on the offload path, ns
+	// The slow tier's load as the Reader saw it: the time at least one
+	// read was in flight (ns), and the most reads in flight at once.
+	BusyNanos    atomic.Int64
+	PeakInFlight atomic.Int64
 
 	// The predictor (Prefetch hints: a pre-gate's exact experts or a
 	// speculative prediction), counted per expert of a hinted layer.
 	Predicted     atomic.Int64 // experts named by hints
 	PredictedUsed atomic.Int64 // acquired experts the layer's last hint named
 	Unpredicted   atomic.Int64 // acquired experts of a hinted layer its last hint missed
+}
+
+// peakInFlight raises PeakInFlight to n.
+func (s *Stats) peakInFlight(n int64) {
+	for {
+		p := s.PeakInFlight.Load()
+		if n <= p || s.PeakInFlight.CompareAndSwap(p, n) {
+			return
+		}
+	}
 }
 
 // AddStall adds d to the stall time.
@@ -38,14 +52,16 @@ func (s *Stats) AddStall(d time.Duration) { s.StallNanos.Add(int64(d)) }
 // all at one instant).
 func (s *Stats) Snapshot() Counts {
 	return Counts{
-		Reads:      s.Reads.Load(),
-		BytesRead:  s.BytesRead.Load(),
-		ReadErrors: s.ReadErrors.Load(),
-		Hits:       s.Hits.Load(),
-		Misses:     s.Misses.Load(),
-		Prefetches: s.Prefetches.Load(),
-		Evictions:  s.Evictions.Load(),
-		Stall:      time.Duration(s.StallNanos.Load()),
+		Reads:        s.Reads.Load(),
+		BytesRead:    s.BytesRead.Load(),
+		ReadErrors:   s.ReadErrors.Load(),
+		Hits:         s.Hits.Load(),
+		Misses:       s.Misses.Load(),
+		Prefetches:   s.Prefetches.Load(),
+		Evictions:    s.Evictions.Load(),
+		Stall:        time.Duration(s.StallNanos.Load()),
+		Busy:         time.Duration(s.BusyNanos.Load()),
+		PeakInFlight: s.PeakInFlight.Load(),
 
 		Predicted:     s.Predicted.Load(),
 		PredictedUsed: s.PredictedUsed.Load(),
@@ -58,6 +74,8 @@ type Counts struct {
 	Reads, BytesRead, ReadErrors        int64
 	Hits, Misses, Prefetches, Evictions int64
 	Stall                               time.Duration
+	Busy                                time.Duration // at least one read in flight
+	PeakInFlight                        int64         // the most reads in flight at once (not an interval's: Sub keeps c's)
 
 	Predicted, PredictedUsed, Unpredicted int64
 }
@@ -65,14 +83,16 @@ type Counts struct {
 // Sub returns c - o: the counts of the interval between snapshot o and c.
 func (c Counts) Sub(o Counts) Counts {
 	return Counts{
-		Reads:      c.Reads - o.Reads,
-		BytesRead:  c.BytesRead - o.BytesRead,
-		ReadErrors: c.ReadErrors - o.ReadErrors,
-		Hits:       c.Hits - o.Hits,
-		Misses:     c.Misses - o.Misses,
-		Prefetches: c.Prefetches - o.Prefetches,
-		Evictions:  c.Evictions - o.Evictions,
-		Stall:      c.Stall - o.Stall,
+		Reads:        c.Reads - o.Reads,
+		BytesRead:    c.BytesRead - o.BytesRead,
+		ReadErrors:   c.ReadErrors - o.ReadErrors,
+		Hits:         c.Hits - o.Hits,
+		Misses:       c.Misses - o.Misses,
+		Prefetches:   c.Prefetches - o.Prefetches,
+		Evictions:    c.Evictions - o.Evictions,
+		Stall:        c.Stall - o.Stall,
+		Busy:         c.Busy - o.Busy,
+		PeakInFlight: c.PeakInFlight,
 
 		Predicted:     c.Predicted - o.Predicted,
 		PredictedUsed: c.PredictedUsed - o.PredictedUsed,

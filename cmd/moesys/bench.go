@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -63,8 +64,12 @@ var benchSuites = map[string]struct {
 
 type benchOptions struct {
 	quick bool
-	model string // checkpoint directory for model suites ("" = default)
+	model string   // checkpoint directory for model suites ("" = default)
+	only  []string // sections to run (suites with sections; nil: all)
 }
+
+// benchSections lists the sections of the suites that have them (--only).
+var benchSections = map[string][]string{"offload": offloadSections}
 
 func init() {
 	register("bench", "measure speed against this machine's limits (suites: kernels, decode, train, offload)", runBench)
@@ -76,8 +81,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	quick := fs.Bool("quick", false, "fewer repetitions (about a minute); same result names")
 	modelDir := fs.String("model", "", "checkpoint for model suites (decode: default a random olmoe-1b-7b bf16 made once in the user cache)")
 	asJSON := fs.Bool("json", false, "print one JSON object (docs/BENCHMARKS.md format) on stdout")
+	only := fs.String("only", "", "comma-separated sections to run (offload: "+strings.Join(offloadSections, ", ")+"); default all")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: moesys bench SUITE [--quick] [--json]")
+		fmt.Fprintln(stderr, "Usage: moesys bench SUITE [--quick] [--json] [--only SECTIONS]")
 		fmt.Fprintln(stderr, "\nSuites:")
 		names := make([]string, 0, len(benchSuites))
 		for n := range benchSuites {
@@ -89,7 +95,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stderr, "\nFlags:")
 		fs.PrintDefaults()
-		fmt.Fprintln(stderr, "\nExamples:\n  moesys bench kernels --quick\n  moesys bench kernels --json > kernels.json")
+		fmt.Fprintln(stderr, "\nExamples:\n  moesys bench kernels --quick\n  moesys bench kernels --json > kernels.json\n  moesys bench offload --only disk")
 	}
 	suiteName := ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -112,8 +118,21 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		return fmt.Errorf("unknown suite %q", suiteName)
 	}
+	opts := benchOptions{quick: *quick, model: *modelDir}
+	if *only != "" {
+		opts.only = strings.Split(*only, ",")
+		for _, o := range opts.only {
+			secs := benchSections[suiteName]
+			if secs == nil {
+				return fmt.Errorf("--only: suite %s has no sections", suiteName)
+			}
+			if !slices.Contains(secs, o) {
+				return fmt.Errorf("--only: suite %s has no section %q (sections: %s)", suiteName, o, strings.Join(secs, ", "))
+			}
+		}
+	}
 	fmt.Fprintln(stderr, kernel.Note())
-	results, err := suite.run(benchOptions{quick: *quick, model: *modelDir}, stderr)
+	results, err := suite.run(opts, stderr)
 	if err != nil {
 		return err
 	}

@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -32,8 +32,20 @@ func init() {
 		run     func(opts benchOptions, progress io.Writer) ([]benchResult, error)
 	}{"expert offloading policies on the disk (O_DIRECT) and on a simulated link: the Pre-gated MoE and SE-MoE evaluations",
 		func(opts benchOptions, progress io.Writer) ([]benchResult, error) {
-			return benchOffload(context.Background(), defaultOffloadBench(opts.quick), progress)
+			b := defaultOffloadBench(opts.quick)
+			b.only = opts.only
+			return benchOffload(context.Background(), b, progress)
 		}}
+}
+
+// offloadSections are the offload suite's sections, in the order they run:
+// pre-gated E=64 on the disk and on the simulated link, prefetch-all on
+// E=128, the ring, speculative on the trained model.
+var offloadSections = []string{"disk", "sim", "e128", "ring", "speculative"}
+
+// runs reports whether section runs.
+func (b offloadBench) runs(section string) bool {
+	return b.only == nil || slices.Contains(b.only, section)
 }
 
 // offloadBench sizes the offload suite. The full and quick runs use the
@@ -41,7 +53,8 @@ func init() {
 // every other layer, top-1, random bf16 weights) and the trained tiny
 // preset; the test shrinks every model and count.
 type offloadBench struct {
-	cache string // models are made once under it
+	cache string   // models are made once under it
+	only  []string // sections to run (offloadSections); nil: all
 	// shape returns the config.json of the Switch-like decoder with e
 	// experts per MoE layer.
 	shape func(e int) ([]byte, error)
@@ -151,26 +164,46 @@ func benchOffload(ctx context.Context, b offloadBench, progress io.Writer) ([]be
 		return errors.Join(err, bm.Close())
 	}
 	var gbps float64 // the link chosen on the simE model, reused for bigE
-	if err := withModel(midDir, expertLabel(b.simE), func(bm *benchModel) ([]benchResult, error) {
-		r, err := b.disk(ctx, bm, progress)
-		if err != nil {
-			return r, err
+	if b.runs("disk") || b.runs("sim") || b.runs("e128") {
+		if err := withModel(midDir, expertLabel(b.simE), func(bm *benchModel) ([]benchResult, error) {
+			var res []benchResult
+			if b.runs("disk") {
+				r, err := b.disk(ctx, bm, progress)
+				if res = append(res, r...); err != nil {
+					return res, err
+				}
+			}
+			if !b.runs("sim") && !b.runs("e128") {
+				return res, nil
+			}
+			// e128 alone still calibrates the link on this model.
+			r, g, err := b.sim(ctx, bm, progress)
+			gbps = g
+			if b.runs("sim") {
+				res = append(res, r...)
+			}
+			return res, err
+		}); err != nil {
+			return res, err
 		}
-		r2, g, err := b.sim(ctx, bm, progress)
-		gbps = g
-		return append(r, r2...), err
-	}); err != nil {
-		return res, err
 	}
-	if err := withModel(bigDir, expertLabel(b.bigE), func(bm *benchModel) ([]benchResult, error) {
-		return b.simPrefetchAll(ctx, bm, gbps, progress)
-	}); err != nil {
-		return res, err
+	if b.runs("e128") {
+		if err := withModel(bigDir, expertLabel(b.bigE), func(bm *benchModel) ([]benchResult, error) {
+			return b.simPrefetchAll(ctx, bm, gbps, progress)
+		}); err != nil {
+			return res, err
+		}
 	}
-	if err := withModel(ringDir, expertLabel(b.ringE), func(bm *benchModel) ([]benchResult, error) {
-		return b.ring(ctx, bm, progress)
-	}); err != nil {
-		return res, err
+	if b.runs("ring") {
+		if err := withModel(ringDir, expertLabel(b.ringE), func(bm *benchModel) ([]benchResult, error) {
+			return b.ring(ctx, bm, progress)
+		}); err != nil {
+			return res, err
+		}
+	}
+	if !b.runs("speculative") {
+		fmt.Fprintf(progress, "offload: done in %.0f s\n", time.Since(start).Seconds())
+		return res, nil
 	}
 	r, err := b.speculative(ctx, progress)
 	res = append(res, r...)
@@ -334,11 +367,18 @@ type blockTimer struct {
 	maxActive int
 }
 
-var _ moe.Speculator = (*blockTimer)(nil)
+var (
+	_ moe.Speculator    = (*blockTimer)(nil)
+	_ moe.AcquireThener = (*blockTimer)(nil)
+)
 
 func newBlockTimer(s *offload.Scheduler) *blockTimer { return &blockTimer{Scheduler: s, layer: -1} }
 
 func (t *blockTimer) Acquire(ctx context.Context, layer int, experts []int, w []moe.ExpertWeights) (int, error) {
+	return t.AcquireThen(ctx, layer, experts, w, nil)
+}
+
+func (t *blockTimer) AcquireThen(ctx context.Context, layer int, experts []int, w []moe.ExpertWeights, then func()) (int, error) {
 	now := time.Now()
 	t.mu.Lock()
 	if layer != t.layer {
@@ -347,7 +387,7 @@ func (t *blockTimer) Acquire(ctx context.Context, layer int, experts []int, w []
 		t.maxActive = max(t.maxActive, len(experts))
 	}
 	t.mu.Unlock()
-	return t.Scheduler.Acquire(ctx, layer, experts, w)
+	return t.Scheduler.AcquireThen(ctx, layer, experts, w, then)
 }
 
 func (t *blockTimer) Release(w []moe.ExpertWeights) {
@@ -396,6 +436,10 @@ type runStats struct {
 	// readSeconds is the time the reads took, summed over reads (a timed
 	// store's); 0: not timed.
 	readSeconds float64
+	// dev is the kernel's accounting of the experts file's block device
+	// over the run's steps (with policyRun.disk), devOK whether it was read.
+	dev   offload.DiskCounters
+	devOK bool
 }
 
 func (r runStats) tokS() float64 { return float64(r.tokens) / r.seconds }
@@ -457,6 +501,10 @@ type policyRun struct {
 	src    *blockTimer
 	io     *timedStore // the scheduler's store, when timed
 	runs   []runStats
+	// lastStep is the reads that started during the last decode step (with
+	// io); a disk probe replays them.
+	lastStep []readRec
+	disk     *offload.DiskStat // the slow tier's device, when measured
 }
 
 // timedStore counts the time a store's reads take, for the run's read
@@ -465,9 +513,30 @@ type policyRun struct {
 type timedStore struct {
 	offload.Store
 	nanos atomic.Int64 // time in ReadAt, summed
+
+	mu  sync.Mutex
+	log []readRec // the reads since the last take, in the order they started
+}
+
+// readRec is one read of a timedStore.
+type readRec struct {
+	off int64
+	n   int
+}
+
+// take returns the reads logged since the last take and clears the log.
+func (t *timedStore) take() []readRec {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.log
+	t.log = nil
+	return l
 }
 
 func (t *timedStore) ReadAt(ctx context.Context, dst []byte, off int64) error {
+	t.mu.Lock()
+	t.log = append(t.log, readRec{off, len(dst)})
+	t.mu.Unlock()
 	start := time.Now()
 	err := t.Store.ReadAt(ctx, dst, off)
 	t.nanos.Add(int64(time.Since(start)))
@@ -485,19 +554,38 @@ type decoding struct {
 	seconds    float64
 	before     offload.Counts
 	predBefore []offload.Prediction
-	ioBefore   int64 // pr.io's read time, ns
+	ioBefore   int64                // pr.io's read time, ns
+	dev        offload.DiskCounters // pr.disk's counters over the steps
+	devErr     error                // a failed read of them
 }
 
 // step runs the sequences' next pass with the source set, and picks each
 // sequence's next token greedily.
 func (d *decoding) step(ctx context.Context, bm *benchModel) error {
 	bm.m.SetExpertSource(d.pr.src)
+	if d.pr.io != nil {
+		d.pr.io.take()
+	}
+	var devBefore offload.DiskCounters
+	if d.pr.disk != nil && d.devErr == nil {
+		devBefore, d.devErr = d.pr.disk.Read()
+	}
 	t := time.Now()
 	out, err := bm.batch.ForwardContext(ctx, d.seqs, d.toks)
 	if err != nil {
 		return fmt.Errorf("%s: %w", d.pr.policy, err)
 	}
 	d.seconds += time.Since(t).Seconds()
+	if d.pr.disk != nil && d.devErr == nil {
+		var after offload.DiskCounters
+		if after, d.devErr = d.pr.disk.Read(); d.devErr == nil {
+			dd := after.Sub(devBefore)
+			d.dev = offload.DiskCounters{Reads: d.dev.Reads + dd.Reads, ReadBytes: d.dev.ReadBytes + dd.ReadBytes, Busy: d.dev.Busy + dd.Busy}
+		}
+	}
+	if d.pr.io != nil {
+		d.pr.lastStep = d.pr.io.take()
+	}
 	for i, lg := range out {
 		d.toks[i] = []int32{argmax(lg[len(lg)-bm.cfg.V:])}
 	}
@@ -532,11 +620,12 @@ func (bm *benchModel) alternate(ctx context.Context, what string, prs []*policyR
 			ds[i] = d
 		}
 		for _, d := range ds {
-			d.seconds, d.before, d.predBefore = 0, d.pr.src.Stats().Snapshot(), d.pr.src.Predictions()
+			d.seconds, d.before, d.predBefore, d.dev = 0, d.pr.src.Stats().Snapshot(), d.pr.src.Predictions(), offload.DiskCounters{}
 			if d.pr.io != nil {
 				d.ioBefore = d.pr.io.nanos.Load()
 			}
 			d.pr.src.reset()
+			d.pr.src.Stats().PeakInFlight.Store(0) // the decode steps', not the prefill's
 		}
 		turns := make([]func() error, 0, len(ds)+1)
 		for _, d := range ds {
@@ -560,6 +649,13 @@ func (bm *benchModel) alternate(ctx context.Context, what string, prs []*policyR
 			r.preds = subPredictions(src.Predictions(), d.predBefore)
 			if d.pr.io != nil {
 				r.readSeconds = float64(d.pr.io.nanos.Load()-d.ioBefore) / 1e9
+			}
+			if d.pr.disk != nil {
+				if d.devErr != nil {
+					fmt.Fprintf(progress, "offload: warning: %s: %v\n", d.pr.disk, d.devErr)
+				} else {
+					r.dev, r.devOK = d.dev, true
+				}
 			}
 			d.pr.runs = append(d.pr.runs, r)
 			fmt.Fprintf(progress, "offload: %s %s %s b%d: %.1f tokens/s, %.1f MB read per token, MoE block %.2f ms, stalled %.0f%%\n",
@@ -588,63 +684,58 @@ func blockResult(name string, d runStats) benchResult {
 			d.tokS(), d.readPerToken()/1e6, d.memory())}
 }
 
-// diskProbe measures how fast a store delivers a layout's expert blocks,
-// read as the scheduler reads them: whole padded blocks at random block
-// offsets (never a run of the file a policy just read), depth in flight.
-// Its slices run side by side with the policies' decode steps (an
-// alternate side step), so its figure is the disk's over the same
-// seconds: this virtual disk's speed drifts between about 0.8 and 2.4
-// GB/s over minutes.
+// diskProbe measures how fast a store delivers the expert blocks a policy
+// read, read as the scheduler reads them: the reads of the policy's last
+// decode step, replayed (the same offsets and sizes, in the same order),
+// depth in flight. Its replays run side by side with the policies' decode
+// steps (an alternate side step), so its figure is the disk's over the same
+// seconds and on the same blocks: this virtual disk's speed drifts between
+// about 0.8 and 2.4 GB/s over minutes, and the host serves blocks read
+// recently faster (as every policy's step here reads what the policy
+// beside it read one turn before; random blocks of the file measured 0.2
+// GB/s in a spell when the runs' own read 0.85).
 type diskProbe struct {
-	lay    *offload.Layout
 	reader *offload.Reader
 	mem    offload.HostMemory
 	region []byte // depth slots
+	slot   int64
 	depth  int
-	rng    *rand.Rand
 	probe  offload.ReadProbe // accumulated
 }
 
-func newDiskProbe(lay *offload.Layout, store *offload.FileStore, depth int, seed uint64) (*diskProbe, error) {
-	p := &diskProbe{lay: lay, depth: depth, rng: rand.New(rand.NewPCG(seed, uint64(depth)))}
+func newDiskProbe(lay *offload.Layout, store *offload.FileStore, depth int) (*diskProbe, error) {
+	p := &diskProbe{depth: depth, slot: lay.SlotBytes()}
 	var err error
-	if p.region, err = p.mem.Alloc(depth * int(lay.SlotBytes())); err != nil {
+	if p.region, err = p.mem.Alloc(depth * int(p.slot)); err != nil {
 		return nil, err
 	}
 	p.reader = offload.NewReader(store, offload.ReaderConfig{Depth: depth})
-	p.probe = offload.ReadProbe{Chunk: lay.SlotBytes(), Depth: depth, Direct: store.Direct(), Note: store.Note()}
+	p.probe = offload.ReadProbe{Chunk: p.slot, Depth: depth, Direct: store.Direct(), Note: store.Note()}
 	return p, nil
 }
 
-// slice reads n random blocks, depth in flight, adding to the figure;
-// with layer, n blocks from a random one in file order (a random
-// layer's, for n experts a layer).
-func (p *diskProbe) slice(ctx context.Context, n int, layer bool) error {
-	slot := p.lay.SlotBytes()
-	first := p.rng.IntN(len(p.lay.Blocks))
-	if layer {
-		first = p.rng.IntN(max(len(p.lay.Blocks)/n, 1)) * n
-	}
-	pend := make([]*offload.Pending, 0, n)
+// replay reads recs, depth in flight, adding to the figure.
+func (p *diskProbe) replay(ctx context.Context, recs []readRec) error {
+	pend := make([]*offload.Pending, 0, len(recs))
 	// Waits are without ctx: every read ends, and a buffer is not reused
 	// while the reader owns it.
 	wait := func(pd *offload.Pending) error { return pd.Wait(context.Background()) }
 	var err error
 	var bytes int64
 	start := time.Now()
-	for i := range n {
+	for i, r := range recs {
 		if i >= p.depth {
 			if err = wait(pend[i-p.depth]); err != nil {
 				break
 			}
 		}
-		b := p.lay.Blocks[p.rng.IntN(len(p.lay.Blocks))]
-		if layer {
-			b = p.lay.Blocks[(first+i)%len(p.lay.Blocks)]
+		if int64(r.n) > p.slot {
+			err = fmt.Errorf("a read of %d bytes, over a slot's %d", r.n, p.slot)
+			break
 		}
-		buf := p.region[int64(i%p.depth)*slot:]
-		pend = append(pend, p.reader.Submit(ctx, offload.Request{Dst: buf[:b.Padded()], Off: b.Offset}))
-		bytes += b.Padded()
+		buf := p.region[int64(i%p.depth)*p.slot:]
+		pend = append(pend, p.reader.Submit(ctx, offload.Request{Dst: buf[:r.n], Off: r.off}))
+		bytes += int64(r.n)
 	}
 	for _, pd := range pend {
 		err = errors.Join(err, wait(pd))
@@ -654,7 +745,7 @@ func (p *diskProbe) slice(ctx context.Context, n int, layer bool) error {
 	}
 	p.probe.Seconds += time.Since(start).Seconds()
 	p.probe.Bytes += bytes
-	p.probe.Reads += n
+	p.probe.Reads += len(recs)
 	return nil
 }
 
@@ -676,9 +767,14 @@ func (b offloadBench) disk(ctx context.Context, bm *benchModel, progress io.Writ
 	if !store.Direct() {
 		fmt.Fprintf(progress, "offload: warning: %s\n", store.Note())
 	}
+	ds, err := offload.OpenDiskStat(bm.lay.Path)
+	if err != nil {
+		fmt.Fprintf(progress, "offload: warning: %v: the disk bounds use the reader's busy time instead of the device's\n", err)
+		ds = nil
+	}
 	var res []benchResult
 	for _, batch := range b.batches {
-		r, err := b.diskBatch(ctx, bm, store, batch, progress)
+		r, err := b.diskBatch(ctx, bm, store, ds, batch, progress)
 		res = append(res, r...)
 		if err != nil {
 			return res, err
@@ -687,7 +783,7 @@ func (b offloadBench) disk(ctx context.Context, bm *benchModel, progress io.Writ
 	return res, nil
 }
 
-func (b offloadBench) diskBatch(ctx context.Context, bm *benchModel, store *offload.FileStore, batch int, progress io.Writer) ([]benchResult, error) {
+func (b offloadBench) diskBatch(ctx context.Context, bm *benchModel, store *offload.FileStore, ds *offload.DiskStat, batch int, progress io.Writer) ([]benchResult, error) {
 	// Reads in flight: pregated and ondemand read one block's experts at
 	// once (W of them, one at batch 1); prefetch-all a whole layer, the
 	// reader's depth at a time.
@@ -704,57 +800,91 @@ func (b offloadBench) diskBatch(ctx context.Context, bm *benchModel, store *offl
 	ond := &policyRun{policy: offload.OnDemand, slots: preSlots}
 	all := &policyRun{policy: offload.PrefetchAll, slots: allSlots}
 	prs := []*policyRun{pre, ond, all}
-	few, err := newDiskProbe(bm.lay, store, min(W, offload.DefaultDepth), uint64(batch))
-	if err != nil {
-		return nil, err
-	}
-	many, err := newDiskProbe(bm.lay, store, offload.DefaultDepth, uint64(batch)+100)
-	if err != nil {
-		return nil, errors.Join(err, few.Close())
-	}
+	// One probe per policy, at the most reads the policy can keep in
+	// flight: ondemand one block's W; pregated its slots' worth (this
+	// block's and the next's); prefetch-all the reader's depth.
+	depth := map[offload.Policy]int{offload.OnDemand: min(W, offload.DefaultDepth),
+		offload.Pregated: min(preSlots, offload.DefaultDepth), offload.PrefetchAll: offload.DefaultDepth}
+	probes := map[offload.Policy]*diskProbe{}
 	for _, pr := range prs {
-		pr.io = &timedStore{Store: store}
-		if pr.src, err = bm.open(ctx, pr.io, pr.policy, batch, pr.slots); err != nil {
+		if probes[pr.policy], err = newDiskProbe(bm.lay, store, depth[pr.policy]); err != nil {
 			break
 		}
 	}
-	// Each step's probe slice reads what a step of the policies beside it
-	// reads: W random blocks per MoE layer; prefetch-all's, one layer's
-	// blocks in file order (the file keeps a layer's experts together,
-	// which this disk reads faster).
+	for _, pr := range prs {
+		if err != nil {
+			break
+		}
+		pr.io, pr.disk = &timedStore{Store: store}, ds
+		pr.src, err = bm.open(ctx, pr.io, pr.policy, batch, pr.slots)
+	}
+	// Each step's side turn replays, on each policy's probe, the reads of
+	// that policy's last step, in alternating order (the second replay
+	// reads blocks the first just read).
+	flip := false
 	if err == nil {
 		err = bm.alternate(ctx, "disk", []*policyRun{pre, ond}, batch, b.prompt, b.decode, b.rounds,
-			func(ctx context.Context) error { return few.slice(ctx, W*bm.moeLayers(), false) }, progress)
+			func(ctx context.Context) error {
+				first, second := pre, ond
+				if flip = !flip; flip {
+					first, second = ond, pre
+				}
+				return errors.Join(probes[first.policy].replay(ctx, first.lastStep), probes[second.policy].replay(ctx, second.lastStep))
+			}, progress)
 	}
 	// Prefetch-all last, alone: it leaves reads in flight after each
 	// step, and its steps take seconds.
 	if err == nil {
 		err = bm.alternate(ctx, "disk", []*policyRun{all}, batch, b.prompt, b.slowDecode, 1,
-			func(ctx context.Context) error { return many.slice(ctx, bm.cfg.E, true) }, progress)
+			func(ctx context.Context) error { return probes[all.policy].replay(ctx, all.lastStep) }, progress)
 	}
-	if err = errors.Join(err, closePolicies(prs), few.Close(), many.Close()); err != nil {
+	err = errors.Join(err, closePolicies(prs))
+	for _, p := range probes {
+		if p != nil {
+			err = errors.Join(err, p.Close())
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
-	probes := map[offload.Policy]offload.ReadProbe{offload.Pregated: few.probe, offload.OnDemand: few.probe, offload.PrefetchAll: many.probe}
-	fmt.Fprintf(progress, "offload: disk read beside the b%d runs: %s; %s\n", batch, few.probe, many.probe)
+	fmt.Fprintf(progress, "offload: disk read beside the b%d runs (their reads replayed): pregated's %s; ondemand's %s; prefetch-all's %s\n",
+		batch, probes[offload.Pregated].probe, probes[offload.OnDemand].probe, probes[offload.PrefetchAll].probe)
 	suffix := ""
 	if batch > 1 {
 		suffix = fmt.Sprintf("_b%d", batch)
 	}
-	probeWhat := map[bool]string{false: "random expert blocks", true: "a layer's blocks in file order"}
 	var res []benchResult
 	for _, pr := range prs {
-		d, p := medianRun(pr.runs), probes[pr.policy]
-		bound := p.BytesPerSecond() / d.readPerToken()
-		r := benchResult{Name: fmt.Sprintf("offload_%s_%s_disk%s_ratio", policyName(pr.policy), bm.label, suffix), Value: d.tokS(), Unit: "tokens/s",
-			Bound: bound, Ratio: d.tokS() / bound,
-			Note: fmt.Sprintf("batch %d, %d decode tokens; bound = disk %.2f GB/s (%s, %d in flight, %s, read beside the runs) / %.1f MB read per token; the run's own reads took %.1f ms each (%.2f GB/s for one read; up to %d in flight); MoE block %.1f ms; stalled %.0f%%; peak expert memory %s",
-				batch, d.tokens, p.BytesPerSecond()/1e9, probeWhat[pr.policy == offload.PrefetchAll], p.Depth, directNote(p), d.readPerToken()/1e6,
-				1000*d.readSeconds/float64(d.counts.Reads), float64(d.counts.BytesRead)/d.readSeconds/1e9, p.Depth, ms(d.block), 100*d.stall(), d.memory())}
+		d, p := medianRun(pr.runs), probes[pr.policy].probe
+		name := fmt.Sprintf("offload_%s_%s_disk%s", policyName(pr.policy), bm.label, suffix)
+		// The bound: the disk's bandwidth at the queue depth this run kept,
+		// measured on its own reads (the device's bytes over its busy time
+		// during the run's steps; the reader's where the kernel's counters
+		// cannot be read), over the bytes read per token (the device's
+		// during the steps: prefetch-all's reads run on past a step's end).
+		// The ratio is then the share of the run the disk was kept busy.
+		bw, how, perToken := 0.0, "", d.readPerToken()
+		if d.devOK && d.dev.Busy > 0 {
+			bw = float64(d.dev.ReadBytes) / d.dev.Busy.Seconds()
+			perToken = float64(d.dev.ReadBytes) / float64(d.tokens)
+			how = fmt.Sprintf("%s (kernel accounting): %.0f MB read in %.3f s busy, %.0f%% of the run", ds, float64(d.dev.ReadBytes)/1e6, d.dev.Busy.Seconds(), 100*d.dev.Busy.Seconds()/d.seconds)
+		} else if d.counts.Busy > 0 {
+			bw = float64(d.counts.BytesRead) / d.counts.Busy.Seconds()
+			how = fmt.Sprintf("the reader's accounting: %.0f MB read in %.3f s with a read in flight, %.0f%% of the run", float64(d.counts.BytesRead)/1e6, d.counts.Busy.Seconds(), 100*d.counts.Busy.Seconds()/d.seconds)
+		}
+		bound := bw / perToken
+		r := benchResult{Name: name + "_ratio", Value: d.tokS(), Unit: "tokens/s", Bound: bound, Ratio: d.tokS() / bound,
+			Note: fmt.Sprintf("batch %d, %d decode tokens, %s; bound = the disk's bandwidth at the queue depth the run kept (at most %d reads in flight), on the run's own reads: %.2f GB/s (%s) / %.1f MB read per token (the scheduler's count: %.1f); the same reads replayed beside the runs at %d in flight: %.2f GB/s; MoE block %.1f ms; stalled %.0f%%; peak expert memory %s",
+				batch, d.tokens, directNote(p), d.counts.PeakInFlight, bw/1e9, how, perToken/1e6, d.readPerToken()/1e6,
+				p.Depth, p.BytesPerSecond()/1e9, ms(d.block), 100*d.stall(), d.memory())}
 		if pr.policy == offload.Pregated && batch == 1 {
 			r.Target = 0.85
 		}
-		res = append(res, r, blockResult(fmt.Sprintf("offload_%s_%s_disk%s_block_ms", policyName(pr.policy), bm.label, suffix), d))
+		rb := p.BytesPerSecond() / d.readPerToken()
+		replay := benchResult{Name: name + "_replay_ratio", Value: d.tokS(), Unit: "tokens/s", Bound: rb, Ratio: d.tokS() / rb,
+			Note: fmt.Sprintf("the same run against a second bound: its reads replayed beside the runs (each decode step's, one turn later, %d in flight): %.2f GB/s / %.1f MB per token (this disk serves the same blocks at speeds that differ by 2x from one turn to the next)",
+				p.Depth, p.BytesPerSecond()/1e9, d.readPerToken()/1e6)}
+		res = append(res, r, replay, blockResult(name+"_block_ms", d))
 	}
 	return res, nil
 }

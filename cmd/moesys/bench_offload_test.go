@@ -68,7 +68,7 @@ func TestBenchOffloadTiny(t *testing.T) {
 	}
 	for _, name := range []string{
 		"offload_pregated_e8_disk_ratio", "offload_ondemand_e8_disk_ratio", "offload_prefetchall_e8_disk_ratio",
-		"offload_pregated_e8_disk_b2_ratio", "offload_pregated_e8_disk_block_ms",
+		"offload_pregated_e8_disk_b2_ratio", "offload_pregated_e8_disk_block_ms", "offload_pregated_e8_disk_replay_ratio",
 		"offload_sim_link_gbps", "offload_pregated_vs_ondemand_e8_sim", "offload_pregated_vs_resident_e8_sim",
 		"offload_prefetchall_vs_pregated_e16_sim", "offload_pregated_memory_e8_sim", "offload_pregated_memory_e16_sim",
 		"offload_ring_link_gbps", "offload_ring_k2_e4_sim", "offload_ring_k3_e4_sim", "offload_ring_overhead_sim",
