@@ -13,8 +13,16 @@ const DefaultDepth = 8
 
 // ReaderConfig configures a Reader.
 type ReaderConfig struct {
-	Depth int    // reads in flight at once; <= 0 means DefaultDepth
-	Stats *Stats // counts reads and bytes; nil: the reader keeps its own
+	Depth int // reads in flight at once; <= 0 means DefaultDepth
+	// AheadDepth bounds the fetches ahead: one starts only while fewer
+	// than AheadDepth reads of any kind are in flight (<= 0 or > Depth:
+	// Depth). A scheduler that fetches the next block's experts ahead sets
+	// it to one block's reads, so the slow tier is given one block at a
+	// time, each read starting as the last ends, from the worker that
+	// ended it; measured on this machine's virtual disk, two expert reads
+	// at once delivered 0.6-0.9x the bytes per second of one at a time.
+	AheadDepth int
+	Stats      *Stats // counts reads and bytes; nil: the reader keeps its own
 }
 
 // Request is one read for a Reader: Dst filled from the store at Off.
@@ -34,12 +42,13 @@ type Request struct {
 
 // Reader issues a Store's reads asynchronously, Depth at a time: demand
 // reads in submission order, then fetches ahead (Request.Ahead) in
-// submission order. Submitted requests beyond Depth wait in queues, which
+// submission order, while fewer than AheadDepth reads are in flight. Submitted requests beyond Depth wait in queues, which
 // are unbounded: the caller bounds them by the buffers it owns (pool
 // slots).
 type Reader struct {
-	store Store
-	stats *Stats
+	store      Store
+	stats      *Stats
+	aheadDepth int
 
 	mu     sync.Mutex
 	cond   sync.Cond // signalled when a queue grows or the reader closes
@@ -63,8 +72,17 @@ func (q *fifo) pop() *Pending {
 	return p
 }
 
-// queued is the number of reads waiting in both queues.
-func (r *Reader) queued() int { return len(r.queues[0]) + len(r.queues[1]) }
+// next returns the queue a worker may pop now, or nil: demands first, then
+// fetches ahead while fewer than aheadDepth reads are in flight.
+func (r *Reader) next() *fifo {
+	if len(r.queues[0]) > 0 {
+		return &r.queues[0]
+	}
+	if len(r.queues[1]) > 0 && r.inFlight < r.aheadDepth {
+		return &r.queues[1]
+	}
+	return nil
+}
 
 // NewReader starts cfg.Depth workers reading from store. The reader
 // borrows store: Close does not close it, and the store must outlive the
@@ -73,10 +91,13 @@ func NewReader(store Store, cfg ReaderConfig) *Reader {
 	if cfg.Depth <= 0 {
 		cfg.Depth = DefaultDepth
 	}
+	if cfg.AheadDepth <= 0 || cfg.AheadDepth > cfg.Depth {
+		cfg.AheadDepth = cfg.Depth
+	}
 	if cfg.Stats == nil {
 		cfg.Stats = new(Stats)
 	}
-	r := &Reader{store: store, stats: cfg.Stats}
+	r := &Reader{store: store, stats: cfg.Stats, aheadDepth: cfg.AheadDepth}
 	r.cond.L = &r.mu
 	r.wg.Add(cfg.Depth)
 	for range cfg.Depth {
@@ -156,16 +177,14 @@ func (r *Reader) work() {
 	defer r.wg.Done()
 	r.mu.Lock()
 	for {
-		for r.queued() == 0 && !r.closed {
+		q := r.next()
+		for q == nil && !r.closed {
 			r.cond.Wait()
+			q = r.next()
 		}
-		if r.queued() == 0 {
+		if q == nil {
 			r.mu.Unlock()
 			return
-		}
-		q := &r.queues[0]
-		if len(*q) == 0 {
-			q = &r.queues[1]
 		}
 		p := q.pop()
 		if p.state != queued {
@@ -184,6 +203,9 @@ func (r *Reader) work() {
 		r.mu.Lock() // the read has ended: it is no longer in flight
 		if r.inFlight--; r.inFlight == 0 {
 			r.stats.BusyNanos.Add(int64(time.Since(r.busySince)))
+		}
+		if len(r.queues[1]) > 0 && len(r.queues[0]) == 0 {
+			r.cond.Signal() // a fetch ahead held back by AheadDepth may start
 		}
 		r.mu.Unlock()
 		if err != nil {

@@ -273,3 +273,52 @@ func TestReaderErrors(t *testing.T) {
 		t.Fatalf("counts %+v", c)
 	}
 }
+
+// TestReaderAheadDepth: fetches ahead start only while fewer than
+// AheadDepth reads are in flight, each as the last ends; demand reads do
+// not wait for them.
+func TestReaderAheadDepth(t *testing.T) {
+	g := newGateStore(make([]byte, 8*Align))
+	r := NewReader(g, ReaderConfig{Depth: 4, AheadDepth: 1})
+	defer r.Close()
+	sub := func(off int64, ahead bool) *Pending {
+		return r.Submit(context.Background(), Request{Dst: make([]byte, Align), Off: off * Align, Ahead: ahead})
+	}
+	ps := []*Pending{sub(0, true), sub(1, true), sub(2, true)}
+	if off := <-g.started; off != 0 {
+		t.Fatalf("first read at %d", off/Align)
+	}
+	noStart := func(what string) {
+		t.Helper()
+		select {
+		case off := <-g.started:
+			t.Fatalf("%s: read %d started", what, off/Align)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	noStart("a second fetch ahead with one read in flight")
+	ps = append(ps, sub(3, false)) // a demand starts beside it
+	if off := <-g.started; off != 3*Align {
+		t.Fatalf("demand read: started %d", off/Align)
+	}
+	g.gate <- struct{}{} // one of the two ends: still one in flight
+	noStart("a fetch ahead with the other read in flight")
+	g.gate <- struct{}{}
+	if off := <-g.started; off != Align {
+		t.Fatalf("after both ended: read %d started, want 1", off/Align)
+	}
+	noStart("a third fetch ahead beside the second")
+	g.gate <- struct{}{}
+	if off := <-g.started; off != 2*Align {
+		t.Fatalf("read %d started, want 2", off/Align)
+	}
+	g.gate <- struct{}{}
+	for _, p := range ps {
+		if err := p.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := r.Stats().Snapshot(); c.PeakInFlight != 2 || c.Reads != 4 {
+		t.Fatalf("counts %+v: want 4 reads, at most 2 in flight", c)
+	}
+}

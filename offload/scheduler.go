@@ -35,9 +35,16 @@ type SchedulerConfig struct {
 	// LFUHalfLife is the LFU cache's decay: counts halve every LFUHalfLife
 	// demands; 0: DefaultLFUHalfLife; < 0: no decay.
 	LFUHalfLife int
-	Depth       int    // reads in flight; <= 0: DefaultDepth
-	Memory      Memory // slot memory; nil: HostMemory
-	Stats       *Stats // shared by the reader and the pool; nil: the scheduler's own
+	Depth       int // reads in flight; <= 0: DefaultDepth
+	// AheadDepth is the reads in flight below which a fetch ahead may
+	// start (ReaderConfig.AheadDepth); <= 0: by policy, one block's
+	// experts (Batch x TopK) for Pregated and Speculative, which fetch a
+	// block ahead, so its reads follow the current block's instead of
+	// sharing the disk with them; Depth for PrefetchAll and Ring, which
+	// read whole layers.
+	AheadDepth int
+	Memory     Memory // slot memory; nil: HostMemory
+	Stats      *Stats // shared by the reader and the pool; nil: the scheduler's own
 }
 
 // Scheduler is the ExpertSource of package moe over an offload layout: it
@@ -159,13 +166,25 @@ func NewScheduler(ctx context.Context, lay *Layout, store Store, cfg SchedulerCo
 	if err != nil {
 		return nil, err
 	}
-	s.reader = NewReader(store, ReaderConfig{Depth: cfg.Depth, Stats: s.stats})
+	s.reader = NewReader(store, ReaderConfig{Depth: cfg.Depth, AheadDepth: aheadDepth(plan.Policy, cfg), Stats: s.stats})
 	if plan.Policy == Resident {
 		if err := s.loadAll(ctx); err != nil {
 			return nil, errors.Join(err, s.Close())
 		}
 	}
 	return s, nil
+}
+
+// aheadDepth is cfg.AheadDepth, or the policy's default.
+func aheadDepth(p Policy, cfg SchedulerConfig) int {
+	if cfg.AheadDepth > 0 {
+		return cfg.AheadDepth
+	}
+	switch p {
+	case Pregated, Speculative:
+		return max(cfg.Batch, 1) * max(cfg.TopK, 1)
+	}
+	return cfg.Depth // <= 0: the reader's depth
 }
 
 // loadAll fills a slot with every expert and keeps a reference to each.
