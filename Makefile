@@ -23,7 +23,7 @@ demo: build
 # every benchmark once, and a short fuzz of each parser.
 test: lint
 	$(GO) test -tags invariants -count=1 ./...
-	$(GO) test -race -short -count=1 ./kernel ./safetensors ./model ./moe ./train ./offload ./tokenizer ./sample
+	$(GO) test -race -short -count=1 ./kernel ./safetensors ./model ./moe ./dist ./train ./offload ./tokenizer ./sample
 	CGO_ENABLED=0 $(GO) test -short -count=1 ./kernel
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 ./... > /dev/null
 	$(MAKE) --no-print-directory fuzz FUZZTIME=50000x

@@ -2,6 +2,15 @@ package moe
 
 import "context"
 
+// Role tells an Exchange which of a layer's two dispatches a Send is.
+type Role uint8
+
+const (
+	Forward  Role = iota // the routed inputs
+	Backward             // the output gradients
+	roles
+)
+
 // Exchange carries a MoE layer's routed rows between the ranks that hold
 // the tokens and the ranks that hold the experts (expert parallelism); the
 // layer computes only where the experts are. A nil Exchange means every
@@ -18,8 +27,10 @@ type Exchange interface {
 	// Send delivers rows (R, D), in p's order, to the owners of their
 	// experts and returns this rank's received rows (Rl, D) and the local
 	// expert offsets (El+1). The returned slices are owned by the Exchange
-	// and valid until the next Send with the same role (see Layer).
-	Send(ctx context.Context, rows []float32, p *Plan, D int) (recv []float32, offs []int, err error)
+	// and valid until the next Send with the same role: the forward
+	// dispatch's received rows are read again in backward, after the
+	// backward dispatch.
+	Send(ctx context.Context, role Role, rows []float32, p *Plan, D int) (recv []float32, offs []int, err error)
 	// Return sends recv (Rl, D) back, the inverse of the last Send with p,
 	// into rows (R, D) in p's order.
 	Return(ctx context.Context, rows, recv []float32, p *Plan, D int) error

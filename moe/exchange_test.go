@@ -31,7 +31,7 @@ func (x *reverseExchange) perm(p *Plan, D int, dst, src []float32, inverse bool)
 	}
 }
 
-func (x *reverseExchange) Send(ctx context.Context, rows []float32, p *Plan, D int) ([]float32, []int, error) {
+func (x *reverseExchange) Send(ctx context.Context, _ Role, rows []float32, p *Plan, D int) ([]float32, []int, error) {
 	x.sends++
 	if x.fail != nil {
 		return nil, nil, x.fail

@@ -50,9 +50,10 @@ type Grads struct {
 	W13, W2 []float32
 }
 
-// NewGrads allocates zero gradients for l.
+// NewGrads allocates zero gradients for l's experts (with an Exchange,
+// the local ones: as many as its weights hold).
 func (l *Layer) NewGrads() *Grads {
-	return &Grads{W13: make([]float32, l.E*2*l.F*l.D), W2: make([]float32, l.E*l.D*l.F)}
+	return &Grads{W13: make([]float32, len(l.W13)), W2: make([]float32, len(l.W2))}
 }
 
 // Activations is what Backward needs from Forward, plus the router
@@ -112,7 +113,7 @@ func (l *Layer) Forward(ctx context.Context, y, x, logits []float32, T int, act 
 	act.xe, act.offsE = act.xs, act.plan.Offsets
 	if l.Exchange != nil {
 		var err error
-		if act.xe, act.offsE, err = l.Exchange.Send(ctx, act.xs, &act.plan, D); err != nil {
+		if act.xe, act.offsE, err = l.Exchange.Send(ctx, Forward, act.xs, &act.plan, D); err != nil {
 			return fmt.Errorf("moe: dispatch: %w", err)
 		}
 	}
@@ -209,7 +210,7 @@ func (l *Layer) Backward(ctx context.Context, dx, dlogits, dy []float32, act *Ac
 	dOe := dO
 	if l.Exchange != nil {
 		var err error
-		if dOe, _, err = l.Exchange.Send(ctx, dO, p, D); err != nil {
+		if dOe, _, err = l.Exchange.Send(ctx, Backward, dO, p, D); err != nil {
 			return fmt.Errorf("moe: backward dispatch: %w", err)
 		}
 	}

@@ -167,11 +167,12 @@ func (b offloadBench) diskBatch(ctx context.Context, bm *benchModel, store *offl
 	ond := &policyRun{policy: offload.OnDemand, slots: preSlots}
 	all := &policyRun{policy: offload.PrefetchAll, slots: allSlots}
 	prs := []*policyRun{pre, ond, all}
-	// One probe per policy, at the most reads the policy can keep in
-	// flight: ondemand one block's W; pregated its slots' worth (this
-	// block's and the next's); prefetch-all the reader's depth.
+	// One probe per policy, at the most reads the policy keeps in flight:
+	// ondemand and pregated one block's W (pregated's next block's reads
+	// start as this block's end: SchedulerConfig.AheadDepth);
+	// prefetch-all the reader's depth.
 	depth := map[offload.Policy]int{offload.OnDemand: min(W, offload.DefaultDepth),
-		offload.Pregated: min(preSlots, offload.DefaultDepth), offload.PrefetchAll: offload.DefaultDepth}
+		offload.Pregated: min(W, offload.DefaultDepth), offload.PrefetchAll: offload.DefaultDepth}
 	probes := map[offload.Policy]*diskProbe{}
 	for _, pr := range prs {
 		if probes[pr.policy], err = newDiskProbe(bm.lay, store, depth[pr.policy]); err != nil {

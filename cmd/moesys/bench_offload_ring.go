@@ -112,7 +112,7 @@ func (b offloadBench) ringRuns(ctx context.Context, bm *benchModel, sl *simLink,
 			overheadK, overhead = k, over
 		}
 		res = append(res, benchResult{Name: fmt.Sprintf("offload_ring_k%d_%s_sim", k, bm.label), Value: d.tokS(), Unit: "tokens/s", Bound: dr.tokS(), Ratio: d.tokS() / dr.tokS(),
-			Note: fmt.Sprintf("K=%d sections of %d experts (%s of %s): saves %.0f%% of the expert memory; time overhead %+.1f%% vs the resident pass beside it (median of %d); MoE block %.1f ms, stalled %.0f%%",
+			Note: fmt.Sprintf("K=%d sections of %d experts (%s of %s): saves %.0f%% of the expert memory; time overhead %+.1f%% vs the resident passes around it (median of %d); MoE block %.1f ms, stalled %.0f%%",
 				k, E, humanBytes(d.plan.Bytes()), humanBytes(int64(len(bm.lay.Blocks))*bm.lay.SlotBytes()), 100*saved, 100*over, len(overheads[i+1]), ms(d.block), 100*d.stall())})
 	}
 	if overheadK > 0 {

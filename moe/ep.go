@@ -1,0 +1,165 @@
+package moe
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/moesys/moesys/dist"
+)
+
+// EP is the Exchange of expert parallelism over a dist.Comm: the E experts
+// of a layer are sharded over the W ranks in contiguous blocks, rank r
+// owning experts [r*El, (r+1)*El), El = E/W; a Layer using it holds only
+// those El experts' weights. Send is the dispatch: the ranks exchange how
+// many rows each sends to each expert (an all-to-all of E counts), then
+// the rows themselves (AllToAllV; a rank's rows for one destination are
+// contiguous, since the plan groups rows by global expert); the received
+// rows, which arrive grouped by sender, are regrouped by local expert
+// (senders in rank order within each expert). Return is the combine, the
+// same in reverse. Backward mirrors forward through the same two calls.
+//
+// One EP serves one layer (it keeps the split of its last Send for the
+// Return after it) and is used by one goroutine. It keeps receive buffers
+// per Role, so the rows received in forward stay valid through backward.
+type EP struct {
+	Comm dist.Comm
+	E    int // experts of the layer, a multiple of Comm.Size()
+
+	recv    [roles][]float32 // Send's received rows per role, by local expert
+	offs    [roles][]int     // their local expert offsets (El+1)
+	arrived []float32        // rows as they arrive, grouped by sender (scratch)
+	split   epSplit          // of the last Send
+}
+
+// epSplit is how the last Send's rows were divided.
+type epSplit struct {
+	D      int
+	counts []int64 // recv counts: counts[s*El+le] rows from rank s for local expert le
+	sendN  []int   // elements sent to each rank
+	recvN  []int   // elements received from each rank
+	offs   []int   // local expert offsets (El+1), rows
+	sent   []int64 // this rank's per-expert row counts (E)
+}
+
+var _ Exchange = (*EP)(nil)
+
+// NewEP returns the EP of a layer with e experts over c.
+func NewEP(c dist.Comm, e int) (*EP, error) {
+	if e < 1 || e%c.Size() != 0 {
+		return nil, fmt.Errorf("moe: expert parallelism: %d experts over %d ranks: the experts must divide evenly", e, c.Size())
+	}
+	return &EP{Comm: c, E: e}, nil
+}
+
+// LocalExperts returns the first global expert this rank owns and how many.
+func (x *EP) LocalExperts() (first, n int) {
+	n = x.E / x.Comm.Size()
+	return x.Comm.Rank() * n, n
+}
+
+// Send implements Exchange.
+func (x *EP) Send(ctx context.Context, role Role, rows []float32, p *Plan, D int) ([]float32, []int, error) {
+	W := x.Comm.Size()
+	if role >= roles {
+		return nil, nil, fmt.Errorf("moe: expert parallelism: dispatch role %d", role)
+	}
+	if p.E != x.E || x.E%W != 0 {
+		return nil, nil, fmt.Errorf("moe: expert parallelism over %d ranks: plan of %d experts, layer of %d", W, p.E, x.E)
+	}
+	El := x.E / W
+	sp := &x.split
+	sp.D = D
+	sp.sent = resize(sp.sent, x.E)
+	for e := range x.E {
+		sp.sent[e] = int64(p.Offsets[e+1] - p.Offsets[e])
+	}
+	// Counts: El to each rank, El from each.
+	sp.counts = resize(sp.counts, W*El)
+	each := make([]int, W)
+	for r := range W {
+		each[r] = El
+	}
+	if err := dist.AllToAllVOf(ctx, x.Comm, sp.sent, each, sp.counts, each); err != nil {
+		return nil, nil, fmt.Errorf("moe: dispatch counts: %w", err)
+	}
+	sp.sendN, sp.recvN = resize(sp.sendN, W), resize(sp.recvN, W)
+	for r := range W {
+		sp.sendN[r] = (p.Offsets[(r+1)*El] - p.Offsets[r*El]) * D
+		n := 0
+		for le := range El {
+			n += int(sp.counts[r*El+le])
+		}
+		sp.recvN[r] = n * D
+	}
+	x.offs[role] = resize(x.offs[role], El+1)
+	sp.offs = x.offs[role]
+	sp.offs[0] = 0
+	for le := range El {
+		n := 0
+		for s := range W {
+			n += int(sp.counts[s*El+le])
+		}
+		sp.offs[le+1] = sp.offs[le] + n
+	}
+	Rl := sp.offs[El]
+	x.arrived, x.recv[role] = resize(x.arrived, Rl*D), resize(x.recv[role], Rl*D)
+	if err := dist.AllToAllVOf(ctx, x.Comm, rows[:p.Rows()*D], sp.sendN, x.arrived, sp.recvN); err != nil {
+		return nil, nil, fmt.Errorf("moe: dispatch rows: %w", err)
+	}
+	x.regroup(x.recv[role], x.arrived, false)
+	return x.recv[role], sp.offs, nil
+}
+
+// regroup moves rows between the arrival order (sender-major: for each
+// sender s, its rows for local experts 0..El-1) and the local-expert order
+// (for each local expert, its rows from senders 0..W-1); back reverses it.
+func (x *EP) regroup(byExpert, bySender []float32, back bool) {
+	sp := &x.split
+	W, D := x.Comm.Size(), sp.D
+	El := x.E / W
+	at := 0 // row in arrival order
+	starts := make([]int, W*El)
+	for s := range W {
+		for le := range El {
+			starts[s*El+le] = at
+			at += int(sp.counts[s*El+le])
+		}
+	}
+	row := 0 // row in local-expert order
+	for le := range El {
+		for s := range W {
+			n := int(sp.counts[s*El+le])
+			a := starts[s*El+le]
+			if back {
+				copy(bySender[a*D:(a+n)*D], byExpert[row*D:(row+n)*D])
+			} else {
+				copy(byExpert[row*D:(row+n)*D], bySender[a*D:(a+n)*D])
+			}
+			row += n
+		}
+	}
+}
+
+// Return implements Exchange: recv (in local-expert order, as the last
+// Send returned it) goes back to the senders, into rows in p's order.
+func (x *EP) Return(ctx context.Context, rows, recv []float32, p *Plan, D int) error {
+	sp := &x.split
+	if D != sp.D || sp.offs == nil {
+		return fmt.Errorf("moe: combine without its dispatch (D %d, dispatched %d)", D, sp.D)
+	}
+	Rl := sp.offs[len(sp.offs)-1]
+	x.arrived = resize(x.arrived, Rl*D)
+	x.regroup(recv, x.arrived, true)
+	if err := dist.AllToAllVOf(ctx, x.Comm, x.arrived, sp.recvN, rows[:p.Rows()*D], sp.sendN); err != nil {
+		return fmt.Errorf("moe: combine rows: %w", err)
+	}
+	return nil
+}
+
+// resize returns s with length n, reallocated only when it must grow.
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
