@@ -3,6 +3,7 @@ package model
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/moesys/moesys/dist"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -55,6 +56,12 @@ type Net struct {
 	// Auxiliary-loss gradient terms of the current Backward.
 	auxDProb []float32
 	zScale   float64
+
+	// Expert parallelism (SetExpertParallel): the ranks, and this rank's
+	// experts [epFirst, epFirst+epN); comm nil: every expert is local.
+	comm         dist.Comm
+	epFirst, epN int
+	expertOf     map[*Param]int // per-expert Param views -> their expert
 }
 
 // netLayer is one block's parameters.
@@ -91,7 +98,7 @@ func NewNet(c *Config, maxT int) (*Net, error) {
 	if maxT <= 0 {
 		return nil, fmt.Errorf("%w: sequence length %d must be > 0", ErrConfig, maxT)
 	}
-	n := &Net{Cfg: c, byName: map[string]*Param{}, maxT: maxT, stats: moe.NewAuxStats(max(c.E, 1))}
+	n := &Net{Cfg: c, byName: map[string]*Param{}, expertOf: map[*Param]int{}, maxT: maxT, stats: moe.NewAuxStats(max(c.E, 1))}
 	sp := SpecFor(c.Arch)
 	specs := map[string]TensorSpec{}
 	for _, ts := range sp.Tensors(c) {
@@ -136,11 +143,12 @@ func NewNet(c *Config, maxT int) (*Net, error) {
 		ly.w13, ly.w2 = fused("w13", 2*F, D), fused("w2", D, F)
 		ly.experts = &moe.Layer{D: D, F: F, E: E, K: c.K, Normalize: c.NormTopK, Capacity: c.Capacity,
 			W13: ly.w13.W, W2: ly.w2.W}
-		ly.expertsG = moe.Grads{W13: ly.w13.G, W2: ly.w2.G}
+		n.bindExperts(ly)
 		for e := 0; e < E; e++ {
 			for _, v := range n.expertViews(l, e) {
 				n.byName[v.name] = &Param{Name: v.name, Shape: specs[v.name].Shape,
 					W: v.f.W[v.off : v.off+F*D], G: v.f.G[v.off : v.off+F*D]}
+				n.expertOf[n.byName[v.name]] = e
 			}
 		}
 		if c.SharedFFN > 0 {
@@ -299,7 +307,7 @@ func (n *Net) SetBF16Products(on bool) bool {
 		if ly.experts == nil {
 			continue
 		}
-		ly.experts.W13b, ly.experts.W2b = ly.w13.B, ly.w2.B
+		n.bindExperts(ly)
 		// The per-expert Params view the fused copies too.
 		for e := 0; e < n.Cfg.E; e++ {
 			for _, v := range n.expertViews(l, e) {

@@ -139,6 +139,12 @@ func (n *Net) Forward(ctx context.Context, ids, targets []int32, B, T int, step 
 			loss.Tokens++
 		}
 	}
+	if n.comm != nil {
+		// Every rank's tokens: the global batch's losses.
+		if err := n.reduceLoss(ctx, &loss); err != nil {
+			return Loss{}, err
+		}
+	}
 	a.tokens = loss.Tokens
 	if loss.Tokens > 0 {
 		loss.CE /= float64(loss.Tokens)

@@ -1,0 +1,108 @@
+package model
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/moesys/moesys/dist"
+	"github.com/moesys/moesys/moe"
+)
+
+// SetExpertParallel shards every MoE layer's experts over c's ranks (expert
+// parallelism): rank r computes experts [r*E/W, (r+1)*E/W) for the tokens
+// of every rank, which reach them through a moe.EP, and the auxiliary
+// losses use the statistics of every rank's tokens (summed over c), so
+// they are those of the global batch. Forward then returns the global
+// batch's loss on every rank, and Backward (with the same scale on every
+// rank) leaves each rank's share of the global batch's gradient: the dense
+// parameters' shares sum, over the ranks, to the gradient; each expert's
+// is whole on its owner. Each rank's Net still holds every
+// Param (the same values on every rank after the same Init), but the
+// MoE layers read and write only the local experts' weights and
+// gradients: the others' gradients stay zero on this rank. What the
+// trainer adds on top (data-parallel reduction of the dense gradients,
+// the global gradient norm, each expert updated by its owner) is in
+// ExpertParam. Call once, before the first Forward and after
+// SetBF16Products if at all.
+func (n *Net) SetExpertParallel(c dist.Comm) error {
+	if n.comm != nil {
+		return fmt.Errorf("model: expert parallelism is already set")
+	}
+	E, W := n.Cfg.E, c.Size()
+	if E%W != 0 {
+		return fmt.Errorf("%w: %d experts over %d ranks: the experts must divide evenly", ErrConfig, E, W)
+	}
+	n.comm = c
+	n.epFirst, n.epN = c.Rank()*(E/W), E/W
+	for l := range n.layers {
+		ly := &n.layers[l]
+		if ly.experts == nil {
+			continue
+		}
+		ep, err := moe.NewEP(c, E)
+		if err != nil {
+			return err
+		}
+		ly.experts.Exchange = ep
+		n.bindExperts(ly)
+	}
+	return nil
+}
+
+// bindExperts points a MoE layer's moe.Layer weights and gradients at the
+// local experts' part of the fused Params: every expert, or the rank's
+// share under expert parallelism.
+func (n *Net) bindExperts(ly *netLayer) {
+	c := n.Cfg
+	first, cnt := 0, c.E
+	if n.comm != nil {
+		first, cnt = n.epFirst, n.epN
+	}
+	a13, b13 := first*2*c.ExpertFFN*c.D, (first+cnt)*2*c.ExpertFFN*c.D
+	a2, b2 := first*c.D*c.ExpertFFN, (first+cnt)*c.D*c.ExpertFFN
+	x := ly.experts
+	x.W13, x.W2 = ly.w13.W[a13:b13], ly.w2.W[a2:b2]
+	x.W13b, x.W2b = nil, nil
+	if ly.w13.B != nil {
+		x.W13b, x.W2b = ly.w13.B[a13:b13], ly.w2.B[a2:b2]
+	}
+	ly.expertsG = moe.Grads{W13: ly.w13.G[a13:b13], W2: ly.w2.G[a2:b2]}
+}
+
+// ExpertParam reports whether p is a routed expert's weight and, if so,
+// whether this rank owns it (always, without expert parallelism). Dense
+// parameters (everything else: attention, norms, embeddings, routers,
+// pre-gates, shared experts) are replicated on every rank.
+func (n *Net) ExpertParam(p *Param) (expert, local bool) {
+	e, ok := n.expertOf[p]
+	if !ok {
+		return false, false
+	}
+	return true, n.comm == nil || (e >= n.epFirst && e < n.epFirst+n.epN)
+}
+
+// reduceLoss sums, over the ranks, the cross-entropy sum and target count
+// of loss and the auxiliary-loss statistics, so that under expert
+// parallelism every rank's Forward returns the global batch's loss and its
+// Backward the global batch's gradients (each rank's share of them).
+func (n *Net) reduceLoss(ctx context.Context, loss *Loss) error {
+	s := n.stats
+	buf := make([]float32, 0, 2*s.E+4)
+	for _, v := range s.Count {
+		buf = append(buf, float32(v))
+	}
+	for _, v := range s.ProbSum {
+		buf = append(buf, float32(v))
+	}
+	buf = append(buf, float32(s.N), float32(s.LSE2), float32(loss.CE), float32(loss.Tokens))
+	if err := n.comm.AllReduce(ctx, buf); err != nil {
+		return fmt.Errorf("model: losses over the ranks: %w", err)
+	}
+	E := s.E
+	for e := range E {
+		s.Count[e], s.ProbSum[e] = float64(buf[e]), float64(buf[E+e])
+	}
+	s.N, s.LSE2 = int(buf[2*E]), float64(buf[2*E+1])
+	loss.CE, loss.Tokens = float64(buf[2*E+2]), int(buf[2*E+3])
+	return nil
+}
