@@ -3,11 +3,11 @@ package model
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/moesys/moesys/dist"
 	"math"
 	"math/rand/v2"
 	"slices"
 
+	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/moe"
 	"github.com/moesys/moesys/safetensors"
@@ -62,6 +62,7 @@ type Net struct {
 	comm         dist.Comm
 	epFirst, epN int
 	expertOf     map[*Param]int // per-expert Param views -> their expert
+	lossBuf      []float32      // reduceLoss's buffer
 }
 
 // netLayer is one block's parameters.
@@ -141,9 +142,8 @@ func NewNet(c *Config, maxT int) (*Net, error) {
 			return &Param{Name: name, Shape: []int{E, rows, cols}, W: make([]float32, E*rows*cols), G: make([]float32, E*rows*cols)}
 		}
 		ly.w13, ly.w2 = fused("w13", 2*F, D), fused("w2", D, F)
-		ly.experts = &moe.Layer{D: D, F: F, E: E, K: c.K, Normalize: c.NormTopK, Capacity: c.Capacity,
-			W13: ly.w13.W, W2: ly.w2.W}
-		n.bindExperts(ly)
+		ly.experts = &moe.Layer{D: D, F: F, E: E, K: c.K, Normalize: c.NormTopK, Capacity: c.Capacity}
+		n.bindExperts(ly) // weights and gradients
 		for e := 0; e < E; e++ {
 			for _, v := range n.expertViews(l, e) {
 				n.byName[v.name] = &Param{Name: v.name, Shape: specs[v.name].Shape,

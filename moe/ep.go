@@ -39,6 +39,8 @@ type epSplit struct {
 	recvN  []int   // elements received from each rank
 	offs   []int   // local expert offsets (El+1), rows
 	sent   []int64 // this rank's per-expert row counts (E)
+	each   []int   // El per rank: the counts exchange's counts
+	starts []int   // arrival-order row of counts[s*El+le]'s first row
 }
 
 var _ Exchange = (*EP)(nil)
@@ -74,12 +76,11 @@ func (x *EP) Send(ctx context.Context, role Role, rows []float32, p *Plan, D int
 		sp.sent[e] = int64(p.Offsets[e+1] - p.Offsets[e])
 	}
 	// Counts: El to each rank, El from each.
-	sp.counts = resize(sp.counts, W*El)
-	each := make([]int, W)
+	sp.counts, sp.each = resize(sp.counts, W*El), resize(sp.each, W)
 	for r := range W {
-		each[r] = El
+		sp.each[r] = El
 	}
-	if err := dist.AllToAllVOf(ctx, x.Comm, sp.sent, each, sp.counts, each); err != nil {
+	if err := dist.AllToAllVOf(ctx, x.Comm, sp.sent, sp.each, sp.counts, sp.each); err != nil {
 		return nil, nil, fmt.Errorf("moe: dispatch counts: %w", err)
 	}
 	sp.sendN, sp.recvN = resize(sp.sendN, W), resize(sp.recvN, W)
@@ -101,6 +102,12 @@ func (x *EP) Send(ctx context.Context, role Role, rows []float32, p *Plan, D int
 		}
 		sp.offs[le+1] = sp.offs[le] + n
 	}
+	sp.starts = resize(sp.starts, W*El)
+	at := 0
+	for i, n := range sp.counts {
+		sp.starts[i] = at
+		at += int(n)
+	}
 	Rl := sp.offs[El]
 	x.arrived, x.recv[role] = resize(x.arrived, Rl*D), resize(x.recv[role], Rl*D)
 	if err := dist.AllToAllVOf(ctx, x.Comm, rows[:p.Rows()*D], sp.sendN, x.arrived, sp.recvN); err != nil {
@@ -117,19 +124,11 @@ func (x *EP) regroup(byExpert, bySender []float32, back bool) {
 	sp := &x.split
 	W, D := x.Comm.Size(), sp.D
 	El := x.E / W
-	at := 0 // row in arrival order
-	starts := make([]int, W*El)
-	for s := range W {
-		for le := range El {
-			starts[s*El+le] = at
-			at += int(sp.counts[s*El+le])
-		}
-	}
 	row := 0 // row in local-expert order
 	for le := range El {
 		for s := range W {
 			n := int(sp.counts[s*El+le])
-			a := starts[s*El+le]
+			a := sp.starts[s*El+le]
 			if back {
 				copy(bySender[a*D:(a+n)*D], byExpert[row*D:(row+n)*D])
 			} else {

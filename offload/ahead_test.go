@@ -250,12 +250,8 @@ func TestSchedulerAheadConcurrent(t *testing.T) {
 										s.Prefetch(context.Background(), layer+1, next)
 										hinted = true
 									}
-									for j := range n {
-										for i, tr := range w[j].Tensors {
-											if d := tr.View(w[j].Data); d[0] != schedByte(layer, active[j], i) || d[len(d)-1] != d[0] {
-												errs <- fmt.Errorf("layer %d expert %d: wrong bytes", layer, active[j])
-											}
-										}
+									if err := acquiredBytes(w[:n], layer, active); err != nil {
+										errs <- err
 									}
 									s.Release(w[:n])
 									active = active[n:]

@@ -3,6 +3,7 @@ package offload
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -76,9 +77,11 @@ func parseDiskStat(s string) (DiskCounters, error) {
 		return DiskCounters{}, fmt.Errorf("disk stat: %d fields, want at least 10", len(f))
 	}
 	var v [10]int64
-	for _, i := range []int{0, 2, 9} {
+	// Fields used, and the most each may hold so that bytes (x 512) and
+	// nanoseconds (x 1e6) stay in an int64.
+	for i, most := range map[int]int64{0: math.MaxInt64, 2: math.MaxInt64 / 512, 9: math.MaxInt64 / int64(time.Millisecond)} {
 		n, err := strconv.ParseInt(f[i], 10, 64)
-		if err != nil || n < 0 {
+		if err != nil || n < 0 || n > most {
 			return DiskCounters{}, fmt.Errorf("disk stat: field %d %q is not a count", i+1, f[i])
 		}
 		v[i] = n

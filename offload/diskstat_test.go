@@ -17,7 +17,8 @@ func TestParseDiskStat(t *testing.T) {
 	if want := (DiskCounters{Reads: 4233267, ReadBytes: 4018921890 * 512, Busy: 2252540 * time.Millisecond}); c != want {
 		t.Fatalf("got %+v, want %+v", c, want)
 	}
-	for _, bad := range []string{"", "1 2 3", "1 2 x 4 5 6 7 8 9 10", "1 2 3 4 5 6 7 8 9 -10"} {
+	for _, bad := range []string{"", "1 2 3", "1 2 x 4 5 6 7 8 9 10", "1 2 3 4 5 6 7 8 9 -10",
+		"0 0 18020000000000000 0 0 0 0 0 0 0", "0 0 0 0 0 0 0 0 0 9223372036854775807"} { // the last two overflow bytes, ns
 		if _, err := parseDiskStat(bad); err == nil {
 			t.Errorf("parseDiskStat(%q): no error", bad)
 		}

@@ -35,16 +35,17 @@ type Request struct {
 	// hands its slot over here: Done: slot.Filled.
 	Done func(err error)
 	// Ahead marks a fetch ahead of demand (a prefetch): it starts only
-	// when no demand read is queued, so compute waiting for its own
-	// experts never waits behind reads for later layers.
+	// when no demand read is queued (compute waiting for its own experts
+	// never waits behind reads for later layers) and fewer than
+	// ReaderConfig.AheadDepth reads are in flight.
 	Ahead bool
 }
 
 // Reader issues a Store's reads asynchronously, Depth at a time: demand
 // reads in submission order, then fetches ahead (Request.Ahead) in
-// submission order, while fewer than AheadDepth reads are in flight. Submitted requests beyond Depth wait in queues, which
-// are unbounded: the caller bounds them by the buffers it owns (pool
-// slots).
+// submission order, while fewer than AheadDepth reads are in flight.
+// Submitted requests wait in queues, which are unbounded: the caller
+// bounds them by the buffers it owns (pool slots).
 type Reader struct {
 	store      Store
 	stats      *Stats
@@ -205,7 +206,9 @@ func (r *Reader) work() {
 			r.stats.BusyNanos.Add(int64(time.Since(r.busySince)))
 		}
 		if len(r.queues[1]) > 0 && len(r.queues[0]) == 0 {
-			r.cond.Signal() // a fetch ahead held back by AheadDepth may start
+			// A fetch ahead held back by AheadDepth may start now, on
+			// an idle worker, while this one hands its read over.
+			r.cond.Signal()
 		}
 		r.mu.Unlock()
 		if err != nil {

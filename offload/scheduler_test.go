@@ -85,6 +85,19 @@ func openSched(t *testing.T, lay *Layout, store Store, cfg SchedulerConfig) *Sch
 }
 
 // checkWeights checks that w holds (layer, expert)'s tensors.
+// acquiredBytes checks, from any goroutine, that w[j] holds layer's expert
+// experts[j] (each tensor's first and last byte).
+func acquiredBytes(w []moe.ExpertWeights, layer int, experts []int) error {
+	for j := range w {
+		for i, tr := range w[j].Tensors {
+			if d := tr.View(w[j].Data); d[0] != schedByte(layer, experts[j], i) || d[len(d)-1] != d[0] {
+				return fmt.Errorf("layer %d expert %d: wrong bytes", layer, experts[j])
+			}
+		}
+	}
+	return nil
+}
+
 func checkWeights(t *testing.T, w moe.ExpertWeights, layer, expert int) {
 	t.Helper()
 	if w.Layer != layer || w.Expert != expert || len(w.Tensors) != 2 {
@@ -348,12 +361,8 @@ func TestSchedulerConcurrent(t *testing.T) {
 						errs <- err
 						return
 					}
-					for j := range n {
-						for i, tr := range w[j].Tensors {
-							if d := tr.View(w[j].Data); d[0] != schedByte(layer, active[j], i) || d[len(d)-1] != d[0] {
-								errs <- fmt.Errorf("layer %d expert %d: wrong bytes", layer, active[j])
-							}
-						}
+					if err := acquiredBytes(w[:n], layer, active); err != nil {
+						errs <- err
 					}
 					s.Release(w[:n])
 					active = active[n:]

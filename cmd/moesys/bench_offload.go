@@ -428,9 +428,6 @@ type runStats struct {
 	maxActive int           // most experts one block acquired
 	preds     []offload.Prediction
 	plan      offload.Plan
-	// readSeconds is the time the reads took, summed over reads (a timed
-	// store's); 0: not timed.
-	readSeconds float64
 	// dev is the kernel's accounting of the experts file's block device
 	// over the run's steps (with policyRun.disk), devOK whether it was read.
 	dev   offload.DiskCounters
@@ -494,7 +491,7 @@ type policyRun struct {
 	policy offload.Policy
 	slots  int
 	src    *blockTimer
-	io     *timedStore // the scheduler's store, when timed
+	io     *loggedStore // the scheduler's store, when its reads are replayed
 	runs   []runStats
 	// lastStep is the reads that started during the last decode step (with
 	// io); a disk probe replays them.
@@ -510,7 +507,6 @@ type decoding struct {
 	seconds    float64
 	before     offload.Counts
 	predBefore []offload.Prediction
-	ioBefore   int64                // pr.io's read time, ns
 	dev        offload.DiskCounters // pr.disk's counters over the steps
 	devErr     error                // a failed read of them
 }
@@ -577,9 +573,6 @@ func (bm *benchModel) alternate(ctx context.Context, what string, prs []*policyR
 		}
 		for _, d := range ds {
 			d.seconds, d.before, d.predBefore, d.dev = 0, d.pr.src.Stats().Snapshot(), d.pr.src.Predictions(), offload.DiskCounters{}
-			if d.pr.io != nil {
-				d.ioBefore = d.pr.io.nanos.Load()
-			}
 			d.pr.src.reset()
 			d.pr.src.Stats().PeakInFlight.Store(0) // the decode steps', not the prefill's
 		}
@@ -603,9 +596,6 @@ func (bm *benchModel) alternate(ctx context.Context, what string, prs []*policyR
 			r.counts = src.Stats().Snapshot().Sub(d.before)
 			r.block, r.maxActive = src.result()
 			r.preds = subPredictions(src.Predictions(), d.predBefore)
-			if d.pr.io != nil {
-				r.readSeconds = float64(d.pr.io.nanos.Load()-d.ioBefore) / 1e9
-			}
 			if d.pr.disk != nil {
 				if d.devErr != nil {
 					fmt.Fprintf(progress, "offload: warning: %s: %v\n", d.pr.disk, d.devErr)

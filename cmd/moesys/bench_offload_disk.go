@@ -6,31 +6,28 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/moesys/moesys/offload"
 )
 
-// timedStore counts the time a store's reads take, for the run's read
-// speed as the policy saw it (with one read in flight at a time, its
-// reads' bandwidth; with more, an average over overlapping reads).
-type timedStore struct {
+// loggedStore records the reads of a policy's store, for the disk probe
+// to replay.
+type loggedStore struct {
 	offload.Store
-	nanos atomic.Int64 // time in ReadAt, summed
 
 	mu  sync.Mutex
 	log []readRec // the reads since the last take, in the order they started
 }
 
-// readRec is one read of a timedStore.
+// readRec is one read of a loggedStore.
 type readRec struct {
 	off int64
 	n   int
 }
 
 // take returns the reads logged since the last take and clears the log.
-func (t *timedStore) take() []readRec {
+func (t *loggedStore) take() []readRec {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.log
@@ -38,18 +35,15 @@ func (t *timedStore) take() []readRec {
 	return l
 }
 
-func (t *timedStore) ReadAt(ctx context.Context, dst []byte, off int64) error {
+func (t *loggedStore) ReadAt(ctx context.Context, dst []byte, off int64) error {
 	t.mu.Lock()
 	t.log = append(t.log, readRec{off, len(dst)})
 	t.mu.Unlock()
-	start := time.Now()
-	err := t.Store.ReadAt(ctx, dst, off)
-	t.nanos.Add(int64(time.Since(start)))
-	return err
+	return t.Store.ReadAt(ctx, dst, off)
 }
 
 // Close does not close the store under it, which is shared.
-func (t *timedStore) Close() error { return nil }
+func (t *loggedStore) Close() error { return nil }
 
 // diskProbe measures how fast a store delivers the expert blocks a policy
 // read, read as the scheduler reads them: the reads of the policy's last
@@ -151,10 +145,7 @@ func (b offloadBench) disk(ctx context.Context, bm *benchModel, progress io.Writ
 }
 
 func (b offloadBench) diskBatch(ctx context.Context, bm *benchModel, store *offload.FileStore, ds *offload.DiskStat, batch int, progress io.Writer) ([]benchResult, error) {
-	// Reads in flight: pregated and ondemand read one block's experts at
-	// once (W of them, one at batch 1); prefetch-all a whole layer, the
-	// reader's depth at a time.
-	W := min(batch*bm.cfg.K, bm.cfg.E)
+	W := min(batch*bm.cfg.K, bm.cfg.E) // one block's experts
 	preSlots, err := bm.minSlots(offload.Pregated, batch)
 	if err != nil {
 		return nil, err
@@ -183,7 +174,7 @@ func (b offloadBench) diskBatch(ctx context.Context, bm *benchModel, store *offl
 		if err != nil {
 			break
 		}
-		pr.io, pr.disk = &timedStore{Store: store}, ds
+		pr.io, pr.disk = &loggedStore{Store: store}, ds
 		pr.src, err = bm.open(ctx, pr.io, pr.policy, batch, pr.slots)
 	}
 	// Each step's side turn replays, on each policy's probe, the reads of
