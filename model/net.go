@@ -41,8 +41,14 @@ type Net struct {
 	Recompute bool
 	// Train enables router jitter (Cfg.Jitter) in Forward.
 	Train bool
-	// JitterSeed seeds the router jitter noise, drawn per (step, layer).
+	// JitterSeed seeds the router jitter noise, drawn per (step, layer,
+	// token).
 	JitterSeed uint64
+	// TokenBase is the index, in the global batch, of this Net's first
+	// token: under data parallelism rank r's batch is rows of a larger one,
+	// and its tokens draw the jitter the same tokens would draw in one
+	// process. 0 in a single process.
+	TokenBase int
 
 	byName            map[string]*Param
 	embed, norm, head *Param

@@ -27,6 +27,11 @@ func TestNetExpertParallel(t *testing.T) {
 		{"pregate-1", func(c *Config) { c.PregateDist = 1 }, false},
 		{"shared-recompute", func(c *Config) { c.SharedFFN = 3 }, true},
 		{"top1", func(c *Config) { c.K = 1; c.AuxCoef = 0.3 }, false},
+		// Capacity dropping: each rank's per-expert limits keep the
+		// single process's drops (its assignments in global token order).
+		{"capacity", func(c *Config) { c.Capacity = 0.5 }, false},
+		// Router jitter in training: each token draws its own noise.
+		{"jitter-capacity", func(c *Config) { c.Jitter = 0.3; c.Capacity = 0.75 }, false},
 	} {
 		for _, W := range []int{1, 2, 4} {
 			t.Run(fmt.Sprintf("%s/W%d", tc.name, W), func(t *testing.T) {
@@ -45,8 +50,21 @@ func TestNetExpertParallel(t *testing.T) {
 				}
 				ref.Init(seed, 0.5)
 				ref.Recompute = tc.rec
-				want := fwd(t, ref, ids, tgt, B, T, 0)
+				ref.Train = c.Jitter > 0
+				want := fwd(t, ref, ids, tgt, B, T, 3)
 				bwd(t, ref, 1)
+				if c.Capacity > 0 && W > 1 {
+					dropped := 0
+					for l := range c.L {
+						if ref.MoELayer(l) != nil {
+							p := ref.acts.ffn[ref.slot(l)].moe.Plan()
+							dropped += p.Dropped
+						}
+					}
+					if dropped == 0 {
+						t.Fatalf("capacity %g drops nothing: the case tests nothing", c.Capacity)
+					}
+				}
 
 				comms, err := dist.NewLocal(W)
 				if err != nil {
@@ -65,12 +83,14 @@ func TestNetExpertParallel(t *testing.T) {
 						}
 						n.Init(seed, 0.5)
 						n.Recompute = tc.rec
+						n.Train = c.Jitter > 0
+						n.TokenBase = r * perRank * T
 						if errs[r] = n.SetExpertParallel(comms[r]); errs[r] != nil {
 							return
 						}
 						ctx := context.Background()
 						lo, hi := r*perRank*T, (r+1)*perRank*T
-						if losses[r], errs[r] = n.Forward(ctx, ids[lo:hi], tgt[lo:hi], perRank, T, 0); errs[r] != nil {
+						if losses[r], errs[r] = n.Forward(ctx, ids[lo:hi], tgt[lo:hi], perRank, T, 3); errs[r] != nil {
 							return
 						}
 						if errs[r] = n.Backward(ctx, 1); errs[r] != nil {

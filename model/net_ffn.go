@@ -65,7 +65,7 @@ func (n *Net) ffnForward(ctx context.Context, l int, a *ffnActs, xOut, xMid []fl
 	if n.Train && c.Jitter > 0 {
 		noise := growF(n.acts.noise[l], N*D)
 		n.acts.noise[l] = noise
-		fillJitter(noise, c.Jitter, n.JitterSeed, step, l)
+		fillJitter(noise, c.Jitter, n.JitterSeed, step, l, n.TokenBase, D)
 		a.gx = growF(a.gx, N*D)
 		for i := range a.gx {
 			a.gx[i] = a.h[i] * noise[i]

@@ -220,12 +220,18 @@ func (n *Net) layerRecompute(ctx context.Context, l int) error {
 	return n.ffnForward(ctx, l, &a.ffn[0], a.recomp, a.xMid[0], N, a.step)
 }
 
-// fillJitter draws the router jitter for (seed, step, layer): uniform in
-// [1-eps, 1+eps].
-func fillJitter(noise []float32, eps float64, seed, step uint64, l int) {
-	rng := rand.New(rand.NewPCG(seed^0x6a6974746572, step<<16|uint64(l)))
-	for i := range noise {
-		noise[i] = float32(1 - eps + 2*eps*rng.Float64())
+// fillJitter draws the router jitter of tokens base.. (noise holds D
+// values per token) for (seed, step, layer): uniform in [1-eps, 1+eps],
+// each token from its own stream, so a token's noise does not depend on
+// which rank's share of the batch it is in.
+func fillJitter(noise []float32, eps float64, seed, step uint64, l, base, D int) {
+	for t := 0; t*D < len(noise); t++ {
+		tok := uint64(base + t)
+		rng := rand.New(rand.NewPCG(seed^0x6a6974746572^tok*0x9e3779b97f4a7c15, step<<16|uint64(l)))
+		row := noise[t*D : (t+1)*D]
+		for i := range row {
+			row[i] = float32(1 - eps + 2*eps*rng.Float64())
+		}
 	}
 }
 

@@ -29,6 +29,7 @@ type EP struct {
 	offs    [roles][]int     // their local expert offsets (El+1)
 	arrived []float32        // rows as they arrive, grouped by sender (scratch)
 	split   epSplit          // of the last Send
+	lim     limitBufs
 }
 
 // epSplit is how the last Send's rows were divided.
@@ -43,7 +44,15 @@ type epSplit struct {
 	starts []int   // arrival-order row of counts[s*El+le]'s first row
 }
 
-var _ Exchange = (*EP)(nil)
+// limitBufs are Limits' buffers.
+type limitBufs struct {
+	mine, all []int64
+}
+
+var (
+	_ Exchange        = (*EP)(nil)
+	_ CapacityLimiter = (*EP)(nil)
+)
 
 // NewEP returns the EP of a layer with e experts over c.
 func NewEP(c dist.Comm, e int) (*EP, error) {
@@ -151,6 +160,40 @@ func (x *EP) Return(ctx context.Context, rows, recv []float32, p *Plan, D int) e
 	x.regroup(recv, x.arrived, true)
 	if err := dist.AllToAllVOf(ctx, x.Comm, x.arrived, sp.recvN, rows[:p.Rows()*D], sp.sendN); err != nil {
 		return fmt.Errorf("moe: combine rows: %w", err)
+	}
+	return nil
+}
+
+// Limits implements CapacityLimiter: the ranks gather every rank's token
+// count and per-expert demand (one AllGather of E+1 counts), and rank r's
+// limit for expert e is what is left of e's capacity after ranks 0..r-1's
+// demand, at most its own.
+func (x *EP) Limits(ctx context.Context, want []int, T, K int, cf float64, limits []int) error {
+	W, E := x.Comm.Size(), x.E
+	if len(want) != E || len(limits) != E {
+		return fmt.Errorf("moe: capacity limits: %d demands and %d limits for %d experts", len(want), len(limits), E)
+	}
+	b := &x.lim
+	b.mine, b.all = resize(b.mine, E+1), resize(b.all, W*(E+1))
+	b.mine[0] = int64(T)
+	for e, n := range want {
+		b.mine[e+1] = int64(n)
+	}
+	if err := dist.AllGatherOf(ctx, x.Comm, b.mine, b.all); err != nil {
+		return fmt.Errorf("moe: capacity limits: %w", err)
+	}
+	var total int64
+	for r := range W {
+		total += b.all[r*(E+1)]
+	}
+	c := int64(Capacity(cf, int(total), K, E))
+	me := x.Comm.Rank()
+	for e := range E {
+		left := c
+		for r := range me {
+			left -= b.all[r*(E+1)+e+1]
+		}
+		limits[e] = int(max(0, min(left, int64(want[e]))))
 	}
 	return nil
 }

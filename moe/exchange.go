@@ -1,6 +1,9 @@
 package moe
 
-import "context"
+import (
+	"context"
+	"math"
+)
 
 // Role tells an Exchange which of a layer's two dispatches a Send is.
 type Role uint8
@@ -34,4 +37,23 @@ type Exchange interface {
 	// Return sends recv (Rl, D) back, the inverse of the last Send with p,
 	// into rows (R, D) in p's order.
 	Return(ctx context.Context, rows, recv []float32, p *Plan, D int) error
+}
+
+// CapacityLimiter is implemented by an Exchange whose ranks each route a
+// share of one batch (expert parallelism with data-parallel batches), so
+// that capacity-based token dropping gives what one process routing the
+// whole batch would: each expert takes at most ceil(cf*T*K/E) rows, T
+// summed over the ranks, filled in rank order (the global batch is rank
+// 0's tokens, then rank 1's, ...), as FastMoE's limit-by-capacity does.
+type CapacityLimiter interface {
+	// Limits is a collective over the ranks. want[e] is this rank's
+	// assignments to expert e before dropping, T its tokens; it fills
+	// limits[e] with how many of them expert e takes.
+	Limits(ctx context.Context, want []int, T, K int, cf float64, limits []int) error
+}
+
+// Capacity is the per-expert capacity of T tokens routed top-K over E
+// experts with capacity factor cf > 0: ceil(cf*T*K/E).
+func Capacity(cf float64, T, K, E int) int {
+	return int(math.Ceil(cf * float64(T*K) / float64(E)))
 }

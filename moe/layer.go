@@ -72,6 +72,8 @@ type Activations struct {
 	oe      []float32 // (Rl, D) local expert outputs
 	o       []float32 // (R, D) expert outputs back in plan order (oe when local)
 	oRet    []float32 // buffer of o with an Exchange
+	limits  []int     // per-expert capacity (E), scratch
+	want    []int     // per-expert assignments before dropping (E), scratch
 
 	// Router statistics (for the load-balancing and z losses):
 	Count   []float64 // (E) assignments routed to e (the router's choice, kept or dropped)
@@ -102,11 +104,28 @@ func (l *Layer) Forward(ctx context.Context, y, x, logits []float32, T int, act 
 	}
 	act.T, act.x = T, x
 	act.routing = Router{K: l.K, Normalize: l.Normalize}.Route(logits, T, E)
-	capacity := -1
+	var limits []int // nil: dropless
 	if l.Capacity > 0 {
-		capacity = int(math.Ceil(l.Capacity * float64(T*l.K) / float64(E)))
+		act.limits = resize(act.limits, E)
+		limits = act.limits
+		if lim, ok := l.Exchange.(CapacityLimiter); ok {
+			want := resize(act.want, E)
+			act.want = want
+			clear(want)
+			for _, e := range act.routing.IDsTK[:T*l.K] {
+				want[e]++
+			}
+			if err := lim.Limits(ctx, want, T, l.K, l.Capacity, limits); err != nil {
+				return fmt.Errorf("moe: capacity: %w", err)
+			}
+		} else {
+			c := Capacity(l.Capacity, T, l.K, E)
+			for e := range limits {
+				limits[e] = c
+			}
+		}
 	}
-	act.plan = NewPlan(act.routing, E, capacity)
+	act.plan = NewPlanLimits(act.routing, E, limits)
 	R := act.plan.Rows()
 	act.xs = grow(act.xs, R*D)
 	Dispatch(act.xs, x, act.plan, l.K, D)

@@ -26,6 +26,24 @@ func (p *Plan) Rows() int { return p.Offsets[p.E] }
 // beyond it, in token order, are dropped. capacity < 0 means dropless.
 // Within an expert, rows keep token order (a stable counting sort).
 func NewPlan(r Routing, E, capacity int) Plan {
+	if capacity < 0 {
+		return NewPlanLimits(r, E, nil)
+	}
+	limits := make([]int, E)
+	for e := range limits {
+		limits[e] = capacity
+	}
+	return NewPlanLimits(r, E, limits)
+}
+
+// NewPlanLimits is NewPlan with a capacity per expert: expert e takes at
+// most limits[e] rows (nil: dropless). Under expert parallelism each rank
+// routes a share of the batch, and a CapacityLimiter gives the rank's
+// limits.
+func NewPlanLimits(r Routing, E int, limits []int) Plan {
+	if limits != nil && len(limits) != E {
+		panic(fmt.Sprintf("moe.NewPlanLimits: %d limits for %d experts", len(limits), E))
+	}
 	n := r.T * r.K
 	p := Plan{E: E, Offsets: make([]int, E+1), SlotRow: make([]int32, n)}
 	counts := make([]int, E)
@@ -34,7 +52,7 @@ func NewPlan(r Routing, E, capacity int) Plan {
 		if e < 0 || e >= E {
 			panic(fmt.Sprintf("moe.NewPlan: expert id %d out of range [0, %d)", e, E))
 		}
-		if capacity >= 0 && counts[e] >= capacity {
+		if limits != nil && counts[e] >= limits[e] {
 			p.SlotRow[s] = -1
 			p.Dropped++
 			continue

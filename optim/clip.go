@@ -10,7 +10,13 @@ import (
 // float64 (as torch.nn.utils.clip_grad_norm_ reports it).
 // Parameters are summed in parallel, each in float64, then added in order,
 // so the result does not depend on the thread count.
-func GradNorm(params []*Param) float64 {
+func GradNorm(params []*Param) float64 { return math.Sqrt(GradSq(params)) }
+
+// GradSq returns the sum of the squares of all gradients (float64, each
+// parameter's sum in parallel, then added in parameter order): the square
+// of GradNorm, which a caller holding part of the parameters adds to the
+// other parts' before taking the root.
+func GradSq(params []*Param) float64 {
 	sums := make([]float64, len(params))
 	kernel.Parallel(len(params), func(i int) {
 		var s0, s1, s2, s3 float64
@@ -31,7 +37,7 @@ func GradNorm(params []*Param) float64 {
 	for _, v := range sums {
 		s += v
 	}
-	return math.Sqrt(s)
+	return s
 }
 
 // ClipGradNorm scales all gradients by maxNorm/(norm+1e-6) when their global
@@ -40,8 +46,17 @@ func GradNorm(params []*Param) float64 {
 // unchanged and the gradients are left alone, so the caller can skip the step.
 func ClipGradNorm(params []*Param, maxNorm float64) float64 {
 	norm := GradNorm(params)
+	ClipTo(params, norm, maxNorm)
+	return norm
+}
+
+// ClipTo scales all gradients by maxNorm/(norm+1e-6) when norm, their
+// global norm (computed by the caller, perhaps over several processes'
+// shares of the parameters), exceeds maxNorm, as ClipGradNorm does.
+// maxNorm <= 0 or a non-finite norm leaves them alone.
+func ClipTo(params []*Param, norm, maxNorm float64) {
 	if maxNorm <= 0 || math.IsNaN(norm) || math.IsInf(norm, 0) || norm <= maxNorm {
-		return norm
+		return
 	}
 	scale := float32(maxNorm / (norm + 1e-6))
 	kernel.Parallel(len(params), func(i int) {
@@ -50,5 +65,4 @@ func ClipGradNorm(params []*Param, maxNorm float64) float64 {
 			g[j] *= scale
 		}
 	})
-	return norm
 }
