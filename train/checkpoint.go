@@ -12,9 +12,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/internal/atomicfile"
 	"github.com/moesys/moesys/model"
-	"github.com/moesys/moesys/safetensors"
 	"github.com/moesys/moesys/tensor"
 )
 
@@ -40,6 +40,7 @@ type trainerState struct {
 	Step    int     `json:"step"`
 	Tokens  int64   `json:"tokens"`
 	Options Options `json:"options"`
+	World   int     `json:"world,omitempty"` // ranks that wrote it (sharded when > 1)
 }
 
 // CheckpointName returns the directory name of the checkpoint after step.
@@ -50,7 +51,13 @@ func CheckpointName(step int) string { return fmt.Sprintf("step-%08d", step) }
 // temporary name and renamed into place, so a crash leaves either the whole
 // checkpoint or none. keepLast > 0 deletes older checkpoints beyond the
 // newest keepLast. It returns the checkpoint's path.
+//
+// In a parallel run Save is a collective (every rank calls it) and writes a
+// sharded checkpoint (see OptimizerIndexFile).
 func (t *Trainer) Save(out string, keepLast int) (string, error) {
+	if t.par != nil && t.par.comm.Size() > 1 {
+		return t.saveSharded(out, keepLast)
+	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return "", fmt.Errorf("train: checkpoint: %w", err)
 	}
@@ -70,7 +77,7 @@ func (t *Trainer) Save(out string, keepLast int) (string, error) {
 	}
 	var ts []model.F32Tensor
 	for i, p := range t.params {
-		shape := t.Net.Params[i].Shape
+		shape := t.Net.Params[t.idx[i]].Shape
 		ts = append(ts, model.F32Tensor{Name: p.Name + ".exp_avg", Shape: shape, Data: p.M},
 			model.F32Tensor{Name: p.Name + ".exp_avg_sq", Shape: shape, Data: p.V})
 		if t.master != nil {
@@ -87,20 +94,8 @@ func (t *Trainer) Save(out string, keepLast int) (string, error) {
 	if err := atomicfile.WriteFile(filepath.Join(tmp, TrainerFile), append(st, '\n')); err != nil {
 		return "", fmt.Errorf("train: checkpoint state: %w", err)
 	}
-	if err := os.RemoveAll(final); err != nil {
-		return "", fmt.Errorf("train: checkpoint: %w", err)
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return "", fmt.Errorf("train: checkpoint: %w", err)
-	}
-	if err := atomicfile.SyncDir(out); err != nil {
-		return "", fmt.Errorf("train: checkpoint: %w", err)
-	}
-	if err := atomicfile.WriteFile(filepath.Join(out, LatestFile), []byte(name+"\n")); err != nil {
-		return "", fmt.Errorf("train: checkpoint: %w", err)
-	}
-	if keepLast > 0 {
-		prune(out, keepLast)
+	if err := publish(out, tmp, final, name, keepLast); err != nil {
+		return "", err
 	}
 	return final, nil
 }
@@ -171,6 +166,13 @@ func ReadCheckpointOptions(dir string) (Options, int, error) {
 // restored; batches and jitter are functions of (seed, step), so the run
 // continues exactly as if it had not stopped.
 func Resume(dir string, o Options, corpus *Corpus) (*Trainer, error) {
+	return ResumeParallel(dir, o, corpus, nil)
+}
+
+// ResumeParallel is Resume for rank c.Rank() of a parallel run (c nil: one
+// process). The checkpoint may come from any number of ranks: each rank
+// reads the dense parameters and its own experts by name (resharding).
+func ResumeParallel(dir string, o Options, corpus *Corpus, c dist.Comm) (*Trainer, error) {
 	saved, step, err := ReadCheckpointOptions(dir)
 	if err != nil {
 		return nil, err
@@ -188,11 +190,11 @@ func Resume(dir string, o Options, corpus *Corpus) (*Trainer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, dir, err)
 	}
-	t, err := newTrainer(o, corpus, net)
+	t, err := newTrainer(o, corpus, net, c)
 	if err != nil {
 		return nil, err
 	}
-	set, err := safetensors.Open(filepath.Join(dir, OptimizerFile))
+	set, err := openOptimizer(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}

@@ -6,13 +6,15 @@ import (
 	"math"
 	"time"
 
+	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/model"
 	"github.com/moesys/moesys/optim"
 	"github.com/moesys/moesys/tensor"
 )
 
-// Trainer runs the training loop of one process: per optimizer step, Accum
+// Trainer runs the training loop of one process (or of one rank of a
+// parallel run: NewParallelTrainer): per optimizer step, Accum
 // micro-batches of forward and backward (gradients averaged), gradient
 // clipping, the learning-rate schedule and an AdamW update; periodic
 // validation and checkpoints. Everything it does is a function of the
@@ -21,9 +23,11 @@ import (
 type Trainer struct {
 	Opts   Options
 	Net    *model.Net
-	Step   int // optimizer steps done
-	params []*optim.Param
-	master [][]float32 // fp32 master weights when Opts.BF16 (else nil)
+	Step   int            // optimizer steps done
+	params []*optim.Param // what this rank updates: every Param, or the dense ones and its own experts
+	idx    []int          // params[i] is Net.Params[idx[i]]
+	master [][]float32    // fp32 master weights of params when Opts.BF16 (else nil)
+	par    *parallel      // data + expert parallelism (nil: one process)
 	adam   *optim.AdamW
 	sched  optim.WarmupCosine
 	train  *Batcher
@@ -61,22 +65,37 @@ func NewTrainer(o Options, corpus *Corpus) (*Trainer, error) {
 		return nil, err
 	}
 	net.Init(o.Seed, o.InitStd)
-	return newTrainer(o, corpus, net)
+	return newTrainer(o, corpus, net, nil)
 }
 
-func newTrainer(o Options, corpus *Corpus, net *model.Net) (*Trainer, error) {
+// newTrainer builds the Trainer of net, a rank of c's parallel run when c
+// is not nil (net then gets its expert parallelism here).
+func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm) (*Trainer, error) {
 	t := &Trainer{Opts: o, Net: net}
+	if c != nil {
+		var err error
+		if t.par, err = newParallel(o, net, c); err != nil {
+			return nil, err
+		}
+	}
 	net.Recompute, net.Train, net.JitterSeed = o.Recompute, true, o.Seed
-	for _, p := range net.Params {
+	for i, p := range net.Params {
+		if expert, local := net.ExpertParam(p); expert && !local {
+			continue // another rank's expert
+		}
 		t.params = append(t.params, &optim.Param{Name: p.Name, W: p.W, G: p.G})
+		t.idx = append(t.idx, i)
+	}
+	if t.par != nil {
+		t.par.split(t)
 	}
 	if o.BF16 {
 		// The optimiser updates fp32 masters; the model computes with
 		// their bf16 roundings.
-		t.master = make([][]float32, len(net.Params))
-		for i, p := range net.Params {
+		t.master = make([][]float32, len(t.params))
+		for i, p := range t.params {
 			t.master[i] = append([]float32(nil), p.W...)
-			t.params[i].W = t.master[i]
+			p.W = t.master[i]
 		}
 		net.SetBF16Products(true) // where the CPU has bf16 dot products
 		t.syncBF16()
@@ -104,8 +123,8 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net) (*Trainer, error) {
 // syncBF16 sets the model's weights to the bf16 rounding of the masters
 // (and the bf16 copies the products use).
 func (t *Trainer) syncBF16() {
-	kernel.Parallel(len(t.Net.Params), func(i int) {
-		p := t.Net.Params[i]
+	kernel.Parallel(len(t.params), func(i int) {
+		p := t.Net.Params[t.idx[i]]
 		for j, v := range t.master[i] {
 			h := tensor.F32ToBF16(v)
 			p.W[j] = math.Float32frombits(uint32(h) << 16)
@@ -117,21 +136,30 @@ func (t *Trainer) syncBF16() {
 }
 
 // TrainStep runs one optimizer step. An error (from expert exchanges)
-// leaves the weights unchanged and the step not counted.
+// leaves the weights unchanged and the step not counted. In a parallel run
+// every rank calls it; each computes its rows of every micro-batch, and
+// the step's figures are the global batch's.
 func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 	o := t.Opts
 	start := time.Now()
 	t.Net.ZeroGrad()
 	var r StepResult
 	inv := 1 / float64(o.Accum)
+	fail := func(err error) (StepResult, error) {
+		return StepResult{}, fmt.Errorf("train: step %d: %w", t.Step+1, err)
+	}
 	for m := 0; m < o.Accum; m++ {
 		t.train.Batch(t.Step*o.Accum+m, t.inputs, t.target)
-		loss, err := t.Net.Forward(ctx, t.inputs, t.target, o.Batch, o.Seq, uint64(t.Step*o.Accum+m))
+		ids, tgt, B := t.inputs, t.target, o.Batch
+		if t.par != nil {
+			ids, tgt, B = t.par.rows(t, ids), t.par.rows(t, tgt), t.par.batch
+		}
+		loss, err := t.Net.Forward(ctx, ids, tgt, B, o.Seq, uint64(t.Step*o.Accum+m))
 		if err != nil {
-			return StepResult{}, fmt.Errorf("train: step %d: %w", t.Step+1, err)
+			return fail(err)
 		}
 		if err := t.Net.Backward(ctx, float32(inv)); err != nil {
-			return StepResult{}, fmt.Errorf("train: step %d: %w", t.Step+1, err)
+			return fail(err)
 		}
 		r.Loss += loss.Total * inv
 		r.CE += loss.CE * inv
@@ -139,7 +167,15 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 		r.Z += loss.Z * inv
 		r.Tokens += loss.Tokens
 	}
-	r.GradNorm = optim.ClipGradNorm(t.params, o.Clip)
+	if t.par != nil {
+		var err error
+		if r.GradNorm, err = t.par.reduce(ctx); err != nil {
+			return fail(err)
+		}
+		optim.ClipTo(t.params, r.GradNorm, o.Clip)
+	} else {
+		r.GradNorm = optim.ClipGradNorm(t.params, o.Clip)
+	}
 	r.LR = t.sched.LR(t.Step)
 	if !math.IsNaN(r.GradNorm) && !math.IsInf(r.GradNorm, 0) {
 		t.adam.Step(r.LR)
@@ -154,7 +190,8 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 	return r, nil
 }
 
-// Evaluate returns the mean cross-entropy over the validation batches.
+// Evaluate returns the mean cross-entropy over the validation batches (in
+// a parallel run, every rank calls it and gets the same value).
 func (t *Trainer) Evaluate(ctx context.Context) (float64, error) {
 	var sum float64
 	var n int
@@ -165,7 +202,11 @@ func (t *Trainer) Evaluate(ctx context.Context) (float64, error) {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		loss, err := t.Net.Forward(ctx, vb.Inputs, vb.Targets, vb.Rows, t.Opts.Seq, 0)
+		ids, tgt, B := vb.Inputs, vb.Targets, vb.Rows
+		if t.par != nil {
+			ids, tgt, B = t.par.valRows(vb, t.Opts.Seq)
+		}
+		loss, err := t.Net.Forward(ctx, ids, tgt, B, t.Opts.Seq, 0)
 		if err != nil {
 			return 0, fmt.Errorf("train: validation: %w", err)
 		}

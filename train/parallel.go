@@ -1,0 +1,134 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/moesys/moesys/dist"
+	"github.com/moesys/moesys/model"
+	"github.com/moesys/moesys/optim"
+)
+
+// NewParallelTrainer builds rank c.Rank() of a data- and expert-parallel
+// run over c's W ranks: every rank builds the same model (the same seed),
+// keeps the dense parameters replicated and owns E/W of every MoE layer's
+// experts; o.Batch is the global batch, of which each rank computes
+// o.Batch/W rows (the rows a single process would give rank-order
+// positions r*B/W..). The tokens reach their experts through all-to-alls
+// (moe.EP), the dense gradients are summed over the ranks in fused buckets,
+// the gradient norm is the global one, and each rank's AdamW updates the
+// dense parameters (identically on every rank) and its own experts. The
+// run then equals one process training on the global batch, up to the
+// float32 rounding of the cross-rank sums. Every rank must call every
+// method that communicates (TrainStep, Evaluate, Run, Save) in the same
+// order.
+func NewParallelTrainer(o Options, corpus *Corpus, c dist.Comm) (*Trainer, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if err := corpus.Check(o.Seq); err != nil {
+		return nil, err
+	}
+	net, err := model.NewNet(o.Model, o.Seq)
+	if err != nil {
+		return nil, err
+	}
+	net.Init(o.Seed, o.InitStd)
+	return newTrainer(o, corpus, net, c)
+}
+
+// parallel is a Trainer's part of a parallel run.
+type parallel struct {
+	comm  dist.Comm
+	batch int // rows per micro-batch on this rank
+	// dense are the replicated parameters (gradients summed over the
+	// ranks), owned this rank's experts (gradients whole here).
+	dense, owned []*optim.Param
+	sync         *gradSync
+	sq           [1]float64 // this rank's experts' squared gradient norm
+	sqs          []float64  // every rank's
+	pad          valPad
+}
+
+// newParallel checks that o fits c and gives net its expert parallelism.
+func newParallel(o Options, net *model.Net, c dist.Comm) (*parallel, error) {
+	W := c.Size()
+	if o.Batch%W != 0 {
+		return nil, fmt.Errorf("%w: batch %d over %d ranks: the global batch must divide evenly", ErrOptions, o.Batch, W)
+	}
+	if net.Cfg.E > 0 && net.Cfg.E%W != 0 {
+		return nil, fmt.Errorf("%w: %d experts over %d ranks: the experts must divide evenly", ErrOptions, net.Cfg.E, W)
+	}
+	if len(net.Cfg.MoELayers()) > 0 {
+		if err := net.SetExpertParallel(c); err != nil {
+			return nil, err
+		}
+	}
+	return &parallel{comm: c, batch: o.Batch / W, sqs: make([]float64, W)}, nil
+}
+
+// split sorts t's parameters into replicated and owned.
+func (p *parallel) split(t *Trainer) {
+	for i, q := range t.params {
+		if expert, _ := t.Net.ExpertParam(t.Net.Params[t.idx[i]]); expert {
+			p.owned = append(p.owned, q)
+		} else {
+			p.dense = append(p.dense, q)
+		}
+	}
+	p.sync = newGradSync(p.comm, p.dense, defaultBucketBytes)
+}
+
+// rows returns this rank's rows of a global micro-batch (B*T values) and
+// sets the Net's token base to their first token.
+func (p *parallel) rows(t *Trainer, all []int32) []int32 {
+	n := p.batch * t.Opts.Seq
+	lo := p.comm.Rank() * n
+	t.Net.TokenBase = lo
+	return all[lo : lo+n]
+}
+
+// reduce sums the dense gradients over the ranks and returns the global
+// gradient norm: the dense parameters' (the same on every rank) and every
+// rank's experts'.
+func (p *parallel) reduce(ctx context.Context) (float64, error) {
+	if err := p.sync.reduce(ctx); err != nil {
+		return 0, err
+	}
+	p.sq[0] = optim.GradSq(p.owned)
+	if err := dist.AllGatherOf(ctx, p.comm, p.sq[:], p.sqs); err != nil {
+		return 0, fmt.Errorf("gradient norm: %w", err)
+	}
+	s := optim.GradSq(p.dense)
+	for _, v := range p.sqs {
+		s += v
+	}
+	return math.Sqrt(s), nil
+}
+
+// valPad is a rank's validation rows when a batch has fewer rows than
+// ranks: one row whose targets are all ignored.
+type valPad struct {
+	ids, tgt []int32
+}
+
+// valRows returns this rank's share of a validation batch: rows split as
+// evenly as the count allows, rank order. A rank left without a row gets a
+// padding row whose targets are ignored (it still takes part in the
+// exchanges; under capacity limits its tokens come last, so they take no
+// real token's place, though they raise the capacity slightly).
+func (p *parallel) valRows(vb ValBatch, T int) (ids, tgt []int32, rows int) {
+	W, r := p.comm.Size(), p.comm.Rank()
+	lo, hi := r*vb.Rows/W, (r+1)*vb.Rows/W
+	if hi > lo {
+		return vb.Inputs[lo*T : hi*T], vb.Targets[lo*T : hi*T], hi - lo
+	}
+	if len(p.pad.ids) != T {
+		p.pad.ids, p.pad.tgt = make([]int32, T), make([]int32, T)
+		for i := range p.pad.tgt {
+			p.pad.tgt[i] = -1
+		}
+	}
+	return p.pad.ids, p.pad.tgt, 1
+}
