@@ -49,6 +49,7 @@ type parallel struct {
 	sq           [1]float64 // this rank's experts' squared gradient norm
 	sqs          []float64  // every rank's
 	pad          valPad
+	flag         [1]float32 // Run's stop agreement
 }
 
 // newParallel checks that o fits c and gives net its expert parallelism.

@@ -63,7 +63,12 @@ func (t *Trainer) Run(ctx context.Context, rc RunConfig) (Summary, error) {
 		return err
 	}
 	evaluate := func() error {
-		v, err := t.Evaluate(ctx)
+		ectx := ctx
+		if t.par != nil {
+			// The ranks must run the same collectives: none stops early.
+			ectx = context.WithoutCancel(ctx)
+		}
+		v, err := t.Evaluate(ectx)
 		if err != nil {
 			return err
 		}
@@ -77,7 +82,11 @@ func (t *Trainer) Run(ctx context.Context, rc RunConfig) (Summary, error) {
 		return nil
 	}
 	for t.Step < o.Steps {
-		if ctx.Err() != nil {
+		stop, err := t.stopRequested(ctx)
+		if err != nil {
+			return s, err
+		}
+		if stop {
 			s.Interrupted = true
 			break
 		}
@@ -130,6 +139,24 @@ func (t *Trainer) Run(ctx context.Context, rc RunConfig) (Summary, error) {
 		s.TokensPerS = float64(tokens) / s.Seconds
 	}
 	return s, nil
+}
+
+// stopRequested reports whether ctx asks the run to stop. The ranks of a
+// parallel run see a signal at different moments, so they agree: the run
+// stops before a step if any rank's ctx has ended.
+func (t *Trainer) stopRequested(ctx context.Context) (bool, error) {
+	if t.par == nil {
+		return ctx.Err() != nil, nil
+	}
+	flag := t.par.flag[:]
+	flag[0] = 0
+	if ctx.Err() != nil {
+		flag[0] = 1
+	}
+	if err := t.par.comm.AllReduce(context.WithoutCancel(ctx), flag); err != nil {
+		return false, fmt.Errorf("train: stop: %w", err)
+	}
+	return flag[0] > 0, nil
 }
 
 // progress prints a status line: a bar on a terminal, else a line every

@@ -60,6 +60,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	sampleN := fs.Int("sample", 0, "after training, generate this many bytes from the final checkpoint")
 	prompt := fs.String("prompt", "func ", "prompt for --sample")
 	threads := fs.Int("threads", 0, "compute threads (default: all cores)")
+	ranks := fs.Int("ranks", 1, "in-process ranks of data + expert parallel training (experts sharded over them); under mpirun each process is one rank instead")
 	// Overrides of the preset's options (0 / empty: keep).
 	steps := fs.Int("steps", 0, "optimizer steps")
 	lr := fs.Float64("lr", 0, "peak learning rate (--convert-pregate: default a tenth of the checkpoint's)")
@@ -93,6 +94,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(w, "  moesys train --preset small --data ~/corpus --glob '*.txt' --steps 5000 --log run.jsonl")
 		fmt.Fprintln(w, "  moesys train --resume runs/small --steps 8000")
 		fmt.Fprintln(w, "  moesys train --from runs/tiny --convert-pregate --steps 100 --out runs/tiny-pregated")
+		fmt.Fprintln(w, "  moesys train --preset tiny --ranks 4                 # 4 in-process ranks, 2 experts each")
+		fmt.Fprintln(w, "  mpirun -np 2 moesys train --preset tiny --out runs/tiny-mpi   # one rank per process (Open MPI)")
 		fmt.Fprintln(w, "  moesys generate --model runs/tiny/step-00000300 --prompt 'func main() {'")
 	}
 	if done, err := parseFlags(fs, args, "train", usage, stdout, stderr); done {
@@ -116,6 +119,12 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	if *threads > 0 {
 		kernel.SetThreads(*threads)
+	}
+	if *ranks < 1 {
+		return fmt.Errorf("--ranks %d: want at least 1", *ranks)
+	}
+	if (*ranks > 1 || underMPI()) && *convert {
+		return errors.New("--convert-pregate runs in one process: drop --ranks (and mpirun)")
 	}
 
 	// Options: preset, config file, or the checkpoint's; then overrides.
@@ -207,6 +216,14 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "data: %s: %d training and %d validation tokens\n", corpus.Source, len(corpus.Train), len(corpus.Val))
 	fmt.Fprintln(stderr, kernel.Note())
+	if *ranks > 1 || underMPI() {
+		pr := parallelRun{o: o, corpus: corpus, ckpt: ckpt, out: *out, log: *logPath, ranks: *ranks, stderr: stderr}
+		s, err := pr.run(ctx)
+		if err != nil || s == nil {
+			return err // s nil: not rank 0
+		}
+		return finishRun(*s, *out, *asJSON, true, *sampleN, *prompt, stdout, stderr)
+	}
 
 	// The trainer.
 	var tr *train.Trainer
@@ -261,13 +278,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if s.Interrupted {
-		fmt.Fprintf(stderr, "interrupted: saved step %d to %s (continue with: moesys train --resume %s)\n", s.Steps, s.Checkpoint, *out)
-	} else {
-		fmt.Fprintf(stderr, "done: %d steps, loss %.4f -> %.4f, val %.4f, %.0f tokens/s; checkpoint %s\n",
-			s.Steps, s.FirstLoss, s.LastLoss, s.ValLoss, s.TokensPerS, s.Checkpoint)
-	}
 	if *convert {
+		printRun(s, *out, stderr)
 		val, err := train.ValBatches(corpus.Val, o.Batch, o.Seq, max(o.EvalBatches, 1))
 		if err != nil {
 			return err
@@ -283,21 +295,42 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	if *asJSON {
+	if *convert && *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if *convert {
-			return enc.Encode(struct {
-				train.Summary
-				Pregate reportPregate `json:"pregate"`
-			}{s, report})
-		}
+		return enc.Encode(struct {
+			train.Summary
+			Pregate reportPregate `json:"pregate"`
+		}{s, report})
+	}
+	return finishRun(s, *out, *asJSON, !*convert, *sampleN, *prompt, stdout, stderr)
+}
+
+// printRun says how a run ended.
+func printRun(s train.Summary, out string, stderr io.Writer) {
+	if s.Interrupted {
+		fmt.Fprintf(stderr, "interrupted: saved step %d to %s (continue with: moesys train --resume %s)\n", s.Steps, s.Checkpoint, out)
+	} else {
+		fmt.Fprintf(stderr, "done: %d steps, loss %.4f -> %.4f, val %.4f, %.0f tokens/s; checkpoint %s\n",
+			s.Steps, s.FirstLoss, s.LastLoss, s.ValLoss, s.TokensPerS, s.Checkpoint)
+	}
+}
+
+// finishRun reports a run (--json: its summary on stdout; else, when
+// announce, how it ended) and generates the --sample from its checkpoint.
+func finishRun(s train.Summary, out string, asJSON, announce bool, sampleN int, prompt string, stdout, stderr io.Writer) error {
+	if announce {
+		printRun(s, out, stderr)
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
 		return enc.Encode(s)
 	}
-	if *sampleN > 0 && s.Checkpoint != "" {
-		fmt.Fprintf(stderr, "sample (%d bytes, temperature 0.8):\n", *sampleN)
-		fmt.Fprint(stdout, *prompt)
-		return runGenerate([]string{"--model", s.Checkpoint, "--prompt", *prompt, "--max-tokens", fmt.Sprint(*sampleN),
+	if sampleN > 0 && s.Checkpoint != "" {
+		fmt.Fprintf(stderr, "sample (%d bytes, temperature 0.8):\n", sampleN)
+		fmt.Fprint(stdout, prompt)
+		return runGenerate([]string{"--model", s.Checkpoint, "--prompt", prompt, "--max-tokens", fmt.Sprint(sampleN),
 			"--temperature", "0.8", "--seed", "1", "--precision", "exact"}, stdout, io.Discard)
 	}
 	return nil

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/moesys/moesys/dist"
+	"github.com/moesys/moesys/train"
+)
+
+// parallelRun is `moesys train` over several ranks: in-process ones
+// (--ranks N, one goroutine each) or, under mpirun, this process as one
+// rank of the MPI job.
+type parallelRun struct {
+	o      train.Options
+	corpus *train.Corpus
+	ckpt   string // resume from this checkpoint ("" = fresh)
+	out    string
+	log    string // JSON log path (rank 0)
+	ranks  int    // in-process ranks (ignored under mpirun)
+	stderr io.Writer
+}
+
+// run trains on every rank and returns rank 0's summary (nil on the other
+// ranks of an MPI job).
+func (p *parallelRun) run(ctx context.Context) (*train.Summary, error) {
+	if underMPI() {
+		c, err := mpiWorld()
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		s, err := p.rank(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("rank %d of %d: %w", c.Rank(), c.Size(), err)
+		}
+		if c.Rank() != 0 {
+			return nil, nil
+		}
+		return &s, nil
+	}
+	comms, err := dist.NewLocal(p.ranks)
+	if err != nil {
+		return nil, err
+	}
+	sums := make([]train.Summary, p.ranks)
+	errs := make([]error, p.ranks)
+	var wg sync.WaitGroup
+	for r, c := range comms {
+		wg.Go(func() {
+			if sums[r], errs[r] = p.rank(ctx, c); errs[r] != nil {
+				errs[r] = fmt.Errorf("rank %d of %d: %w", r, p.ranks, errs[r])
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &sums[0], nil
+}
+
+// rank is one rank's run. Rank 0 reports progress and writes the log.
+func (p *parallelRun) rank(ctx context.Context, c dist.Comm) (train.Summary, error) {
+	var tr *train.Trainer
+	var err error
+	if p.ckpt != "" {
+		tr, err = train.ResumeParallel(p.ckpt, p.o, p.corpus, c)
+	} else {
+		tr, err = train.NewParallelTrainer(p.o, p.corpus, c)
+	}
+	// A rank that cannot start must not leave the others waiting in the
+	// first collective: every rank learns whether all started.
+	if err := agreeStart(ctx, c, err); err != nil {
+		return train.Summary{}, err
+	}
+	rc := train.RunConfig{Out: p.out}
+	if c.Rank() == 0 {
+		cfg := tr.Net.Cfg
+		fmt.Fprintf(p.stderr, "model: %d layers (%d MoE), d_model %d, %d experts top-%d over %d ranks (%d each); global batch %d (%d per rank) x seq %d x accum %d; %d steps -> %s\n",
+			cfg.L, len(cfg.MoELayers()), cfg.D, cfg.E, cfg.K, c.Size(), cfg.E/c.Size(), p.o.Batch, p.o.Batch/c.Size(), p.o.Seq, p.o.Accum, p.o.Steps, p.out)
+		rc.Progress, rc.TTY = p.stderr, isTerminal(p.stderr)
+		if p.log != "" {
+			f, err := os.Create(p.log)
+			if err != nil {
+				return train.Summary{}, fmt.Errorf("--log: %w", err)
+			}
+			defer f.Close()
+			rc.Log = f
+		}
+	}
+	return tr.Run(ctx, rc)
+}
+
+// agreeStart returns err, or an error if another rank failed to start.
+func agreeStart(ctx context.Context, c dist.Comm, err error) error {
+	flag := []float32{0}
+	if err != nil {
+		flag[0] = 1
+	}
+	if cerr := c.AllReduce(ctx, flag); cerr != nil {
+		return errors.Join(err, cerr)
+	}
+	if err == nil && flag[0] > 0 {
+		return errors.New("another rank failed to start (see its error)")
+	}
+	return err
+}
