@@ -118,6 +118,9 @@ func TestTrainCommandErrors(t *testing.T) {
 		{"unwritable-out", []string{"--out", filepath.Join(blocked, "sub")}, "output directory"},
 		{"bad-resume", []string{"--resume", dir}, "neither a checkpoint"},
 		{"convert-no-from", []string{"--convert-pregate"}, "needs --from"},
+		{"ranks-zero", []string{"--ranks", "0"}, "at least 1"},
+		{"ranks-experts", []string{"--ranks", "3", "--batch", "3"}, "experts must divide"},
+		{"ranks-batch", []string{"--ranks", "2", "--batch", "3"}, "global batch must divide"},
 		{"vocab", []string{"--config", write("v.json", `{"model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_local_experts": 2, "num_experts_per_tok": 1, "intermediate_size": 8, "vocab_size": 64}}`)}, "vocab_size 64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -132,6 +135,31 @@ func TestTrainCommandErrors(t *testing.T) {
 	code, stdout, _ := runCmd("train", "--help")
 	if code != 0 || !strings.Contains(stdout, "Examples:") || !strings.Contains(stdout, "switch-base-8") {
 		t.Fatalf("help: exit %d\n%s", code, stdout)
+	}
+}
+
+// TestTrainRanks: --ranks 2 trains a sharded run, which resumes in one
+// process and generates.
+func TestTrainRanks(t *testing.T) {
+	data, out := trainData(t), t.TempDir()
+	args := []string{"--preset", "tiny", "--seq", "32", "--batch", "2", "--data", data, "--out", out}
+	code, stdout, stderr := runCmd(append([]string{"train", "--ranks", "2", "--steps", "2", "--json"}, args...)...)
+	if code != 0 || !strings.Contains(stderr, "over 2 ranks") {
+		t.Fatalf("train --ranks 2: exit %d\n%s", code, stderr)
+	}
+	var s struct {
+		Steps      int    `json:"steps"`
+		Checkpoint string `json:"checkpoint"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil || s.Steps != 2 {
+		t.Fatalf("summary %q: %v", stdout, err)
+	}
+	if _, err := os.Stat(filepath.Join(s.Checkpoint, "model-00002-of-00002.safetensors")); err != nil {
+		t.Fatalf("no rank-1 shard: %v", err)
+	}
+	code, _, stderr = runCmd("train", "--resume", out, "--steps", "3", "--data", data)
+	if code != 0 || !strings.Contains(stderr, "done: 3 steps") {
+		t.Fatalf("resume in one process: exit %d\n%s", code, stderr)
 	}
 }
 
