@@ -49,8 +49,16 @@ type Net struct {
 	// and its tokens draw the jitter the same tokens would draw in one
 	// process. 0 in a single process.
 	TokenBase int
+	// GradsDone, when set, is called during Backward with the Params whose
+	// gradients that Backward has finished: the head and final norm first,
+	// then each layer's (last layer first), the embedding last. A caller
+	// may read or reduce those gradients while Backward goes on (it
+	// writes them no more); data parallelism overlaps its gradient
+	// all-reduce with backward this way.
+	GradsDone func(ps []*Param)
 
 	byName            map[string]*Param
+	gradGroups        [][]*Param // GradsDone's groups, in Backward's order
 	embed, norm, head *Param
 	layers            []netLayer
 

@@ -166,3 +166,44 @@ func TestNetExpertParallel(t *testing.T) {
 		}
 	}
 }
+
+// GradsDone reports every Param exactly once per Backward, each when its
+// gradient is final: the gradient seen then equals the one Backward ends
+// with (pre-gates, whose gradient comes partly from the next block, and a
+// shared expert included).
+func TestGradsDone(t *testing.T) {
+	const B, T = 2, 5
+	c := tinyConfig()
+	c.PregateDist, c.SharedFFN = 1, 3
+	n, err := NewNet(c, T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Init(3, 0.5)
+	rng := rand.New(rand.NewPCG(1, 2))
+	ids, tgt := make([]int32, B*T), make([]int32, B*T)
+	for i := range ids {
+		ids[i], tgt[i] = int32(rng.IntN(c.V)), int32(rng.IntN(c.V))
+	}
+	seen := map[*Param][]float32{}
+	n.GradsDone = func(ps []*Param) {
+		for _, p := range ps {
+			if _, dup := seen[p]; dup {
+				t.Fatalf("%s reported twice", p.Name)
+			}
+			seen[p] = append([]float32(nil), p.G...)
+		}
+	}
+	fwd(t, n, ids, tgt, B, T, 0)
+	bwd(t, n, 1)
+	if len(seen) != len(n.Params) {
+		t.Fatalf("%d of %d params reported", len(seen), len(n.Params))
+	}
+	for _, p := range n.Params {
+		for j, v := range seen[p] {
+			if v != p.G[j] {
+				t.Fatalf("%s[%d] reported as %v, final %v: reported before Backward finished it", p.Name, j, v, p.G[j])
+			}
+		}
+	}
+}

@@ -190,6 +190,12 @@ func (n *Net) Backward(ctx context.Context, scale float32) error {
 	g.dx, g.dh = growF(g.dx, N*D), growF(g.dh, N*D)
 	linearBackward(g.dh, a.logits, a.hf, n.head, N, V, D, 0)
 	kernel.RMSNormBackward(g.dx, n.norm.G, g.dh, a.xs[c.L], n.norm.W, a.rstdF, N, D)
+	done := func(int) {}
+	if n.GradsDone != nil {
+		groups := n.groupsByLayer()
+		done = func(i int) { n.GradsDone(groups[i]) }
+	}
+	done(0)
 	// Auxiliary losses: per-expert probability gradients and z scale.
 	n.auxDProb, n.zScale = n.stats.Grad(n.auxDProb, c.AuxCoef*float64(scale), c.ZCoef*float64(scale))
 	dx := g.dx
@@ -204,9 +210,37 @@ func (n *Net) Backward(ctx context.Context, scale float32) error {
 			return err
 		}
 		n.attnBackward(l, &a.attn[s], dx, a.xs[l], a.B, a.T, a.pos)
+		done(c.L - l)
 	}
 	kernel.EmbeddingBackward(n.embed.G, dx, a.ids, N, D)
+	done(c.L + 1)
 	return nil
+}
+
+// groupsByLayer returns the Params in GradsDone's groups: group 0 the head
+// and final norm, group 1+i layer L-1-i's, group L+1 the embedding.
+func (n *Net) groupsByLayer() [][]*Param {
+	if n.gradGroups != nil {
+		return n.gradGroups
+	}
+	L := n.Cfg.L
+	g := make([][]*Param, L+2)
+	for _, p := range n.Params {
+		switch {
+		case p == n.embed:
+			g[L+1] = append(g[L+1], p)
+		case p == n.head || p == n.norm:
+			g[0] = append(g[0], p)
+		default:
+			var l int
+			if _, err := fmt.Sscanf(p.Name, "model.layers.%d.", &l); err != nil || l < 0 || l >= L {
+				panic(fmt.Sprintf("model: parameter %q belongs to no layer", p.Name))
+			}
+			g[L-l] = append(g[L-l], p)
+		}
+	}
+	n.gradGroups = g
+	return g
 }
 
 // layerRecompute re-runs layer l's forward from its saved input to refill
