@@ -192,7 +192,7 @@ func (n *Net) Backward(ctx context.Context, scale float32) error {
 	kernel.RMSNormBackward(g.dx, n.norm.G, g.dh, a.xs[c.L], n.norm.W, a.rstdF, N, D)
 	done := func(int) {}
 	if n.GradsDone != nil {
-		groups := n.groupsByLayer()
+		groups := n.GradGroups()
 		done = func(i int) { n.GradsDone(groups[i]) }
 	}
 	done(0)
@@ -217,9 +217,10 @@ func (n *Net) Backward(ctx context.Context, scale float32) error {
 	return nil
 }
 
-// groupsByLayer returns the Params in GradsDone's groups: group 0 the head
-// and final norm, group 1+i layer L-1-i's, group L+1 the embedding.
-func (n *Net) groupsByLayer() [][]*Param {
+// GradGroups returns the Params in GradsDone's groups, in the order
+// Backward reports them: group 0 the head and final norm, group 1+i layer
+// L-1-i's, group L+1 the embedding.
+func (n *Net) GradGroups() [][]*Param {
 	if n.gradGroups != nil {
 		return n.gradGroups
 	}

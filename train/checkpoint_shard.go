@@ -62,7 +62,10 @@ func agree(ctx context.Context, c dist.Comm, what string, err error) error {
 
 // saveSharded is Save of a parallel run: a collective.
 func (t *Trainer) saveSharded(out string, keepLast int) (string, error) {
-	ctx := context.Background()
+	ctx := t.par.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	c := t.par.comm
 	W, r := c.Size(), c.Rank()
 	name := CheckpointName(t.Step)

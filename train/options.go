@@ -40,11 +40,18 @@ type Options struct {
 	BF16      bool `json:"bf16"`      // bf16 weights (rounded after every step) over an fp32 master copy
 	Recompute bool `json:"recompute"` // recompute activations in backward
 
+	// BucketBytes is the size of a fused gradient all-reduce in a parallel
+	// run (0: DefaultBucketBytes).
+	BucketBytes int `json:"bucket_bytes,omitempty"`
+
 	EvalEvery   int `json:"eval_every"`   // steps between validation losses; 0: only at the end
 	EvalBatches int `json:"eval_batches"` // validation batches per evaluation
 	SaveEvery   int `json:"save_every"`   // steps between checkpoints; 0: only at the end
 	KeepLast    int `json:"keep_last"`    // checkpoints kept (older ones are deleted); 0: all
 }
+
+// DefaultBucketBytes is the default fused gradient all-reduce size.
+const DefaultBucketBytes = 4 << 20
 
 // Validate checks o for consistency and returns an error naming the first
 // bad field.
@@ -82,6 +89,8 @@ func (o *Options) Validate() error {
 		return bad("weight_decay %g and clip %g must be >= 0", o.WeightDecay, o.Clip)
 	case !(o.InitStd > 0):
 		return bad("init_std %g must be > 0", o.InitStd)
+	case o.BucketBytes < 0:
+		return bad("bucket_bytes %d must be >= 0", o.BucketBytes)
 	case o.EvalEvery < 0 || o.SaveEvery < 0 || o.KeepLast < 0 || o.EvalBatches < 0:
 		return bad("eval_every, eval_batches, save_every and keep_last must be >= 0")
 	}
@@ -108,7 +117,7 @@ func byteModel(D, L, H, G, E, K, F int) *model.Config {
 func defaults(c *model.Config, T, B, steps int, lr float64) Options {
 	return Options{Model: c, Seq: T, Batch: B, Accum: 1, Steps: steps, LR: lr, MinLR: lr / 10, Warmup: max(steps/20, 1),
 		Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, Clip: 1, Seed: 1, InitStd: 0.02,
-		EvalEvery: max(steps/10, 1), EvalBatches: 8, SaveEvery: 0, KeepLast: 3}
+		EvalEvery: max(steps/10, 1), EvalBatches: 8, BucketBytes: DefaultBucketBytes, SaveEvery: 0, KeepLast: 3}
 }
 
 // Presets are the built-in configurations.

@@ -45,11 +45,13 @@ type parallel struct {
 	// dense are the replicated parameters (gradients summed over the
 	// ranks), owned this rank's experts (gradients whole here).
 	dense, owned []*optim.Param
-	sync         *gradSync
+	fused        *dist.Fused       // the dense gradients' all-reduce, on its own communicator
+	fidx         map[*model.Param]int // dense Param -> its index in fused
 	sq           [1]float64 // this rank's experts' squared gradient norm
 	sqs          []float64  // every rank's
 	pad          valPad
 	flag         [1]float32 // Run's stop agreement
+	ctx          context.Context // Save's collectives during Run (nil: Background)
 }
 
 // newParallel checks that o fits c and gives net its expert parallelism.
@@ -69,16 +71,51 @@ func newParallel(o Options, net *model.Net, c dist.Comm) (*parallel, error) {
 	return &parallel{comm: c, batch: o.Batch / W, sqs: make([]float64, W)}, nil
 }
 
-// split sorts t's parameters into replicated and owned.
-func (p *parallel) split(t *Trainer) {
+// split sorts t's parameters into replicated and owned, and sets up the
+// fused all-reduce of the replicated ones' gradients on a communicator of
+// its own (it runs while backward's exchanges use the main one), its
+// tensors in the order backward finishes them.
+func (p *parallel) split(t *Trainer) error {
+	dense := map[*model.Param]*optim.Param{}
 	for i, q := range t.params {
-		if expert, _ := t.Net.ExpertParam(t.Net.Params[t.idx[i]]); expert {
+		np := t.Net.Params[t.idx[i]]
+		if expert, _ := t.Net.ExpertParam(np); expert {
 			p.owned = append(p.owned, q)
 		} else {
 			p.dense = append(p.dense, q)
+			dense[np] = q
 		}
 	}
-	p.sync = newGradSync(p.comm, p.dense, defaultBucketBytes)
+	gc, err := p.comm.Split(context.Background(), 0, p.comm.Rank())
+	if err != nil {
+		return fmt.Errorf("train: gradient communicator: %w", err)
+	}
+	p.fidx = map[*model.Param]int{}
+	var tensors [][]float32
+	for _, group := range t.Net.GradGroups() {
+		for _, np := range group {
+			if q, ok := dense[np]; ok {
+				p.fidx[np] = len(tensors)
+				tensors = append(tensors, q.G)
+			}
+		}
+	}
+	bucket := t.Opts.BucketBytes
+	if bucket == 0 {
+		bucket = DefaultBucketBytes
+	}
+	p.fused = dist.NewFused(gc, tensors, bucket)
+	return nil
+}
+
+// ready is the Net's GradsDone during a step's last backward: finished
+// dense gradients join their bucket.
+func (p *parallel) ready(ps []*model.Param) {
+	for _, np := range ps {
+		if i, ok := p.fidx[np]; ok {
+			p.fused.Ready(i)
+		}
+	}
 }
 
 // rows returns this rank's rows of a global micro-batch (B*T values) and
@@ -90,13 +127,10 @@ func (p *parallel) rows(t *Trainer, all []int32) []int32 {
 	return all[lo : lo+n]
 }
 
-// reduce sums the dense gradients over the ranks and returns the global
-// gradient norm: the dense parameters' (the same on every rank) and every
-// rank's experts'.
-func (p *parallel) reduce(ctx context.Context) (float64, error) {
-	if err := p.sync.reduce(ctx); err != nil {
-		return 0, err
-	}
+// norm returns the global gradient norm, once the dense gradients are
+// summed: the dense parameters' (the same on every rank) and every rank's
+// experts'.
+func (p *parallel) norm(ctx context.Context) (float64, error) {
 	p.sq[0] = optim.GradSq(p.owned)
 	if err := dist.AllGatherOf(ctx, p.comm, p.sq[:], p.sqs); err != nil {
 		return 0, fmt.Errorf("gradient norm: %w", err)

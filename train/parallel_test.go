@@ -3,6 +3,7 @@ package train
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/model"
@@ -339,4 +341,57 @@ func TestParallelResumeBitIdentical(t *testing.T) {
 	if dir, err := ResolveCheckpoint(out); err != nil || filepath.Base(dir) != CheckpointName(3) {
 		t.Fatalf("ResolveCheckpoint(%s) = %s, %v; want the complete step 3", out, dir, err)
 	}
+}
+
+// A rank that dies mid-run makes the others stop with an error, promptly,
+// instead of waiting for it in a collective.
+func TestParallelRankFailure(t *testing.T) {
+	corpus := testCorpus(t)
+	o := parallelOptions(func(o *Options) { o.Steps = 50 })
+	const W = 2
+	comms, err := dist.NewLocal(W)
+	if err != nil {
+		t.Fatal(err)
+	}
+	abort, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := make([]error, W)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for r := range W {
+		wg.Go(func() {
+			tr, err := NewParallelTrainer(o, corpus, comms[r])
+			if err != nil {
+				errs[r] = err
+				cancel()
+				return
+			}
+			if r == 1 {
+				ctx := context.Background()
+				for range 2 { // as Run does
+					if _, errs[r] = tr.stopRequested(ctx, ctx); errs[r] != nil {
+						return
+					}
+					if _, errs[r] = tr.TrainStep(ctx); errs[r] != nil {
+						return
+					}
+				}
+				errs[r] = errors.New("rank 1 died")
+				cancel()
+				return
+			}
+			_, errs[r] = tr.Run(context.Background(), RunConfig{Abort: abort})
+		})
+	}
+	wg.Wait()
+	if errs[1] == nil || errs[1].Error() != "rank 1 died" {
+		t.Fatalf("rank 1: %v", errs[1])
+	}
+	if errs[0] == nil {
+		t.Fatal("rank 0 finished a run its peer died in")
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("rank 0 took %v to stop", d)
+	}
+	t.Logf("rank 0: %v", errs[0])
 }

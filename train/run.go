@@ -15,6 +15,10 @@ type RunConfig struct {
 	Log      io.Writer // JSON lines, one per step and per evaluation (nil = none)
 	Progress io.Writer // human progress (nil = none)
 	TTY      bool      // Progress is a terminal: redraw one status line
+	// Abort, when set and done, fails the run's collectives at once: in a
+	// parallel run, another rank has failed and will not join them. (The
+	// run's ctx only asks for a clean stop after the step in flight.)
+	Abort context.Context
 }
 
 // Summary is what a run did.
@@ -52,6 +56,17 @@ func (t *Trainer) Run(ctx context.Context, rc RunConfig) (Summary, error) {
 	if rc.Log != nil {
 		enc = json.NewEncoder(rc.Log)
 	}
+	// The step in flight finishes even when ctx is cancelled meanwhile
+	// (SIGINT asks to stop after it, with a checkpoint); only Abort ends it.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	if rc.Abort != nil {
+		defer context.AfterFunc(rc.Abort, cancel)()
+	}
+	if t.par != nil {
+		t.par.ctx = sctx // Save's collectives
+		defer func() { t.par.ctx = nil }()
+	}
 	startStep, tokens := t.Step, 0
 	val := -1.0
 	save := func() error {
@@ -66,7 +81,7 @@ func (t *Trainer) Run(ctx context.Context, rc RunConfig) (Summary, error) {
 		ectx := ctx
 		if t.par != nil {
 			// The ranks must run the same collectives: none stops early.
-			ectx = context.WithoutCancel(ctx)
+			ectx = sctx
 		}
 		v, err := t.Evaluate(ectx)
 		if err != nil {
@@ -82,7 +97,7 @@ func (t *Trainer) Run(ctx context.Context, rc RunConfig) (Summary, error) {
 		return nil
 	}
 	for t.Step < o.Steps {
-		stop, err := t.stopRequested(ctx)
+		stop, err := t.stopRequested(ctx, sctx)
 		if err != nil {
 			return s, err
 		}
@@ -90,9 +105,7 @@ func (t *Trainer) Run(ctx context.Context, rc RunConfig) (Summary, error) {
 			s.Interrupted = true
 			break
 		}
-		// The step in flight finishes even when ctx is cancelled meanwhile:
-		// cancellation (SIGINT) asks to stop after it, with a checkpoint.
-		r, err := t.TrainStep(context.WithoutCancel(ctx))
+		r, err := t.TrainStep(sctx)
 		if err != nil {
 			return s, err
 		}
@@ -144,7 +157,7 @@ func (t *Trainer) Run(ctx context.Context, rc RunConfig) (Summary, error) {
 // stopRequested reports whether ctx asks the run to stop. The ranks of a
 // parallel run see a signal at different moments, so they agree: the run
 // stops before a step if any rank's ctx has ended.
-func (t *Trainer) stopRequested(ctx context.Context) (bool, error) {
+func (t *Trainer) stopRequested(ctx, sctx context.Context) (bool, error) {
 	if t.par == nil {
 		return ctx.Err() != nil, nil
 	}
@@ -153,7 +166,7 @@ func (t *Trainer) stopRequested(ctx context.Context) (bool, error) {
 	if ctx.Err() != nil {
 		flag[0] = 1
 	}
-	if err := t.par.comm.AllReduce(context.WithoutCancel(ctx), flag); err != nil {
+	if err := t.par.comm.AllReduce(sctx, flag); err != nil {
 		return false, fmt.Errorf("train: stop: %w", err)
 	}
 	return flag[0] > 0, nil

@@ -87,7 +87,9 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm) (*Traine
 		t.idx = append(t.idx, i)
 	}
 	if t.par != nil {
-		t.par.split(t)
+		if err := t.par.split(t); err != nil {
+			return nil, err
+		}
 	}
 	if o.BF16 {
 		// The optimiser updates fp32 masters; the model computes with
@@ -158,7 +160,7 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 		if err != nil {
 			return fail(err)
 		}
-		if err := t.Net.Backward(ctx, float32(inv)); err != nil {
+		if err := t.backward(ctx, float32(inv), m == o.Accum-1); err != nil {
 			return fail(err)
 		}
 		r.Loss += loss.Total * inv
@@ -169,7 +171,7 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 	}
 	if t.par != nil {
 		var err error
-		if r.GradNorm, err = t.par.reduce(ctx); err != nil {
+		if r.GradNorm, err = t.par.norm(ctx); err != nil {
 			return fail(err)
 		}
 		optim.ClipTo(t.params, r.GradNorm, o.Clip)
@@ -188,6 +190,24 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 	r.Step = t.Step
 	r.Seconds = time.Since(start).Seconds()
 	return r, nil
+}
+
+// backward runs the Net's Backward. In a parallel run, the step's last one
+// also sums the dense gradients over the ranks, bucket by bucket as
+// backward finishes them (overlapping the rest of backward).
+func (t *Trainer) backward(ctx context.Context, scale float32, last bool) error {
+	if t.par == nil || !last {
+		return t.Net.Backward(ctx, scale)
+	}
+	f := t.par.fused
+	f.Start(ctx)
+	t.Net.GradsDone = t.par.ready
+	err := t.Net.Backward(ctx, scale)
+	t.Net.GradsDone = nil
+	if ferr := f.Wait(); err == nil && ferr != nil {
+		err = fmt.Errorf("gradients over the ranks: %w", ferr)
+	}
+	return err
 }
 
 // Evaluate returns the mean cross-entropy over the validation batches (in

@@ -34,7 +34,7 @@ func (p *parallelRun) run(ctx context.Context) (*train.Summary, error) {
 			return nil, err
 		}
 		defer c.Close()
-		s, err := p.rank(ctx, c)
+		s, err := p.rank(ctx, c, nil)
 		if err != nil {
 			return nil, fmt.Errorf("rank %d of %d: %w", c.Rank(), c.Size(), err)
 		}
@@ -49,11 +49,16 @@ func (p *parallelRun) run(ctx context.Context) (*train.Summary, error) {
 	}
 	sums := make([]train.Summary, p.ranks)
 	errs := make([]error, p.ranks)
+	// A rank that fails aborts the others' collectives: they stop with an
+	// error instead of waiting for it.
+	abort, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var wg sync.WaitGroup
 	for r, c := range comms {
 		wg.Go(func() {
-			if sums[r], errs[r] = p.rank(ctx, c); errs[r] != nil {
+			if sums[r], errs[r] = p.rank(ctx, c, abort); errs[r] != nil {
 				errs[r] = fmt.Errorf("rank %d of %d: %w", r, p.ranks, errs[r])
+				cancel()
 			}
 		})
 	}
@@ -65,7 +70,7 @@ func (p *parallelRun) run(ctx context.Context) (*train.Summary, error) {
 }
 
 // rank is one rank's run. Rank 0 reports progress and writes the log.
-func (p *parallelRun) rank(ctx context.Context, c dist.Comm) (train.Summary, error) {
+func (p *parallelRun) rank(ctx context.Context, c dist.Comm, abort context.Context) (train.Summary, error) {
 	var tr *train.Trainer
 	var err error
 	if p.ckpt != "" {
@@ -78,7 +83,7 @@ func (p *parallelRun) rank(ctx context.Context, c dist.Comm) (train.Summary, err
 	if err := agreeStart(ctx, c, err); err != nil {
 		return train.Summary{}, err
 	}
-	rc := train.RunConfig{Out: p.out}
+	rc := train.RunConfig{Out: p.out, Abort: abort}
 	if c.Rank() == 0 {
 		cfg := tr.Net.Cfg
 		fmt.Fprintf(p.stderr, "model: %d layers (%d MoE), d_model %d, %d experts top-%d over %d ranks (%d each); global batch %d (%d per rank) x seq %d x accum %d; %d steps -> %s\n",
