@@ -18,9 +18,9 @@ import (
 // exactly the flat AllToAllV's (rows in world-rank order); the other
 // collectives are the world communicator's.
 type Hier struct {
-	Comm            // the world
-	Node, Cross Comm // this node's ranks; the ranks of this local rank on every node
-	node, local int  // this rank's node and local rank
+	Comm                // the world
+	Node, Cross Comm    // this node's ranks; the ranks of this local rank on every node
+	node, local int     // this rank's node and local rank
 	rankAt      [][]int // rankAt[node][local] = world rank
 	buf1, buf2  []byte
 	segs        []int64 // from local s, for node n': segs[s*N+n'] bytes

@@ -45,12 +45,12 @@ type parallel struct {
 	// dense are the replicated parameters (gradients summed over the
 	// ranks), owned this rank's experts (gradients whole here).
 	dense, owned []*optim.Param
-	fused        *dist.Fused       // the dense gradients' all-reduce, on its own communicator
+	fused        *dist.Fused          // the dense gradients' all-reduce, on its own communicator
 	fidx         map[*model.Param]int // dense Param -> its index in fused
-	sq           [1]float64 // this rank's experts' squared gradient norm
-	sqs          []float64  // every rank's
+	sq           [1]float64           // this rank's experts' squared gradient norm
+	sqs          []float64            // every rank's
 	pad          valPad
-	flag         [1]float32 // Run's stop agreement
+	flag         [1]float32      // Run's stop agreement
 	ctx          context.Context // Save's collectives during Run (nil: Background)
 }
 
