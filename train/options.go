@@ -43,6 +43,15 @@ type Options struct {
 	// BucketBytes is the size of a fused gradient all-reduce in a parallel
 	// run (0: DefaultBucketBytes).
 	BucketBytes int `json:"bucket_bytes,omitempty"`
+	// AllToAll is the expert exchange of a parallel run: "flat" (one
+	// AllToAllV over every rank), "hierarchical" (inside each node, then
+	// between nodes: dist.Hier) or "auto"/"" (hierarchical when there are
+	// several nodes of several ranks). The result is the same either way.
+	AllToAll string `json:"alltoall,omitempty"`
+	// RanksPerNode groups the ranks into nodes of this many consecutive
+	// ranks for the hierarchical exchange (0: ask the backend, MPI's
+	// shared-memory split; the in-process ranks are one node).
+	RanksPerNode int `json:"ranks_per_node,omitempty"`
 
 	EvalEvery   int `json:"eval_every"`   // steps between validation losses; 0: only at the end
 	EvalBatches int `json:"eval_batches"` // validation batches per evaluation
@@ -91,6 +100,10 @@ func (o *Options) Validate() error {
 		return bad("init_std %g must be > 0", o.InitStd)
 	case o.BucketBytes < 0:
 		return bad("bucket_bytes %d must be >= 0", o.BucketBytes)
+	case o.AllToAll != "" && o.AllToAll != "auto" && o.AllToAll != "flat" && o.AllToAll != "hierarchical":
+		return bad("alltoall %q: want flat, hierarchical or auto", o.AllToAll)
+	case o.RanksPerNode < 0:
+		return bad("ranks_per_node %d must be >= 0", o.RanksPerNode)
 	case o.EvalEvery < 0 || o.SaveEvery < 0 || o.KeepLast < 0 || o.EvalBatches < 0:
 		return bad("eval_every, eval_batches, save_every and keep_last must be >= 0")
 	}

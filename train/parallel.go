@@ -52,6 +52,7 @@ type parallel struct {
 	pad          valPad
 	flag         [1]float32      // Run's stop agreement
 	ctx          context.Context // Save's collectives during Run (nil: Background)
+	hier         *dist.Hier      // the hierarchical exchange, if any
 }
 
 // newParallel checks that o fits c and gives net its expert parallelism.
@@ -63,12 +64,49 @@ func newParallel(o Options, net *model.Net, c dist.Comm) (*parallel, error) {
 	if net.Cfg.E > 0 && net.Cfg.E%W != 0 {
 		return nil, fmt.Errorf("%w: %d experts over %d ranks: the experts must divide evenly", ErrOptions, net.Cfg.E, W)
 	}
+	p := &parallel{comm: c, batch: o.Batch / W, sqs: make([]float64, W)}
 	if len(net.Cfg.MoELayers()) > 0 {
-		if err := net.SetExpertParallel(c); err != nil {
+		xc, err := exchangeComm(o, c)
+		if err != nil {
+			return nil, err
+		}
+		if h, ok := xc.(*dist.Hier); ok {
+			p.hier = h
+		}
+		if err := net.SetExpertParallel(xc); err != nil {
 			return nil, err
 		}
 	}
-	return &parallel{comm: c, batch: o.Batch / W, sqs: make([]float64, W)}, nil
+	return p, nil
+}
+
+// exchangeComm returns the communicator the expert exchanges use: c, or
+// c with a hierarchical all-to-all (o.AllToAll).
+func exchangeComm(o Options, c dist.Comm) (dist.Comm, error) {
+	if o.AllToAll == "flat" || c.Size() == 1 {
+		return c, nil
+	}
+	ctx := context.Background()
+	var node dist.Node
+	if o.RanksPerNode > 0 {
+		if c.Size()%o.RanksPerNode != 0 {
+			return nil, fmt.Errorf("%w: %d ranks do not split into nodes of %d", ErrOptions, c.Size(), o.RanksPerNode)
+		}
+		node = dist.Node{Index: c.Rank() / o.RanksPerNode, Count: c.Size() / o.RanksPerNode, LocalRank: c.Rank() % o.RanksPerNode, LocalSize: o.RanksPerNode}
+	} else {
+		var err error
+		if node, err = dist.NodeOf(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	if o.AllToAll != "hierarchical" && (node.Count == 1 || node.LocalSize == 1) {
+		return c, nil // auto: one level is all there is
+	}
+	h, err := dist.NewHierNodes(ctx, c, node.Index, node.LocalRank)
+	if err != nil {
+		return nil, fmt.Errorf("train: hierarchical all-to-all: %w", err)
+	}
+	return h, nil
 }
 
 // split sorts t's parameters into replicated and owned, and sets up the

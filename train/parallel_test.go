@@ -59,6 +59,8 @@ func TestParallelMatchesSingleProcess(t *testing.T) {
 		mod  func(o *Options)
 	}{
 		{"plain", func(o *Options) {}},
+		// Two-level exchange (nodes of 2 ranks), small fused buckets.
+		{"hierarchical", func(o *Options) { o.AllToAll, o.RanksPerNode, o.BucketBytes = "hierarchical", 2, 4096 }},
 		{"pregate-capacity", func(o *Options) { o.Model.PregateDist = 1; o.Model.Capacity = 0.75 }},
 		{"shared-recompute-top1", func(o *Options) {
 			o.Model.SharedFFN, o.Model.K, o.Recompute, o.Clip = 8, 1, true, 0.05

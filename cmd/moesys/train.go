@@ -60,6 +60,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	sampleN := fs.Int("sample", 0, "after training, generate this many bytes from the final checkpoint")
 	prompt := fs.String("prompt", "func ", "prompt for --sample")
 	threads := fs.Int("threads", 0, "compute threads (default: all cores)")
+	alltoall := fs.String("alltoall", "", "expert exchange of a parallel run: flat, hierarchical (inside each node, then between nodes) or auto (default auto)")
+	perNode := fs.Int("ranks-per-node", 0, "ranks per node for --alltoall hierarchical (default: from MPI's shared-memory split; in-process ranks are one node)")
+	bucketMB := fs.Float64("bucket-mb", 0, "fused gradient all-reduce bucket size in MiB (default 4)")
 	ranks := fs.Int("ranks", 1, "in-process ranks of data + expert parallel training (experts sharded over them); under mpirun each process is one rank instead")
 	// Overrides of the preset's options (0 / empty: keep).
 	steps := fs.Int("steps", 0, "optimizer steps")
@@ -188,6 +191,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	over("eval-every", func() { o.EvalEvery = *evalEvery })
 	over("save-every", func() { o.SaveEvery = *saveEvery })
 	over("keep", func() { o.KeepLast = *keep })
+	over("alltoall", func() { o.AllToAll = *alltoall })
+	over("ranks-per-node", func() { o.RanksPerNode = *perNode })
+	over("bucket-mb", func() { o.BucketBytes = int(*bucketMB * (1 << 20)) })
 	if set["pregate"] && !*convert {
 		if *resume != "" {
 			return errors.New("--pregate cannot change a resumed model; convert it with --from CKPT --convert-pregate")
