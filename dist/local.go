@@ -1,6 +1,7 @@
 package dist
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,13 +18,19 @@ func NewLocal(n int) ([]Comm, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("dist: NewLocal(%d): want at least one rank", n)
 	}
-	g := &group{n: n, slots: make([]post, n)}
-	g.cond.L = &g.mu
+	g := newGroup(n)
 	cs := make([]Comm, n)
 	for r := range n {
 		cs[r] = &local{g: g, rank: r}
 	}
 	return cs, nil
+}
+
+// newGroup returns the shared state of n ranks.
+func newGroup(n int) *group {
+	g := &group{n: n, slots: make([]post, n)}
+	g.cond.L = &g.mu
+	return g
 }
 
 // group is the ranks' shared state.
@@ -45,6 +52,8 @@ type post struct {
 	b      []byte
 	counts []int
 	root   int
+	key    int    // Split's key (its color is root)
+	sub    *group // Split: the group its color's first rank made
 }
 
 // local is one rank of a group.
@@ -133,6 +142,16 @@ func (c *local) end(ctx context.Context, err error) error {
 	return err
 }
 
+// invalid is a collective op whose arguments on this rank are invalid
+// (err): the others wait for this rank's post, so it posts, and every rank
+// fails since the ops differ.
+func (c *local) invalid(ctx context.Context, op string, err error) error {
+	if berr := c.begin(ctx, post{op: op + "-invalid"}); berr != nil {
+		return errors.Join(err, berr)
+	}
+	return c.end(ctx, err)
+}
+
 // sameLen checks that every rank posted as many elements as this one.
 func (c *local) sameLen(what string, n func(p post) int) error {
 	for q := range c.g.n {
@@ -170,14 +189,14 @@ func (c *local) AllReduce(ctx context.Context, buf []float32) error {
 }
 
 func (c *local) AllGather(ctx context.Context, send, recv []byte) error {
+	g := c.g
+	if len(recv) < g.n*len(send) {
+		return c.invalid(ctx, "allgather", fmt.Errorf("%w: AllGather of %d bytes from %d ranks into %d", ErrMismatch, len(send), g.n, len(recv)))
+	}
 	if err := c.begin(ctx, post{op: "allgather", b: send}); err != nil {
 		return err
 	}
-	g := c.g
 	err := c.sameLen("AllGather", func(p post) int { return len(p.b) })
-	if err == nil && len(recv) < g.n*len(send) {
-		err = fmt.Errorf("%w: AllGather of %d bytes from %d ranks into %d", ErrMismatch, len(send), g.n, len(recv))
-	}
 	if err == nil {
 		n := len(send)
 		for q := range g.n {
@@ -188,15 +207,15 @@ func (c *local) AllGather(ctx context.Context, send, recv []byte) error {
 }
 
 func (c *local) ReduceScatter(ctx context.Context, send, recv []float32) error {
+	g := c.g
+	n := len(send) / g.n
+	if len(send)%g.n != 0 || len(recv) < n {
+		return c.invalid(ctx, "reducescatter", fmt.Errorf("%w: ReduceScatter of %d elements over %d ranks into %d", ErrMismatch, len(send), g.n, len(recv)))
+	}
 	if err := c.begin(ctx, post{op: "reducescatter", f32: send}); err != nil {
 		return err
 	}
-	g := c.g
 	err := c.sameLen("ReduceScatter", func(p post) int { return len(p.f32) })
-	n := len(send) / g.n
-	if err == nil && (len(send)%g.n != 0 || len(recv) < n) {
-		err = fmt.Errorf("%w: ReduceScatter of %d elements over %d ranks into %d", ErrMismatch, len(send), g.n, len(recv))
-	}
 	if err == nil {
 		lo := c.rank * n
 		copy(recv[:n], g.slots[0].f32[lo:lo+n])
@@ -211,11 +230,7 @@ func (c *local) ReduceScatter(ctx context.Context, send, recv []float32) error {
 
 func (c *local) AllToAllV(ctx context.Context, send []byte, sendCounts []int, recv []byte, recvCounts []int) error {
 	if err := checkCounts(c.g.n, send, sendCounts, recv, recvCounts); err != nil {
-		// The others wait for this rank's post: post, then fail.
-		if berr := c.begin(ctx, post{op: "alltoallv-invalid"}); berr != nil {
-			return errors.Join(err, berr)
-		}
-		return c.end(ctx, err)
+		return c.invalid(ctx, "alltoallv", err)
 	}
 	if err := c.begin(ctx, post{op: "alltoallv", b: send, counts: sendCounts}); err != nil {
 		return err
@@ -257,4 +272,38 @@ func (c *local) Barrier(ctx context.Context) error {
 		return ErrClosed
 	}
 	return c.g.wait(ctx)
+}
+
+func (c *local) Split(ctx context.Context, color, key int) (Comm, error) {
+	if err := c.begin(ctx, post{op: "split", root: color, key: key}); err != nil {
+		return nil, err
+	}
+	g := c.g
+	// This color's ranks in their new order, (key, old rank); the first
+	// makes the new group and posts it for the others.
+	var members []int
+	if color >= 0 {
+		for q := range g.n {
+			if g.slots[q].root == color {
+				members = append(members, q)
+			}
+		}
+		slices.SortStableFunc(members, func(a, b int) int { return cmp.Compare(g.slots[a].key, g.slots[b].key) })
+		if members[0] == c.rank {
+			g.mu.Lock()
+			g.slots[c.rank].sub = newGroup(len(members))
+			g.mu.Unlock()
+		}
+	}
+	if err := g.wait(ctx); err != nil {
+		return nil, err
+	}
+	var sub Comm
+	if color >= 0 {
+		sub = &local{g: g.slots[members[0]].sub, rank: slices.Index(members, c.rank)}
+	}
+	if err := c.end(ctx, nil); err != nil {
+		return nil, err
+	}
+	return sub, nil
 }

@@ -56,124 +56,40 @@ func rankData(r, n int) []float32 {
 	return v
 }
 
-// Every collective against a serial reference, for group sizes 1-4 and
-// lengths that do and do not divide among the ranks.
-func TestLocalCollectives(t *testing.T) {
+// The conformance suite over goroutine ranks, groups of 1-4.
+func TestConformanceLocal(t *testing.T) {
 	ctx := context.Background()
-	for _, n := range []int{1, 2, 3, 4} {
-		for _, m := range []int{0, 1, 5, 64} {
-			t.Run(fmt.Sprintf("ranks%d/len%d", n, m), func(t *testing.T) {
-				// The references: sums in rank order.
-				sum := make([]float32, m)
-				for r := range n {
-					for i, v := range rankData(r, m) {
-						if r == 0 {
-							sum[i] = v
-						} else {
-							sum[i] += v
-						}
-					}
-				}
-				got := make([][]float32, n)
-				noErrors(t, onRanks(t, n, func(c Comm) error {
-					buf := rankData(c.Rank(), m)
-					if err := c.AllReduce(ctx, buf); err != nil {
-						return err
-					}
-					got[c.Rank()] = buf
-					return nil
-				}))
-				for r := range n {
-					if !slices.Equal(got[r], sum) {
-						t.Fatalf("AllReduce: rank %d got %v, want %v (bit-identical, rank-order sums)", r, got[r], sum)
-					}
-				}
-
-				noErrors(t, onRanks(t, n, func(c Comm) error {
-					send := rankData(c.Rank(), m)
-					recv := make([]float32, n*m)
-					if err := AllGatherOf(ctx, c, send, recv); err != nil {
-						return err
-					}
-					for q := range n {
-						if !slices.Equal(recv[q*m:(q+1)*m], rankData(q, m)) {
-							return fmt.Errorf("AllGather: block %d differs", q)
-						}
-					}
-					return nil
-				}))
-
-				noErrors(t, onRanks(t, n, func(c Comm) error {
-					send := rankData(c.Rank(), n*m)
-					recv := make([]float32, m)
-					if err := c.ReduceScatter(ctx, send, recv); err != nil {
-						return err
-					}
-					for i := range m {
-						var s float32
-						for q := range n {
-							if v := rankData(q, n*m)[c.Rank()*m+i]; q == 0 {
-								s = v
-							} else {
-								s += v
-							}
-						}
-						if recv[i] != s {
-							return fmt.Errorf("ReduceScatter: element %d = %v, want %v", i, recv[i], s)
-						}
-					}
-					return nil
-				}))
-
-				for root := range n {
-					noErrors(t, onRanks(t, n, func(c Comm) error {
-						buf := rankData(c.Rank(), m)
-						if err := BroadcastOf(ctx, c, buf, root); err != nil {
-							return err
-						}
-						if !slices.Equal(buf, rankData(root, m)) {
-							return fmt.Errorf("Broadcast from %d: rank %d differs", root, c.Rank())
-						}
-						return nil
-					}))
-				}
+	for _, tc := range conformance {
+		for _, n := range []int{1, 2, 3, 4} {
+			t.Run(fmt.Sprintf("%s/ranks%d", tc.name, n), func(t *testing.T) {
+				noErrors(t, onRanks(t, n, func(c Comm) error { return tc.run(ctx, c) }))
 			})
 		}
 	}
 }
 
-// AllToAllV with uneven counts, zero counts included: rank s sends rank d
-// (s + 2d + m) % 4 elements, each naming its sender, receiver and index.
-func TestLocalAllToAllV(t *testing.T) {
+// Sums add in rank order: every rank gets the serial rank-order sum's
+// bits, for any group size and lengths that do and do not divide.
+func TestLocalRankOrder(t *testing.T) {
 	ctx := context.Background()
 	for _, n := range []int{1, 2, 3, 4} {
-		for _, m := range []int{0, 1, 3} {
-			count := func(s, d int) int { return (s + 2*d + m) % 4 }
-			val := func(s, d, i int) int64 { return int64(s*1000000 + d*1000 + i) }
+		for _, m := range []int{0, 1, 5, 64} {
+			sum := rankSum(rankData, n, m)
+			full := rankSum(rankData, n, n*m)
 			noErrors(t, onRanks(t, n, func(c Comm) error {
-				me := c.Rank()
-				sc, rc := make([]int, n), make([]int, n)
-				var send []int64
-				for d := range n {
-					sc[d] = count(me, d)
-					rc[d] = count(d, me)
-					for i := range sc[d] {
-						send = append(send, val(me, d, i))
-					}
-				}
-				recv := make([]int64, 0, 16)
-				for s := range n {
-					for i := range rc[s] {
-						recv = append(recv, val(s, me, i))
-					}
-				}
-				want := slices.Clone(recv)
-				clear(recv)
-				if err := AllToAllVOf(ctx, c, send, sc, recv, rc); err != nil {
+				buf := rankData(c.Rank(), m)
+				if err := c.AllReduce(ctx, buf); err != nil {
 					return err
 				}
-				if !slices.Equal(recv, want) {
-					return fmt.Errorf("ranks %d len %d: rank %d got %v, want %v", n, m, me, recv, want)
+				if !slices.Equal(buf, sum) {
+					return fmt.Errorf("AllReduce over %d ranks: %s (bit-identical, rank-order sums)", n, firstDiff(buf, sum))
+				}
+				recv := make([]float32, m)
+				if err := c.ReduceScatter(ctx, rankData(c.Rank(), n*m), recv); err != nil {
+					return err
+				}
+				if want := full[c.Rank()*m : (c.Rank()+1)*m]; !slices.Equal(recv, want) {
+					return fmt.Errorf("ReduceScatter over %d ranks: %s", n, firstDiff(recv, want))
 				}
 				return nil
 			}))
@@ -181,54 +97,9 @@ func TestLocalAllToAllV(t *testing.T) {
 	}
 }
 
-// Ranks that disagree get ErrMismatch, all of them, and the group goes on.
-func TestLocalMismatch(t *testing.T) {
-	ctx := context.Background()
-	errs := onRanks(t, 3, func(c Comm) error {
-		buf := make([]float32, 4+c.Rank()) // lengths differ
-		err := c.AllReduce(ctx, buf)
-		if !errors.Is(err, ErrMismatch) {
-			return fmt.Errorf("AllReduce of different lengths: %v", err)
-		}
-		// Different collectives at once.
-		if c.Rank() == 0 {
-			err = c.Broadcast(ctx, make([]byte, 4), 0)
-		} else {
-			err = c.AllReduce(ctx, make([]float32, 4))
-		}
-		if !errors.Is(err, ErrMismatch) {
-			return fmt.Errorf("different collectives: %v", err)
-		}
-		// Counts that do not agree: rank 1 expects 2 bytes from rank 0,
-		// which sends 1.
-		sc, rc := []int{1, 1, 1}, []int{1, 1, 1}
-		if c.Rank() == 1 {
-			rc[0] = 2
-		}
-		err = c.AllToAllV(ctx, make([]byte, 3), sc, make([]byte, 4), rc)
-		if (c.Rank() == 1) != errors.Is(err, ErrMismatch) {
-			return fmt.Errorf("AllToAllV with disagreeing counts on rank %d: %v", c.Rank(), err)
-		}
-		// Bad arguments on one rank only: every rank fails.
-		sc = []int{1, 1, 1}
-		if c.Rank() == 2 {
-			sc = []int{1, 1}
-		}
-		if err := c.AllToAllV(ctx, make([]byte, 3), sc, make([]byte, 3), []int{1, 1, 1}); !errors.Is(err, ErrMismatch) {
-			return fmt.Errorf("AllToAllV with 2 counts on rank 2: %v", err)
-		}
-		// Still in step.
-		ok := []float32{float32(c.Rank())}
-		if err := c.AllReduce(ctx, ok); err != nil || ok[0] != 3 {
-			return fmt.Errorf("AllReduce after the mismatches: %v %v", ok, err)
-		}
-		return c.Barrier(ctx)
-	})
-	noErrors(t, errs)
-}
-
 // A rank whose context ends while the others wait breaks the group: no
-// rank is left waiting, and every later call fails.
+// rank is left waiting, not even one that never comes, and every later
+// call fails, on every rank.
 func TestLocalBroken(t *testing.T) {
 	errs := onRanks(t, 3, func(c Comm) error {
 		ctx := context.Background()
