@@ -4,13 +4,23 @@ BIN     := bin/moesys
 # CGO_ENABLED=1 when a C compiler is present (installed if missing), else 0.
 CGO     := $(shell ./scripts/deps.sh)
 export CGO_ENABLED := $(CGO)
+# "-tags mpi" (dist's MPI backend) when Open MPI is installed (deps.sh
+# installs it), else empty: the binary then runs without MPI.
+MPITAGS := $(shell [ "$(CGO)" = 1 ] && pkg-config --exists ompi-c 2>/dev/null && echo -tags mpi)
+# mpirun with the flags this machine needs (dist.MPIRunCommand adds the
+# same): as root, --allow-run-as-root (mpirun refuses root otherwise); more
+# ranks than cores need --oversubscribe, added where used. Anything else a
+# machine needs goes in MOESYS_MPIRUN_FLAGS (e.g. "--mca btl self,vader
+# --mca btl_vader_single_copy_mechanism none" where a container forbids
+# cross-process memory copies); none is needed on the dev and CI machines.
+MPIRUN  ?= mpirun $(if $(filter 0,$(shell id -u)),--allow-run-as-root) $(MOESYS_MPIRUN_FLAGS)
 
-.PHONY: all build demo test test-avx2 lint fuzz bench clean
+.PHONY: all build demo test test-mpi test-avx2 lint fuzz bench clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/moesys
+	$(GO) build $(MPITAGS) -o $(BIN) ./cmd/moesys
 
 # Main job on the embedded default: train the tiny preset on the Go standard
 # library sources of the installed toolchain (a minute or two on 2 cores),
@@ -24,9 +34,21 @@ demo: build
 test: lint
 	$(GO) test -tags invariants -count=1 ./...
 	$(GO) test -race -short -count=1 ./kernel ./safetensors ./model ./moe ./dist ./train ./offload ./tokenizer ./sample
+	$(MAKE) --no-print-directory test-mpi
 	CGO_ENABLED=0 $(GO) test -short -count=1 ./kernel
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 ./... > /dev/null
 	$(MAKE) --no-print-directory fuzz FUZZTIME=50000x
+
+# dist's conformance suite on the MPI backend: the test binary as the ranks
+# of an mpirun job, 2 of them, then 4 (oversubscribed on 2 cores).
+test-mpi:
+ifeq ($(MPITAGS),)
+	@echo "test-mpi: skipped: no Open MPI (apt-get install libopenmpi-dev openmpi-bin pkgconf)"
+else
+	$(GO) test -c -tags mpi -o bin/dist-mpi.test ./dist
+	$(MPIRUN) -np 2 bin/dist-mpi.test -test.run 'ConformanceMPI' -test.timeout 5m
+	$(MPIRUN) -np 4 --oversubscribe bin/dist-mpi.test -test.run 'ConformanceMPI' -test.timeout 5m
+endif
 
 # The kernel tests on an emulated x86 CPU without AVX-512 (qemu-user's
 # Haswell model; apt-get install qemu-user): Detected is avx2 there, so the
@@ -40,6 +62,10 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+ifneq ($(MPITAGS),)
+	$(GO) vet -tags mpi ./dist ./cmd/moesys
+	$(GO) tool staticcheck -tags mpi ./dist ./cmd/moesys
+endif
 
 FUZZTIME ?= 60s
 # Each fuzz target in turn (go test -fuzz takes one target per run). A short
