@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/internal/atomicfile"
 	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/model"
@@ -123,10 +124,13 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if *threads > 0 {
 		kernel.SetThreads(*threads)
 	}
+	if r := os.Getenv("OMPI_COMM_WORLD_RANK"); dist.UnderMPI() && r != "0" {
+		stderr = io.Discard // rank 0 reports; the others' errors still reach main
+	}
 	if *ranks < 1 {
 		return fmt.Errorf("--ranks %d: want at least 1", *ranks)
 	}
-	if (*ranks > 1 || underMPI()) && *convert {
+	if (*ranks > 1 || dist.UnderMPI()) && *convert {
 		return errors.New("--convert-pregate runs in one process: drop --ranks (and mpirun)")
 	}
 
@@ -222,8 +226,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "data: %s: %d training and %d validation tokens\n", corpus.Source, len(corpus.Train), len(corpus.Val))
 	fmt.Fprintln(stderr, kernel.Note())
-	if *ranks > 1 || underMPI() {
-		pr := parallelRun{o: o, corpus: corpus, ckpt: ckpt, out: *out, log: *logPath, ranks: *ranks, stderr: stderr}
+	if *ranks > 1 || dist.UnderMPI() {
+		pr := parallelRun{o: o, corpus: corpus, ckpt: ckpt, out: *out, log: *logPath, ranks: *ranks, threads: *threads, stderr: stderr}
 		s, err := pr.run(ctx)
 		if err != nil || s == nil {
 			return err // s nil: not rank 0

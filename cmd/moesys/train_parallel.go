@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 
 	"github.com/moesys/moesys/dist"
+	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/train"
 )
 
@@ -22,18 +24,28 @@ type parallelRun struct {
 	out    string
 	log    string // JSON log path (rank 0)
 	ranks  int    // in-process ranks (ignored under mpirun)
+	// threads is --threads (0: unset; under mpirun each process then takes
+	// its share of the machine's cores).
+	threads int
 	stderr io.Writer
 }
 
 // run trains on every rank and returns rank 0's summary (nil on the other
 // ranks of an MPI job).
 func (p *parallelRun) run(ctx context.Context) (*train.Summary, error) {
-	if underMPI() {
-		c, err := mpiWorld()
+	if dist.UnderMPI() {
+		c, err := dist.InitMPI()
 		if err != nil {
 			return nil, err
 		}
 		defer c.Close()
+		if p.threads == 0 {
+			node, err := dist.NodeOf(ctx, c)
+			if err != nil {
+				return nil, err
+			}
+			kernel.SetThreads(max(1, runtime.NumCPU()/node.LocalSize))
+		}
 		s, err := p.rank(ctx, c, nil)
 		if err != nil {
 			return nil, fmt.Errorf("rank %d of %d: %w", c.Rank(), c.Size(), err)

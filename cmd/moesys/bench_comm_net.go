@@ -1,0 +1,409 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/moesys/moesys/dist"
+	"github.com/moesys/moesys/model"
+	"github.com/moesys/moesys/train"
+)
+
+func init() {
+	benchSuites["comm-net"] = struct {
+		summary string
+		run     func(opts benchOptions, progress io.Writer) ([]benchResult, error)
+	}{"fusion and hierarchy over MPI: fused vs one-by-one gradient all-reduce (2 ranks); hierarchical vs flat MoE dispatch on an emulated two-node cluster (network namespaces, 1 Gbit/s link, 2 ranks per node; root, iproute2)", benchCommNet}
+}
+
+const (
+	netModeEnv = "MOESYS_BENCH_NET_MODE" // the worker's part: fusion or hier
+	netOutEnv  = "MOESYS_BENCH_NET_OUT"  // where rank 0 writes its results
+	// The emulated cluster: two network namespaces joined by a veth pair
+	// whose both ends tbf limits to netRate.
+	netNS0, netNS1 = "moesys-bn0", "moesys-bn1"
+	netVeth0       = "moesys-bv0"
+	netVeth1       = "moesys-bv1"
+	netSubnet      = "10.231.77.0/24"
+	netRate        = "1gbit"
+	fusedTarget    = 2.0
+	hierTarget     = 1.3
+)
+
+// benchCommNet runs both parts, each as an mpirun job of this binary.
+func benchCommNet(opts benchOptions, progress io.Writer) ([]benchResult, error) {
+	if dist.UnderMPI() {
+		return nil, netWorker(opts, progress)
+	}
+	if !dist.MPIAvailable() {
+		return nil, errors.New("bench comm-net needs the MPI backend: build with make build (-tags mpi, Open MPI installed)")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"bench", "comm-net"}
+	if opts.quick {
+		args = append(args, "--quick")
+	}
+	fmt.Fprintln(progress, "comm-net: fused vs one-by-one all-reduce of the tiny and small presets' dense gradients, 2 MPI ranks")
+	res, err := netRun(dist.MPIRunCommand(2, exe, args...), "fusion", progress)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintln(progress, "comm-net: hierarchical vs flat dispatch, 2 nodes (network namespaces) x 2 ranks, "+netRate+"/s between them")
+	cleanup, cmd, err := netCluster(exe, args, progress)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	hier, err := netRun(cmd, "hier", progress)
+	if err != nil {
+		return nil, err
+	}
+	return append(res, hier...), nil
+}
+
+// netRun runs an mpirun job of this binary in worker mode and returns the
+// results its rank 0 wrote.
+func netRun(cmd *exec.Cmd, mode string, progress io.Writer) ([]benchResult, error) {
+	out, err := os.CreateTemp("", "moesys-bench-net-*.json")
+	if err != nil {
+		return nil, err
+	}
+	out.Close()
+	defer os.Remove(out.Name())
+	cmd.Env = append(os.Environ(), netModeEnv+"="+mode, netOutEnv+"="+out.Name())
+	cmd.Stdout, cmd.Stderr = io.Discard, progress // results come through the file
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	b, err := os.ReadFile(out.Name())
+	if err != nil {
+		return nil, err
+	}
+	var res []benchResult
+	if err := json.Unmarshal(b, &res); err != nil || len(res) == 0 {
+		return nil, fmt.Errorf("results of the MPI ranks: %v", err)
+	}
+	return res, nil
+}
+
+// netCluster makes the emulated two-node cluster and returns the mpirun
+// command that runs 4 ranks on it, 2 per namespace: mpirun itself runs in
+// the first namespace, and starts the second "node"'s daemon through an
+// rsh agent that enters the second namespace (so each node's ranks reach
+// their daemon over their own loopback, and everything between the nodes
+// crosses the rate-limited veth pair). cleanup deletes the namespaces.
+func netCluster(exe string, args []string, progress io.Writer) (cleanup func(), cmd *exec.Cmd, err error) {
+	if os.Geteuid() != 0 {
+		return nil, nil, errors.New("the emulated cluster needs root (network namespaces)")
+	}
+	for _, tool := range []string{"ip", "tc", "mpirun"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, nil, fmt.Errorf("the emulated cluster needs %s (apt-get install iproute2 openmpi-bin)", tool)
+		}
+	}
+	run := func(a ...string) error {
+		if out, err := exec.Command(a[0], a[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %v: %s", a, err, bytes.TrimSpace(out))
+		}
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "moesys-cluster-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup = func() {
+		exec.Command("ip", "netns", "del", netNS0).Run()
+		exec.Command("ip", "netns", "del", netNS1).Run()
+		os.RemoveAll(dir)
+	}
+	cleanup() // leftovers of an interrupted run
+	if dir, err = os.MkdirTemp("", "moesys-cluster-"); err != nil {
+		return nil, nil, err
+	}
+	steps := [][]string{
+		{"ip", "netns", "add", netNS0}, {"ip", "netns", "add", netNS1},
+		{"ip", "link", "add", netVeth0, "type", "veth", "peer", "name", netVeth1},
+		{"ip", "link", "set", netVeth0, "netns", netNS0}, {"ip", "link", "set", netVeth1, "netns", netNS1},
+		{"ip", "-n", netNS0, "addr", "add", "10.231.77.1/24", "dev", netVeth0},
+		{"ip", "-n", netNS1, "addr", "add", "10.231.77.2/24", "dev", netVeth1},
+	}
+	for i, ns := range []string{netNS0, netNS1} {
+		veth := []string{netVeth0, netVeth1}[i]
+		steps = append(steps, []string{"ip", "-n", ns, "link", "set", "lo", "up"}, []string{"ip", "-n", ns, "link", "set", veth, "up"},
+			[]string{"ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate", netRate, "burst", "64kb", "latency", "50ms"})
+	}
+	for _, s := range steps {
+		if err := run(s...); err != nil {
+			cleanup()
+			return nil, nil, fmt.Errorf("emulated cluster: %w", err)
+		}
+	}
+	agent := filepath.Join(dir, "nsagent")
+	hosts := filepath.Join(dir, "hosts")
+	err = os.WriteFile(agent, []byte("#!/bin/sh\n# rsh agent of the emulated cluster: the host is a network namespace\nhost=$1; shift\nexec ip netns exec \"$host\" /bin/sh -c \"$*\"\n"), 0o755)
+	if err == nil {
+		err = os.WriteFile(hosts, []byte("localhost slots=2\n"+netNS1+" slots=2\n"), 0o644)
+	}
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	a := []string{"netns", "exec", netNS0, "mpirun", "--allow-run-as-root", "--hostfile", hosts, "--mca", "plm_rsh_agent", agent,
+		"--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", netSubnet, "--mca", "oob_tcp_if_include", netSubnet,
+		"-x", netModeEnv, "-x", netOutEnv, "-np", "4", exe}
+	fmt.Fprintf(progress, "comm-net: cluster: %s and %s, veth pair with tbf rate %s each way (this kernel has no netem: no added delay)\n", netNS0, netNS1, netRate)
+	return cleanup, exec.Command("ip", append(a, args...)...), nil
+}
+
+// netWorker is one rank of a comm-net job.
+func netWorker(opts benchOptions, progress io.Writer) error {
+	out := os.Getenv(netOutEnv)
+	if out == "" {
+		return errors.New("bench comm-net starts its MPI ranks itself: run it without mpirun")
+	}
+	c, err := dist.InitMPI()
+	if err != nil {
+		return err
+	}
+	var res []benchResult
+	switch m := os.Getenv(netModeEnv); m {
+	case "fusion":
+		res, err = netFusion(c, opts, progress)
+	case "hier":
+		res, err = netHier(c, opts, progress)
+	default:
+		err = fmt.Errorf("%s=%q", netModeEnv, m)
+	}
+	if err != nil {
+		return err
+	}
+	if err := c.Close(); err != nil {
+		return err
+	}
+	if c.Rank() != 0 {
+		return nil
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(out, b, 0o644)
+}
+
+// timeAB times a and b alternately, n pairs, and returns their medians
+// (seconds). Rank 0's clock decides; a barrier starts each call.
+func timeAB(ctx context.Context, c dist.Comm, n int, a, b func() error) (float64, float64, error) {
+	var ta, tb []float64
+	for range n {
+		for i, f := range []func() error{a, b} {
+			if err := c.Barrier(ctx); err != nil {
+				return 0, 0, err
+			}
+			t := time.Now()
+			if err := f(); err != nil {
+				return 0, 0, err
+			}
+			d := time.Since(t).Seconds()
+			if i == 0 {
+				ta = append(ta, d)
+			} else {
+				tb = append(tb, d)
+			}
+		}
+	}
+	return median(ta), median(tb), nil
+}
+
+// netFusion: the dense gradients of the tiny and small presets (as data
+// parallelism sums them every step), summed one tensor at a time and in
+// fused buckets. The headline is the tiny preset's: its gradient list is
+// many small tensors; the small preset's is dominated by a few large
+// matrices, where fusion saves less.
+func netFusion(c dist.Comm, opts benchOptions, progress io.Writer) ([]benchResult, error) {
+	var res []benchResult
+	for _, preset := range []string{"tiny", "small"} {
+		r, err := netFusionOf(c, preset, opts, progress)
+		if err != nil {
+			return nil, err
+		}
+		res = append(res, r...)
+	}
+	return res, nil
+}
+
+func netFusionOf(c dist.Comm, preset string, opts benchOptions, progress io.Writer) ([]benchResult, error) {
+	ctx := context.Background()
+	o, err := train.PresetOptions(preset)
+	if err != nil {
+		return nil, err
+	}
+	net, err := model.NewNet(o.Model, 8)
+	if err != nil {
+		return nil, err
+	}
+	var tensors [][]float32
+	bytes := 0
+	for _, p := range net.Params {
+		if expert, _ := net.ExpertParam(p); !expert {
+			g := make([]float32, len(p.G))
+			for i := range g {
+				g[i] = float32(i%7) * 1e-3
+			}
+			tensors = append(tensors, g)
+			bytes += 4 * len(g)
+		}
+	}
+	f := dist.NewFused(c, tensors, train.DefaultBucketBytes)
+	one := func() error {
+		for _, t := range tensors {
+			if err := c.AllReduce(ctx, t); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	fused := func() error {
+		f.Start(ctx)
+		for i := range tensors {
+			f.Ready(i)
+		}
+		return f.Wait()
+	}
+	pairs := 21
+	if opts.quick {
+		pairs = 7
+	}
+	tOne, tFused, err := timeAB(ctx, c, pairs, one, fused)
+	if err != nil {
+		return nil, err
+	}
+	note := fmt.Sprintf("%s preset's %d dense gradients (%s), %d MPI ranks on one machine; fused: %d buckets of %s; one by one %.2f ms, fused %.2f ms (medians of %d alternating pairs)",
+		preset, len(tensors), sizeLabel(bytes), c.Size(), f.Buckets(), sizeLabel(train.DefaultBucketBytes), 1e3*tOne, 1e3*tFused, pairs)
+	if c.Rank() == 0 {
+		fmt.Fprintf(progress, "comm-net: %s\n", note)
+	}
+	name := "comm_fused_vs_unfused_speedup"
+	r := benchResult{Name: name, Value: tOne / tFused, Unit: "x", Ratio: tOne / tFused, Target: fusedTarget, Note: note}
+	if preset != "tiny" {
+		r.Name, r.Target = name+"_"+preset, 0
+	}
+	return []benchResult{r}, nil
+}
+
+// netHier: a MoE layer's dispatch (hidden 1024; each rank's tokens routed
+// by a random router, rows sent to the experts' ranks) over the flat and
+// the hierarchical all-to-all, on 2 nodes of 2 ranks.
+func netHier(c dist.Comm, opts benchOptions, progress io.Writer) ([]benchResult, error) {
+	ctx := context.Background()
+	const D, T = 1024, 1024 // hidden size, tokens per rank
+	W := c.Size()
+	h, err := dist.NewHier(ctx, c, 2)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	rng := rand.New(rand.NewPCG(uint64(c.Rank()), 77))
+	x := make([]float32, T*D)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	pairs := 7
+	if opts.quick {
+		pairs = 3
+	}
+	var res []benchResult
+	for _, cfg := range []struct{ K, E int }{{2, 8}, {2, 64}, {8, 64}} {
+		// The router: the same weights on every rank.
+		wr := rand.New(rand.NewPCG(uint64(cfg.E), 5))
+		wg := make([]float32, cfg.E*D)
+		for i := range wg {
+			wg[i] = float32(wr.NormFloat64() * 0.02)
+		}
+		El := cfg.E / W
+		byRank := make([][]int, W) // tokens sent to each rank (one row per (token, expert))
+		logits := make([]float64, cfg.E)
+		for t := range T {
+			for e := range cfg.E {
+				var s float64
+				for d := range D {
+					s += float64(x[t*D+d]) * float64(wg[e*D+d])
+				}
+				logits[e] = s
+			}
+			for range cfg.K { // top-K by repeated argmax
+				best := 0
+				for e := range logits {
+					if logits[e] > logits[best] {
+						best = e
+					}
+				}
+				logits[best] = math.Inf(-1)
+				byRank[best/El] = append(byRank[best/El], t)
+			}
+		}
+		sc, rc := make([]int, W), make([]int64, W)
+		var send []float32
+		for r, toks := range byRank {
+			sc[r] = len(toks) * D
+			for _, t := range toks {
+				send = append(send, x[t*D:(t+1)*D]...)
+			}
+		}
+		mine := make([]int64, W)
+		for r := range W {
+			mine[r] = int64(sc[r])
+		}
+		ones := make([]int, W)
+		for r := range ones {
+			ones[r] = 1
+		}
+		if err := dist.AllToAllVOf(ctx, c, mine, ones, rc, ones); err != nil {
+			return nil, err
+		}
+		rcs, nr := make([]int, W), 0
+		for r := range W {
+			rcs[r] = int(rc[r])
+			nr += rcs[r]
+		}
+		flatOut, hierOut := make([]float32, nr), make([]float32, nr)
+		flat := func() error { return dist.AllToAllVOf(ctx, c, send, sc, flatOut, rcs) }
+		hier := func() error { return dist.AllToAllVOf(ctx, h, send, sc, hierOut, rcs) }
+		tFlat, tHier, err := timeAB(ctx, c, pairs, flat, hier)
+		if err != nil {
+			return nil, err
+		}
+		for i := range flatOut {
+			if flatOut[i] != hierOut[i] {
+				return nil, fmt.Errorf("top-%d/%d experts: the hierarchical dispatch delivered other rows than the flat one", cfg.K, cfg.E)
+			}
+		}
+		name := fmt.Sprintf("comm_hier_vs_flat_alltoall_speedup_top%d_e%d", cfg.K, cfg.E)
+		if cfg.K == 2 && cfg.E == 8 {
+			name = "comm_hier_vs_flat_alltoall_speedup"
+		}
+		note := fmt.Sprintf("dispatch of %d tokens x top-%d over %d experts per rank, hidden %d (f32 rows, %s sent per rank); 2 nodes x 2 ranks, %s/s link; flat %.1f ms, hierarchical %.1f ms (medians of %d alternating pairs)",
+			T, cfg.K, cfg.E, D, sizeLabel(4*len(send)), netRate, 1e3*tFlat, 1e3*tHier, pairs)
+		if c.Rank() == 0 {
+			fmt.Fprintf(progress, "comm-net: %s\n", note)
+		}
+		r := benchResult{Name: name, Value: tFlat / tHier, Unit: "x", Ratio: tFlat / tHier, Note: note}
+		if name == "comm_hier_vs_flat_alltoall_speedup" {
+			r.Target = hierTarget
+		}
+		res = append(res, r)
+	}
+	return res, nil
+}
