@@ -27,7 +27,7 @@ type parallelRun struct {
 	// threads is --threads (0: unset; under mpirun each process then takes
 	// its share of the machine's cores).
 	threads int
-	stderr io.Writer
+	stderr  io.Writer
 }
 
 // run trains on every rank and returns rank 0's summary (nil on the other
