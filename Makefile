@@ -89,6 +89,7 @@ bench:
 	$(GO) run ./cmd/moesys bench kernels
 	$(GO) run ./cmd/moesys bench train
 	$(GO) run ./cmd/moesys bench offload
+	$(GO) run $(MPITAGS) ./cmd/moesys bench comm
 
 clean:
 	rm -rf bin

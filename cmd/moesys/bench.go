@@ -72,7 +72,7 @@ type benchOptions struct {
 var benchSections = map[string][]string{"offload": offloadSections}
 
 func init() {
-	register("bench", "measure speed against this machine's limits (suites: kernels, decode, train, offload)", runBench)
+	register("bench", "measure speed against this machine's limits (suites: kernels, decode, train, offload, comm)", runBench)
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
