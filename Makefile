@@ -39,8 +39,9 @@ test: lint
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 ./... > /dev/null
 	$(MAKE) --no-print-directory fuzz FUZZTIME=50000x
 
-# dist's conformance suite on the MPI backend: the test binary as the ranks
-# of an mpirun job, 2 of them, then 4 (oversubscribed on 2 cores).
+# dist's conformance suite on the MPI backend, then the distributed
+# training gate (20 steps equal to one process): each test binary as the
+# ranks of an mpirun job, 2 of them, then 4 (oversubscribed on 2 cores).
 test-mpi:
 ifeq ($(MPITAGS),)
 	@echo "test-mpi: skipped: no Open MPI (apt-get install libopenmpi-dev openmpi-bin pkgconf)"
@@ -48,6 +49,9 @@ else
 	$(GO) test -c -tags mpi -o bin/dist-mpi.test ./dist
 	$(MPIRUN) -np 2 bin/dist-mpi.test -test.run 'ConformanceMPI' -test.timeout 5m
 	$(MPIRUN) -np 4 --oversubscribe bin/dist-mpi.test -test.run 'ConformanceMPI' -test.timeout 5m
+	$(GO) test -c -tags mpi -o bin/train-mpi.test ./train
+	$(MPIRUN) -np 2 bin/train-mpi.test -test.run 'ParallelMPI' -test.timeout 5m
+	$(MPIRUN) -np 4 --oversubscribe bin/train-mpi.test -test.run 'ParallelMPI' -test.timeout 5m
 endif
 
 # The kernel tests on an emulated x86 CPU without AVX-512 (qemu-user's

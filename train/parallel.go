@@ -47,10 +47,10 @@ type parallel struct {
 	dense, owned []*optim.Param
 	fused        *dist.Fused          // the dense gradients' all-reduce, on its own communicator
 	fidx         map[*model.Param]int // dense Param -> its index in fused
-	sq           [1]float64           // this rank's experts' squared gradient norm
+	sq           []float64            // this rank's experts' squared gradient norm (1; its own allocation: MPI passes it to C)
 	sqs          []float64            // every rank's
 	pad          valPad
-	flag         [1]float32      // Run's stop agreement
+	flag         []float32       // Run's stop agreement (1; its own allocation)
 	ctx          context.Context // Save's collectives during Run (nil: Background)
 	hier         *dist.Hier      // the hierarchical exchange, if any
 }
@@ -64,7 +64,7 @@ func newParallel(o Options, net *model.Net, c dist.Comm) (*parallel, error) {
 	if net.Cfg.E > 0 && net.Cfg.E%W != 0 {
 		return nil, fmt.Errorf("%w: %d experts over %d ranks: the experts must divide evenly", ErrOptions, net.Cfg.E, W)
 	}
-	p := &parallel{comm: c, batch: o.Batch / W, sqs: make([]float64, W)}
+	p := &parallel{comm: c, batch: o.Batch / W, sq: make([]float64, 1), sqs: make([]float64, W), flag: make([]float32, 1)}
 	if len(net.Cfg.MoELayers()) > 0 {
 		xc, err := exchangeComm(o, c)
 		if err != nil {
@@ -170,7 +170,7 @@ func (p *parallel) rows(t *Trainer, all []int32) []int32 {
 // experts'.
 func (p *parallel) norm(ctx context.Context) (float64, error) {
 	p.sq[0] = optim.GradSq(p.owned)
-	if err := dist.AllGatherOf(ctx, p.comm, p.sq[:], p.sqs); err != nil {
+	if err := dist.AllGatherOf(ctx, p.comm, p.sq, p.sqs); err != nil {
 		return 0, fmt.Errorf("gradient norm: %w", err)
 	}
 	s := optim.GradSq(p.dense)

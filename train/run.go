@@ -161,7 +161,7 @@ func (t *Trainer) stopRequested(ctx, sctx context.Context) (bool, error) {
 	if t.par == nil {
 		return ctx.Err() != nil, nil
 	}
-	flag := t.par.flag[:]
+	flag := t.par.flag
 	flag[0] = 0
 	if ctx.Err() != nil {
 		flag[0] = 1

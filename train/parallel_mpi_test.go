@@ -1,0 +1,82 @@
+//go:build mpi
+
+package train
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"testing"
+
+	"github.com/moesys/moesys/dist"
+)
+
+// The correctness gate on the MPI backend: run by make test-mpi as the
+// ranks of an mpirun job (each process one rank). Each rank also trains
+// the single-process reference itself (the model is tiny), and the losses
+// of 20 steps, the routing's effect on them, and the final weights must
+// agree within 1e-5 relative, as in TestParallelMatchesSingleProcess.
+func TestParallelMPI(t *testing.T) {
+	if !dist.UnderMPI() {
+		t.Skip("not under mpirun (make test-mpi runs it)")
+	}
+	c, err := dist.InitMPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	corpus := testCorpus(t)
+	for _, tc := range []struct {
+		name string
+		mod  func(o *Options)
+	}{
+		{"plain", func(o *Options) {}},
+		{"pregate-capacity-hierarchical", func(o *Options) {
+			o.Model.PregateDist, o.Model.Capacity, o.AllToAll = 1, 0.75, "hierarchical"
+			o.RanksPerNode = 1 // 2 ranks: 2 nodes of 1; 4 ranks: 2 nodes of 2 (below)
+		}},
+	} {
+		o := parallelOptions(tc.mod)
+		if o.RanksPerNode > 0 && c.Size() >= 4 {
+			o.RanksPerNode = 2
+		}
+		ref, err := NewTrainer(o, corpus)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := NewParallelTrainer(o, corpus, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for s := range o.Steps {
+			want := mustStep(t, ref)
+			got, err := tr.TrainStep(context.Background())
+			if err != nil {
+				t.Fatalf("%s rank %d: %v", tc.name, c.Rank(), err)
+			}
+			if math.Abs(got.Loss-want.Loss) > 1e-5*math.Abs(want.Loss) || got.Tokens != want.Tokens {
+				t.Fatalf("%s rank %d step %d: loss %.9g (%d tokens), want %.9g (%d)", tc.name, c.Rank(), s+1, got.Loss, got.Tokens, want.Loss, want.Tokens)
+			}
+		}
+		worst, what := 0.0, ""
+		for i, rp := range ref.Net.Params {
+			p := tr.Net.Params[i]
+			if expert, local := tr.Net.ExpertParam(p); expert && !local {
+				continue
+			}
+			var d2, w2 float64
+			for j, v := range p.W {
+				d := float64(v) - float64(rp.W[j])
+				d2, w2 = d2+d*d, w2+float64(rp.W[j])*float64(rp.W[j])
+			}
+			if rel := math.Sqrt(d2 / w2); rel > worst {
+				worst, what = rel, p.Name
+			}
+		}
+		if worst > 1e-5 {
+			t.Fatalf("%s rank %d: %s differs by %.3g relative, want <= 1e-5", tc.name, c.Rank(), what, worst)
+		}
+		fmt.Fprintf(os.Stderr, "%s: rank %d of %d: 20 steps equal to one process (largest weight difference %.3g)\n", tc.name, c.Rank(), c.Size(), worst)
+	}
+}
