@@ -251,9 +251,9 @@ func commWorker(opts benchOptions, progress io.Writer) error {
 // overhead, moesys and raw calls alternating.
 func commMPI(c dist.Comm, opts benchOptions, progress io.Writer) ([]benchResult, error) {
 	ctx := context.Background()
-	reps, pairs := 7, 15
+	reps, pairs := 7, 25
 	if opts.quick {
-		reps, pairs = 3, 7
+		reps, pairs = 3, 9
 	}
 	say := func(format string, a ...any) {
 		if c.Rank() == 0 {
