@@ -24,6 +24,7 @@ var conformance = []struct {
 	{"ReduceScatter", confReduceScatter},
 	{"Broadcast", confBroadcast},
 	{"AllToAllV", confAllToAllV},
+	{"Embedded", confEmbedded},
 	{"Mismatch", confMismatch},
 	{"Split", confSplit},
 	{"Concurrent", confConcurrent},
@@ -174,6 +175,66 @@ func confAllToAllV(ctx context.Context, c Comm) error {
 				return fmt.Errorf("AllToAllV (m %d, scale %d): rank %d received other data", m, scale, me)
 			}
 		}
+	}
+	return nil
+}
+
+// confEmbedded: buffers that are arrays inside structs which also hold Go
+// pointers work like any slice (a backend that hands buffers to C must not
+// trip over cgo's check of the whole object).
+func confEmbedded(ctx context.Context, c Comm) error {
+	n, me := c.Size(), c.Rank()
+	type holder struct {
+		name *string
+		f    [64]float32
+		next *holder
+		b    [64]byte
+		more []int
+	}
+	if n > 16 {
+		return nil // the arrays hold 4 elements per rank
+	}
+	h := &holder{name: new(string), next: &holder{}, more: []int{1}}
+	g := &holder{name: new(string), next: h, more: []int{2}}
+	h.f[0], h.f[1] = float32(me), 1
+	if err := c.AllReduce(ctx, h.f[:2]); err != nil || h.f[0] != float32(n*(n-1)/2) || h.f[1] != float32(n) {
+		return fmt.Errorf("AllReduce of an embedded array: %v, %v", h.f[:2], err)
+	}
+	for q := range 4 * n {
+		h.f[q] = float32(me + q)
+	}
+	if err := c.ReduceScatter(ctx, h.f[:4*n], g.f[:4]); err != nil {
+		return err
+	}
+	for i := range 4 {
+		if want := float32(n*(4*me+i) + n*(n-1)/2); g.f[i] != want {
+			return fmt.Errorf("ReduceScatter of embedded arrays: element %d = %v, want %v", i, g.f[i], want)
+		}
+	}
+	h.b[0] = byte(me)
+	if err := c.AllGather(ctx, h.b[:1], g.b[:n]); err != nil {
+		return err
+	}
+	for q := range n {
+		if g.b[q] != byte(q) {
+			return fmt.Errorf("AllGather into an embedded array: %v", g.b[:n])
+		}
+	}
+	counts := slices.Repeat([]int{1}, n)
+	for d := range n {
+		h.b[d] = byte(16*me + d)
+	}
+	if err := c.AllToAllV(ctx, h.b[:n], counts, g.b[:n], counts); err != nil {
+		return err
+	}
+	for s := range n {
+		if g.b[s] != byte(16*s+me) {
+			return fmt.Errorf("AllToAllV between embedded arrays: %v", g.b[:n])
+		}
+	}
+	h.b[0] = byte(me + 1)
+	if err := c.Broadcast(ctx, h.b[:1], n-1); err != nil || h.b[0] != byte(n) {
+		return fmt.Errorf("Broadcast of an embedded array: %d, %v", h.b[0], err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -447,5 +448,10 @@ func RawMPIAllReduce(ctx context.Context, c Comm, buf []float32) error {
 	if len(buf) > maxCount {
 		return tooLong(opAllReduce, len(buf))
 	}
+	var pin runtime.Pinner
+	if p := ptr(buf); p != nil {
+		pin.Pin(p)
+	}
+	defer pin.Unpin()
 	return m.s.call(func() error { return mpiAllreduce(buf, m.h) })
 }

@@ -35,26 +35,27 @@ static int m_init(int *provided) {
 static MPI_Comm m_world(void) { return MPI_COMM_WORLD; }
 static int m_is_null(MPI_Comm c) { return c == MPI_COMM_NULL; }
 
-static int m_iallreduce(float *buf, int n, MPI_Comm c, MPI_Request *q) {
-	return MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, c, q);
+// Buffers come as addresses (see addr).
+static int m_iallreduce(uintptr_t buf, int n, MPI_Comm c, MPI_Request *q) {
+	return MPI_Iallreduce(MPI_IN_PLACE, (void *)buf, n, MPI_FLOAT, MPI_SUM, c, q);
 }
-static int m_allreduce(float *buf, int n, MPI_Comm c) {
-	return MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, c);
+static int m_allreduce(uintptr_t buf, int n, MPI_Comm c) {
+	return MPI_Allreduce(MPI_IN_PLACE, (void *)buf, n, MPI_FLOAT, MPI_SUM, c);
 }
-static int m_iallgather(void *s, int n, void *r, MPI_Comm c, MPI_Request *q) {
-	return MPI_Iallgather(s, n, MPI_BYTE, r, n, MPI_BYTE, c, q);
+static int m_iallgather(uintptr_t s, int n, uintptr_t r, MPI_Comm c, MPI_Request *q) {
+	return MPI_Iallgather((void *)s, n, MPI_BYTE, (void *)r, n, MPI_BYTE, c, q);
 }
-static int m_ireduce_scatter(float *s, float *r, int n, MPI_Comm c, MPI_Request *q) {
-	return MPI_Ireduce_scatter_block(s, r, n, MPI_FLOAT, MPI_SUM, c, q);
+static int m_ireduce_scatter(uintptr_t s, uintptr_t r, int n, MPI_Comm c, MPI_Request *q) {
+	return MPI_Ireduce_scatter_block((void *)s, (void *)r, n, MPI_FLOAT, MPI_SUM, c, q);
 }
-static int m_ialltoallv(void *s, int *sc, int *sd, void *r, int *rc, int *rd, MPI_Comm c, MPI_Request *q) {
-	return MPI_Ialltoallv(s, sc, sd, MPI_BYTE, r, rc, rd, MPI_BYTE, c, q);
+static int m_ialltoallv(uintptr_t s, int *sc, int *sd, uintptr_t r, int *rc, int *rd, MPI_Comm c, MPI_Request *q) {
+	return MPI_Ialltoallv((void *)s, sc, sd, MPI_BYTE, (void *)r, rc, rd, MPI_BYTE, c, q);
 }
-static int m_ialltoall_i64(int64_t *s, int64_t *r, int n, MPI_Comm c, MPI_Request *q) {
-	return MPI_Ialltoall(s, n, MPI_INT64_T, r, n, MPI_INT64_T, c, q);
+static int m_ialltoall_i64(uintptr_t s, uintptr_t r, int n, MPI_Comm c, MPI_Request *q) {
+	return MPI_Ialltoall((void *)s, n, MPI_INT64_T, (void *)r, n, MPI_INT64_T, c, q);
 }
-static int m_ibcast(void *b, int n, int root, MPI_Comm c, MPI_Request *q) {
-	return MPI_Ibcast(b, n, MPI_BYTE, root, c, q);
+static int m_ibcast(uintptr_t b, int n, int root, MPI_Comm c, MPI_Request *q) {
+	return MPI_Ibcast((void *)b, n, MPI_BYTE, root, c, q);
 }
 static int m_test(MPI_Request *q, int tries, int *done) {
 	int err = MPI_SUCCESS;
@@ -108,13 +109,22 @@ func mpiErr(what string, code C.int) error {
 	return fmt.Errorf("%s: %s", what, C.GoStringN(&buf[0], n))
 }
 
-// ptr is s's first element for C (nil when s has none).
+// ptr is s's first element (nil when s has none), to pin.
 func ptr[T any](s []T) unsafe.Pointer {
 	if len(s) == 0 {
 		return nil
 	}
 	return unsafe.Pointer(unsafe.SliceData(s))
 }
+
+// addr is s's first element's address for C (0 when s has none). MPI
+// calls take their buffers as addresses, not pointers: cgo's run-time
+// check of a pointer argument looks at the whole Go object it points into,
+// so it refuses a slice of an array field of a struct that also holds Go
+// pointers, which the cgo rules allow (the memory passed is the array's).
+// MPI reads and writes only the slice's elements, and the caller pins the
+// object until the call's request completes.
+func addr[T any](s []T) C.uintptr_t { return C.uintptr_t(uintptr(ptr(s))) }
 
 func mpiInit() error {
 	var provided C.int
@@ -143,34 +153,34 @@ func mpiRankSize(h mpiHandle) (rank, size int, err error) {
 }
 
 func mpiIallreduce(buf []float32, h mpiHandle, q *mpiRequest) error {
-	return mpiErr("MPI_Iallreduce", C.m_iallreduce((*C.float)(ptr(buf)), C.int(len(buf)), h, q))
+	return mpiErr("MPI_Iallreduce", C.m_iallreduce(addr(buf), C.int(len(buf)), h, q))
 }
 
 func mpiAllreduce(buf []float32, h mpiHandle) error {
-	return mpiErr("MPI_Allreduce", C.m_allreduce((*C.float)(ptr(buf)), C.int(len(buf)), h))
+	return mpiErr("MPI_Allreduce", C.m_allreduce(addr(buf), C.int(len(buf)), h))
 }
 
 func mpiIallgather(send, recv []byte, h mpiHandle, q *mpiRequest) error {
-	return mpiErr("MPI_Iallgather", C.m_iallgather(ptr(send), C.int(len(send)), ptr(recv), h, q))
+	return mpiErr("MPI_Iallgather", C.m_iallgather(addr(send), C.int(len(send)), addr(recv), h, q))
 }
 
 // mpiIreduceScatter reduces n elements of send per rank into recv.
 func mpiIreduceScatter(send, recv []float32, n int, h mpiHandle, q *mpiRequest) error {
-	return mpiErr("MPI_Ireduce_scatter_block", C.m_ireduce_scatter((*C.float)(ptr(send)), (*C.float)(ptr(recv)), C.int(n), h, q))
+	return mpiErr("MPI_Ireduce_scatter_block", C.m_ireduce_scatter(addr(send), addr(recv), C.int(n), h, q))
 }
 
 // mpiIalltoallv: counts and displacements in bytes, one per rank.
 func mpiIalltoallv(send []byte, sc, sd []C.int, recv []byte, rc, rd []C.int, h mpiHandle, q *mpiRequest) error {
-	return mpiErr("MPI_Ialltoallv", C.m_ialltoallv(ptr(send), &sc[0], &sd[0], ptr(recv), &rc[0], &rd[0], h, q))
+	return mpiErr("MPI_Ialltoallv", C.m_ialltoallv(addr(send), &sc[0], &sd[0], addr(recv), &rc[0], &rd[0], h, q))
 }
 
 // mpiIalltoallInt64 sends n int64s to each rank.
 func mpiIalltoallInt64(send, recv []int64, n int, h mpiHandle, q *mpiRequest) error {
-	return mpiErr("MPI_Ialltoall", C.m_ialltoall_i64((*C.int64_t)(ptr(send)), (*C.int64_t)(ptr(recv)), C.int(n), h, q))
+	return mpiErr("MPI_Ialltoall", C.m_ialltoall_i64(addr(send), addr(recv), C.int(n), h, q))
 }
 
 func mpiIbcast(buf []byte, root int, h mpiHandle, q *mpiRequest) error {
-	return mpiErr("MPI_Ibcast", C.m_ibcast(ptr(buf), C.int(len(buf)), C.int(root), h, q))
+	return mpiErr("MPI_Ibcast", C.m_ibcast(addr(buf), C.int(len(buf)), C.int(root), h, q))
 }
 
 // testTries is how many MPI_Tests one poll of a request makes (fewer if it
