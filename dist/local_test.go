@@ -132,3 +132,58 @@ func TestLocalBroken(t *testing.T) {
 		t.Fatal("NewLocal(0): no error")
 	}
 }
+
+// benchLocal times op on rank 0 of a 2-rank local group while rank 1 runs
+// it alongside; size is the bytes per rank.
+func benchLocal(b *testing.B, size int, op func(c Comm, size int) func() error) {
+	cs, err := NewLocal(2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f0, f1 := op(cs[0], size), op(cs[1], size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	n := b.N
+	done := make(chan error, 1)
+	go func() {
+		for range n {
+			if err := f1(); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	b.ResetTimer()
+	for range n {
+		if err := f0(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+func BenchmarkLocalAllReduce(b *testing.B) {
+	for _, size := range []int{4 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			benchLocal(b, size, func(c Comm, size int) func() error {
+				buf := make([]float32, size/4)
+				return func() error { return c.AllReduce(context.Background(), buf) }
+			})
+		})
+	}
+}
+
+func BenchmarkLocalAllToAllV(b *testing.B) {
+	for _, size := range []int{4 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			benchLocal(b, size, func(c Comm, size int) func() error {
+				send, recv := make([]byte, size), make([]byte, size)
+				counts := []int{size / 2, size / 2}
+				return func() error { return c.AllToAllV(context.Background(), send, counts, recv, counts) }
+			})
+		})
+	}
+}
