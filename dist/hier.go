@@ -20,11 +20,12 @@ import (
 type Hier struct {
 	Comm                // the world
 	Node, Cross Comm    // this node's ranks; the ranks of this local rank on every node
-	node, local int     // this rank's node and local rank
 	rankAt      [][]int // rankAt[node][local] = world rank
 	buf1, buf2  []byte
 	segs        []int64 // from local s, for node n': segs[s*N+n'] bytes
 	mine        []int64
+	// Per-call counts and offsets, kept to spare the dispatch allocations.
+	so, ro, segAt, c1, r1, c2, r2, each []int
 }
 
 // NewHier groups c's ranks into nodes of perNode consecutive ranks (rank r
@@ -56,7 +57,7 @@ func NewHierNodes(ctx context.Context, c Comm, node, local int) (*Hier, error) {
 	if N*P != W {
 		return nil, fmt.Errorf("%w: hierarchical communicator: %d ranks are not %d nodes of %d", ErrMismatch, W, N, P)
 	}
-	h := &Hier{Comm: c, node: node, local: local, rankAt: make([][]int, N)}
+	h := &Hier{Comm: c, rankAt: make([][]int, N)}
 	for n := range N {
 		h.rankAt[n] = make([]int, P)
 		for l := range P {
@@ -90,19 +91,23 @@ func (h *Hier) AllToAllV(ctx context.Context, send []byte, sendCounts []int, rec
 		return err
 	}
 	N, P := h.Nodes()
-	off := func(counts []int) []int {
-		o := make([]int, W+1)
+	off := func(o, counts []int) []int {
+		o = resize(o, W+1)
+		o[0] = 0
 		for r := range W {
 			o[r+1] = o[r] + counts[r]
 		}
 		return o
 	}
-	so, ro := off(sendCounts), off(recvCounts)
+	h.so, h.ro = off(h.so, sendCounts), off(h.ro, recvCounts)
+	so, ro := h.so, h.ro
 
 	// Inside the node: to local peer l, my rows for (n', l), n' ascending,
 	// and their sizes.
 	h.mine, h.segs = resize(h.mine, N*P), resize(h.segs, N*P)
-	c1 := make([]int, P)
+	h.c1 = resize(h.c1, P)
+	c1 := h.c1
+	clear(c1)
 	total := 0
 	for l := range P {
 		for n := range N {
@@ -120,14 +125,17 @@ func (h *Hier) AllToAllV(ctx context.Context, send []byte, sendCounts []int, rec
 			at += copy(h.buf1[at:], send[so[r]:so[r+1]])
 		}
 	}
-	each := make([]int, P)
+	h.each = resize(h.each, P)
+	each := h.each
 	for l := range each {
 		each[l] = N
 	}
 	if err := AllToAllVOf(ctx, h.Node, h.mine, each, h.segs, each); err != nil {
 		return fmt.Errorf("dist: hierarchical all-to-all: sizes: %w", err)
 	}
-	r1 := make([]int, P)
+	h.r1 = resize(h.r1, P)
+	r1 := h.r1
+	clear(r1)
 	in1 := 0
 	for s := range P {
 		for n := range N {
@@ -142,7 +150,8 @@ func (h *Hier) AllToAllV(ctx context.Context, send []byte, sendCounts []int, rec
 
 	// Between nodes: to node n', every local source's rows for (n', me),
 	// sources ascending.
-	segAt := make([]int, P*N) // offset in buf2 of segs[s*N+n]
+	h.segAt = resize(h.segAt, P*N)
+	segAt := h.segAt // offset in buf2 of segs[s*N+n]
 	at = 0
 	for s := range P {
 		for n := range N {
@@ -151,7 +160,9 @@ func (h *Hier) AllToAllV(ctx context.Context, send []byte, sendCounts []int, rec
 		}
 	}
 	h.buf1 = resize(h.buf1, in1)
-	c2 := make([]int, N)
+	h.c2 = resize(h.c2, N)
+	c2 := h.c2
+	clear(c2)
 	at = 0
 	for n := range N {
 		for s := range P {
@@ -160,7 +171,9 @@ func (h *Hier) AllToAllV(ctx context.Context, send []byte, sendCounts []int, rec
 			c2[n] += int(h.segs[k])
 		}
 	}
-	r2 := make([]int, N)
+	h.r2 = resize(h.r2, N)
+	r2 := h.r2
+	clear(r2)
 	in2 := 0
 	for n := range N {
 		for s := range P {

@@ -40,26 +40,6 @@ func optimizerShardName(i, n int) string {
 	return fmt.Sprintf("optimizer-%05d-of-%05d.safetensors", i+1, n)
 }
 
-// agree returns nil on every rank if err is nil on every rank, else an
-// error on every rank (this rank's own, or one saying another rank
-// failed): a collective step that some ranks could not do fails for all.
-func agree(ctx context.Context, c dist.Comm, what string, err error) error {
-	flag := []float32{0}
-	if err != nil {
-		flag[0] = 1
-	}
-	if cerr := c.AllReduce(ctx, flag); cerr != nil {
-		return errors.Join(err, fmt.Errorf("train: %s: %w", what, cerr))
-	}
-	if err != nil {
-		return err
-	}
-	if flag[0] > 0 {
-		return fmt.Errorf("train: %s failed on another rank (see its error)", what)
-	}
-	return nil
-}
-
 // saveSharded is Save of a parallel run: a collective.
 func (t *Trainer) saveSharded(out string, keepLast int) (string, error) {
 	ctx := t.par.ctx
@@ -84,7 +64,7 @@ func (t *Trainer) saveSharded(out string, keepLast int) (string, error) {
 			err = fmt.Errorf("train: checkpoint: %w", err)
 		}
 	}
-	if err := agree(ctx, c, "checkpoint directory", err); err != nil {
+	if err := dist.Agree(ctx, c, "checkpoint directory", err); err != nil {
 		return "", err
 	}
 	defer os.RemoveAll(tmp) // no-op after the rename
@@ -112,7 +92,7 @@ func (t *Trainer) saveSharded(out string, keepLast int) (string, error) {
 	if err != nil {
 		err = fmt.Errorf("train: checkpoint shard of rank %d: %w", r, err)
 	}
-	if err := agree(ctx, c, "checkpoint shards", err); err != nil {
+	if err := dist.Agree(ctx, c, "checkpoint shards", err); err != nil {
 		return "", err
 	}
 
@@ -120,7 +100,7 @@ func (t *Trainer) saveSharded(out string, keepLast int) (string, error) {
 	if r == 0 {
 		err = t.finishSharded(out, tmp, final, name, keepLast)
 	}
-	if err := agree(ctx, c, "checkpoint manifest", err); err != nil {
+	if err := dist.Agree(ctx, c, "checkpoint manifest", err); err != nil {
 		return "", err
 	}
 	return final, nil

@@ -22,7 +22,7 @@ import (
 // run then equals one process training on the global batch, up to the
 // float32 rounding of the cross-rank sums. Every rank must call every
 // method that communicates (TrainStep, Evaluate, Run, Save) in the same
-// order.
+// order. With c nil it is NewTrainer: one process.
 func NewParallelTrainer(o Options, corpus *Corpus, c dist.Comm) (*Trainer, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -47,12 +47,10 @@ type parallel struct {
 	dense, owned []*optim.Param
 	fused        *dist.Fused          // the dense gradients' all-reduce, on its own communicator
 	fidx         map[*model.Param]int // dense Param -> its index in fused
-	sq           []float64            // this rank's experts' squared gradient norm (1; its own allocation: MPI passes it to C)
+	sq           []float64            // this rank's experts' squared gradient norm (1)
 	sqs          []float64            // every rank's
 	pad          valPad
-	flag         []float32       // Run's stop agreement (1; its own allocation)
 	ctx          context.Context // Save's collectives during Run (nil: Background)
-	hier         *dist.Hier      // the hierarchical exchange, if any
 }
 
 // newParallel checks that o fits c and gives net its expert parallelism.
@@ -64,14 +62,11 @@ func newParallel(o Options, net *model.Net, c dist.Comm) (*parallel, error) {
 	if net.Cfg.E > 0 && net.Cfg.E%W != 0 {
 		return nil, fmt.Errorf("%w: %d experts over %d ranks: the experts must divide evenly", ErrOptions, net.Cfg.E, W)
 	}
-	p := &parallel{comm: c, batch: o.Batch / W, sq: make([]float64, 1), sqs: make([]float64, W), flag: make([]float32, 1)}
+	p := &parallel{comm: c, batch: o.Batch / W, sq: make([]float64, 1), sqs: make([]float64, W)}
 	if len(net.Cfg.MoELayers()) > 0 {
 		xc, err := exchangeComm(o, c)
 		if err != nil {
 			return nil, err
-		}
-		if h, ok := xc.(*dist.Hier); ok {
-			p.hier = h
 		}
 		if err := net.SetExpertParallel(xc); err != nil {
 			return nil, err

@@ -39,6 +39,18 @@ func onRanks(t *testing.T, W int, f func(r int, c dist.Comm) error) {
 	}
 }
 
+// trainSteps runs n steps of tr, appending their losses.
+func trainSteps(tr *Trainer, n int, losses *[]float64) error {
+	for range n {
+		s, err := tr.TrainStep(context.Background())
+		if err != nil {
+			return err
+		}
+		*losses = append(*losses, s.Loss)
+	}
+	return nil
+}
+
 // parallelOptions is testOptions with a global batch every W divides.
 func parallelOptions(mod func(o *Options)) Options {
 	o := testOptions(0, false)
@@ -228,10 +240,8 @@ func TestShardedCheckpointReshards(t *testing.T) {
 				if tr, err = NewParallelTrainer(o, corpus, c); err != nil {
 					return err
 				}
-				for range 3 {
-					if _, err := tr.TrainStep(context.Background()); err != nil {
-						return err
-					}
+				if err := trainSteps(tr, 3, new([]float64)); err != nil {
+					return err
 				}
 			} else if tr, err = ResumeParallel(from, o, corpus, c); err != nil {
 				return err
@@ -285,14 +295,7 @@ func TestParallelResumeBitIdentical(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		for range 6 {
-			s, err := tr.TrainStep(context.Background())
-			if err != nil {
-				return err
-			}
-			straight[r] = append(straight[r], s.Loss)
-		}
-		return nil
+		return trainSteps(tr, 6, &straight[r])
 	})
 	out := t.TempDir()
 	resumed := make([][]float64, W)
@@ -301,12 +304,8 @@ func TestParallelResumeBitIdentical(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		for range 3 {
-			s, err := tr.TrainStep(context.Background())
-			if err != nil {
-				return err
-			}
-			resumed[r] = append(resumed[r], s.Loss)
+		if err := trainSteps(tr, 3, &resumed[r]); err != nil {
+			return err
 		}
 		if _, err := tr.Save(out, 0); err != nil {
 			return err
@@ -318,14 +317,7 @@ func TestParallelResumeBitIdentical(t *testing.T) {
 		if tr, err = ResumeParallel(dir, o, corpus, c); err != nil {
 			return err
 		}
-		for range 3 {
-			s, err := tr.TrainStep(context.Background())
-			if err != nil {
-				return err
-			}
-			resumed[r] = append(resumed[r], s.Loss)
-		}
-		return nil
+		return trainSteps(tr, 3, &resumed[r])
 	})
 	for r := range W {
 		if !slices.Equal(resumed[r], straight[r]) {
@@ -396,4 +388,40 @@ func TestParallelRankFailure(t *testing.T) {
 		t.Fatalf("rank 0 took %v to stop", d)
 	}
 	t.Logf("rank 0: %v", errs[0])
+}
+
+// A validation batch with fewer rows than ranks: the ranks left without a
+// row take part with an ignored padding row, and the loss is one
+// process's.
+func TestParallelEvaluateFewRows(t *testing.T) {
+	corpus := testCorpus(t)
+	o := parallelOptions(func(o *Options) {})
+	short := func(tr *Trainer) {
+		vb := tr.val[0]
+		tr.val = []ValBatch{{Inputs: vb.Inputs[:o.Seq], Targets: vb.Targets[:o.Seq], Rows: 1}}
+	}
+	ref, err := NewTrainer(o, corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short(ref)
+	want, err := ref.Evaluate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	onRanks(t, 4, func(r int, c dist.Comm) error {
+		tr, err := NewParallelTrainer(o, corpus, c)
+		if err != nil {
+			return err
+		}
+		short(tr)
+		got, err := tr.Evaluate(context.Background())
+		if err != nil {
+			return err
+		}
+		if math.Abs(got-want) > 1e-6*want {
+			return fmt.Errorf("validation loss %.9g, want %.9g", got, want)
+		}
+		return nil
+	})
 }

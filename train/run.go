@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/moesys/moesys/dist"
 )
 
 // RunConfig says where a run's outputs go.
@@ -161,15 +163,11 @@ func (t *Trainer) stopRequested(ctx, sctx context.Context) (bool, error) {
 	if t.par == nil {
 		return ctx.Err() != nil, nil
 	}
-	flag := t.par.flag
-	flag[0] = 0
-	if ctx.Err() != nil {
-		flag[0] = 1
-	}
-	if err := t.par.comm.AllReduce(sctx, flag); err != nil {
+	stop, err := dist.Any(sctx, t.par.comm, ctx.Err() != nil)
+	if err != nil {
 		return false, fmt.Errorf("train: stop: %w", err)
 	}
-	return flag[0] > 0, nil
+	return stop, nil
 }
 
 // progress prints a status line: a bar on a terminal, else a line every

@@ -54,18 +54,7 @@ type StepResult struct {
 // corpus. The corpus must hold at least one training and one validation
 // window.
 func NewTrainer(o Options, corpus *Corpus) (*Trainer, error) {
-	if err := o.Validate(); err != nil {
-		return nil, err
-	}
-	if err := corpus.Check(o.Seq); err != nil {
-		return nil, err
-	}
-	net, err := model.NewNet(o.Model, o.Seq)
-	if err != nil {
-		return nil, err
-	}
-	net.Init(o.Seed, o.InitStd)
-	return newTrainer(o, corpus, net, nil)
+	return NewParallelTrainer(o, corpus, nil)
 }
 
 // newTrainer builds the Trainer of net, a rank of c's parallel run when c

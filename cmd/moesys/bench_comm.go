@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,9 +30,6 @@ const (
 	// commRep is the least time one timed repetition lasts (calls are
 	// repeated to fill it), so that short collectives are timed in bulk.
 	commRep = 50 * time.Millisecond
-	// commWorkerOut names the environment variable through which the
-	// mpirun ranks of bench comm learn where rank 0 writes its results.
-	commWorkerOut = "MOESYS_BENCH_COMM_OUT"
 	// commOverheadTarget is the most moesys' MPI AllReduce may take of a
 	// raw blocking MPI_Allreduce's time (64 MiB, 2 ranks).
 	commOverheadTarget = 1.10
@@ -189,61 +185,19 @@ func commLaunch(opts benchOptions, progress io.Writer) ([]benchResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := os.CreateTemp("", "moesys-bench-comm-*.json")
-	if err != nil {
-		return nil, err
-	}
-	out.Close()
-	defer os.Remove(out.Name())
 	args := []string{"bench", "comm"}
 	if opts.quick {
 		args = append(args, "--quick")
 	}
 	cmd := dist.MPIRunCommand(commRanks, exe, args...)
-	cmd.Env = append(os.Environ(), commWorkerOut+"="+out.Name())
-	cmd.Stderr = progress // the ranks' progress; their tables are not needed
 	fmt.Fprintf(progress, "comm: MPI backend: %s\n", cmd)
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("%s: %w", cmd, err)
-	}
-	b, err := os.ReadFile(out.Name())
-	if err != nil {
-		return nil, err
-	}
-	var res []benchResult
-	if err := json.Unmarshal(b, &res); err != nil || len(res) == 0 {
-		return nil, fmt.Errorf("results of the MPI ranks (%s): %v", out.Name(), err)
-	}
-	return res, nil
+	return runMPIBench(cmd, nil, progress)
 }
 
 // commWorker is bench comm on one rank of the mpirun job commLaunch
-// started: it measures the MPI backend and raw MPI_Allreduce, and rank 0
-// writes the results to the file named by $MOESYS_BENCH_COMM_OUT.
+// started: it measures the MPI backend and raw MPI_Allreduce.
 func commWorker(opts benchOptions, progress io.Writer) error {
-	out := os.Getenv(commWorkerOut)
-	if out == "" {
-		return errors.New("bench comm starts its MPI ranks itself: run it without mpirun")
-	}
-	c, err := dist.InitMPI()
-	if err != nil {
-		return err
-	}
-	res, err := commMPI(c, opts, progress)
-	if err != nil {
-		return err // no Close: the job ends with this rank's failure
-	}
-	if err := c.Close(); err != nil {
-		return err
-	}
-	if c.Rank() != 0 {
-		return nil
-	}
-	b, err := json.Marshal(res)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(out, b, 0o644)
+	return mpiBenchWorker("comm", func(c dist.Comm) ([]benchResult, error) { return commMPI(c, opts, progress) })
 }
 
 // commMPI measures the MPI backend on c: bandwidth by size (AllReduce

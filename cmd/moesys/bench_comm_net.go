@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,7 +27,6 @@ func init() {
 
 const (
 	netModeEnv = "MOESYS_BENCH_NET_MODE" // the worker's part: fusion or hier
-	netOutEnv  = "MOESYS_BENCH_NET_OUT"  // where rank 0 writes its results
 	// The emulated cluster: two network namespaces joined by a veth pair
 	// whose both ends tbf limits to netRate.
 	netNS0, netNS1 = "moesys-bn0", "moesys-bn1"
@@ -57,7 +55,7 @@ func benchCommNet(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 		args = append(args, "--quick")
 	}
 	fmt.Fprintln(progress, "comm-net: fused vs one-by-one all-reduce of the tiny and small presets' dense gradients, 2 MPI ranks")
-	res, err := netRun(dist.MPIRunCommand(2, exe, args...), "fusion", progress)
+	res, err := runMPIBench(dist.MPIRunCommand(2, exe, args...), []string{netModeEnv + "=fusion"}, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -67,36 +65,11 @@ func benchCommNet(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 		return nil, err
 	}
 	defer cleanup()
-	hier, err := netRun(cmd, "hier", progress)
+	hier, err := runMPIBench(cmd, []string{netModeEnv + "=hier"}, progress)
 	if err != nil {
 		return nil, err
 	}
 	return append(res, hier...), nil
-}
-
-// netRun runs an mpirun job of this binary in worker mode and returns the
-// results its rank 0 wrote.
-func netRun(cmd *exec.Cmd, mode string, progress io.Writer) ([]benchResult, error) {
-	out, err := os.CreateTemp("", "moesys-bench-net-*.json")
-	if err != nil {
-		return nil, err
-	}
-	out.Close()
-	defer os.Remove(out.Name())
-	cmd.Env = append(os.Environ(), netModeEnv+"="+mode, netOutEnv+"="+out.Name())
-	cmd.Stdout, cmd.Stderr = io.Discard, progress // results come through the file
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("%s: %w", cmd, err)
-	}
-	b, err := os.ReadFile(out.Name())
-	if err != nil {
-		return nil, err
-	}
-	var res []benchResult
-	if err := json.Unmarshal(b, &res); err != nil || len(res) == 0 {
-		return nil, fmt.Errorf("results of the MPI ranks: %v", err)
-	}
-	return res, nil
 }
 
 // netCluster makes the emulated two-node cluster and returns the mpirun
@@ -163,44 +136,23 @@ func netCluster(exe string, args []string, progress io.Writer) (cleanup func(), 
 	}
 	a := []string{"netns", "exec", netNS0, "mpirun", "--allow-run-as-root", "--hostfile", hosts, "--mca", "plm_rsh_agent", agent,
 		"--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", netSubnet, "--mca", "oob_tcp_if_include", netSubnet,
-		"-x", netModeEnv, "-x", netOutEnv, "-np", "4", exe}
+		"-x", netModeEnv, "-x", benchMPIOut, "-np", "4", exe}
 	fmt.Fprintf(progress, "comm-net: cluster: %s and %s, veth pair with tbf rate %s each way (this kernel has no netem: no added delay)\n", netNS0, netNS1, netRate)
 	return cleanup, exec.Command("ip", append(a, args...)...), nil
 }
 
 // netWorker is one rank of a comm-net job.
 func netWorker(opts benchOptions, progress io.Writer) error {
-	out := os.Getenv(netOutEnv)
-	if out == "" {
-		return errors.New("bench comm-net starts its MPI ranks itself: run it without mpirun")
-	}
-	c, err := dist.InitMPI()
-	if err != nil {
-		return err
-	}
-	var res []benchResult
-	switch m := os.Getenv(netModeEnv); m {
-	case "fusion":
-		res, err = netFusion(c, opts, progress)
-	case "hier":
-		res, err = netHier(c, opts, progress)
-	default:
-		err = fmt.Errorf("%s=%q", netModeEnv, m)
-	}
-	if err != nil {
-		return err
-	}
-	if err := c.Close(); err != nil {
-		return err
-	}
-	if c.Rank() != 0 {
-		return nil
-	}
-	b, err := json.Marshal(res)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(out, b, 0o644)
+	return mpiBenchWorker("comm-net", func(c dist.Comm) ([]benchResult, error) {
+		switch m := os.Getenv(netModeEnv); m {
+		case "fusion":
+			return netFusion(c, opts, progress)
+		case "hier":
+			return netHier(c, opts, progress)
+		default:
+			return nil, fmt.Errorf("%s=%q", netModeEnv, m)
+		}
+	})
 }
 
 // timeAB times a and b alternately, n pairs, and returns their medians

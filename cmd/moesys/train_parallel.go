@@ -92,7 +92,7 @@ func (p *parallelRun) rank(ctx context.Context, c dist.Comm, abort context.Conte
 	}
 	// A rank that cannot start must not leave the others waiting in the
 	// first collective: every rank learns whether all started.
-	if err := agreeStart(ctx, c, err); err != nil {
+	if err := dist.Agree(ctx, c, "start", err); err != nil {
 		return train.Summary{}, err
 	}
 	rc := train.RunConfig{Out: p.out, Abort: abort}
@@ -111,19 +111,4 @@ func (p *parallelRun) rank(ctx context.Context, c dist.Comm, abort context.Conte
 		}
 	}
 	return tr.Run(ctx, rc)
-}
-
-// agreeStart returns err, or an error if another rank failed to start.
-func agreeStart(ctx context.Context, c dist.Comm, err error) error {
-	flag := []float32{0}
-	if err != nil {
-		flag[0] = 1
-	}
-	if cerr := c.AllReduce(ctx, flag); cerr != nil {
-		return errors.Join(err, cerr)
-	}
-	if err == nil && flag[0] > 0 {
-		return errors.New("another rank failed to start (see its error)")
-	}
-	return err
 }
