@@ -185,7 +185,8 @@ func unmarshalBody(body []byte, v any) *apiError {
 	case errors.As(err, &typ) && typ.Field == "":
 		return invalid("", "the request body must be a JSON object, not %s", typ.Value)
 	case errors.As(err, &typ):
-		return invalid(typ.Field, "%s must be %s, not %s", typ.Field, jsonKind(typ.Type.Kind().String()), typ.Value)
+		field := strings.TrimPrefix(typ.Field, "rawCommon.") // the embedded struct's name is no part of the API
+		return invalid(field, "%s must be %s, not %s", field, jsonKind(typ.Type.Kind().String()), typ.Value)
 	}
 	return invalid("", "the request body is not valid JSON: %v", err)
 }
