@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -301,11 +302,11 @@ func TestMethodsModelsHealthAndUnknownPaths(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var b strings.Builder
-		_, _ = fmt.Fprint(&b)
-		buf := make([]byte, 1<<16)
-		n, _ := resp.Body.Read(buf)
-		return resp.StatusCode, buf[:n]
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b
 	}
 	code, body := get("/v1/models")
 	var list ModelList
@@ -385,7 +386,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // Retry-After; a client that disconnects frees its slot at once, and the
 // next request runs.
 func TestQueueFullAndDisconnect(t *testing.T) {
-	s, hs := newTestServer(t, func(c *Config) { c.Model, c.Engine.MaxSeqs, c.Engine.MaxQueue, c.Engine.Context = endless(t), 1, 0, 4096 })
+	s, hs := newTestServer(t, func(c *Config) {
+		c.Model, c.Engine.MaxSeqs, c.Engine.MaxQueue, c.Engine.Context = endless(t), 1, 0, 4096
+	})
 	cancel, done := startStream(t, hs.URL, hs.Client())
 	code, hdr, body := post(t, hs, "/v1/completions", fmt.Sprintf(`{"model": %q, "prompt": "x", "max_tokens": 2}`, testModelName))
 	var e errorBody
@@ -404,7 +407,9 @@ func TestQueueFullAndDisconnect(t *testing.T) {
 // A request queued behind a busy slot whose client leaves is removed from
 // the queue.
 func TestQueuedRequestCancelled(t *testing.T) {
-	s, hs := newTestServer(t, func(c *Config) { c.Model, c.Engine.MaxSeqs, c.Engine.MaxQueue, c.Engine.Context = endless(t), 1, 4, 4096 })
+	s, hs := newTestServer(t, func(c *Config) {
+		c.Model, c.Engine.MaxSeqs, c.Engine.MaxQueue, c.Engine.Context = endless(t), 1, 4, 4096
+	})
 	cancel, done := startStream(t, hs.URL, hs.Client())
 	defer func() { cancel(); <-done }()
 	ctx, stop := context.WithCancel(context.Background())
@@ -449,16 +454,11 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 1<<20)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
-	text := b.String()
+	text := string(b)
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Errorf("content type %q", resp.Header.Get("Content-Type"))
 	}
