@@ -42,6 +42,56 @@ type generateResult struct {
 	Offload *offloadResult `json:"offload,omitempty"`
 }
 
+// openModel loads the checkpoint in dir as generate and serve run it:
+// resident, or, with --offload or a directory in the offload layout, its
+// dense weights with the routed experts on disk under off's budget,
+// planned for batch sequences per pass (the plan, and how auto chose the
+// policy, go to stderr). precision is "exact" or "fast". With --dry-run it
+// prints the plan (as JSON with asJSON) and returns a nil model. offRun is
+// nil for a resident model; closeModel releases everything.
+func openModel(ctx context.Context, fs *flag.FlagSet, dir string, off *offloadFlags, batch int, precision string, asJSON bool,
+	stdout, stderr io.Writer) (m *model.Model, offRun *offloadRun, closeModel func() error, err error) {
+	switch precision {
+	case "exact", "fast":
+	default:
+		return nil, nil, nil, fmt.Errorf("--precision %q: want exact or fast", precision)
+	}
+	offloaded, err := off.offloaded(fs, dir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if offloaded {
+		cfg, err := model.LoadConfig(dir)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		scfg, r, err := planOffload(dir, cfg, off, batch)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if off.dryRun {
+			return nil, nil, nil, r.dryRun(asJSON, stdout, stderr)
+		}
+		if r.auto != "" {
+			fmt.Fprintf(stderr, "offload policy %s\n", r.auto)
+		}
+		fmt.Fprintf(stderr, "offload plan: %s\n", r.plan)
+		if m, closeModel, err = openOffloaded(ctx, dir, scfg, r, off.noMeasure, stderr); err != nil {
+			return nil, nil, nil, err
+		}
+		offRun = r
+	} else {
+		if m, err = model.Load(dir); err != nil {
+			return nil, nil, nil, err
+		}
+		closeModel = m.Close
+	}
+	if precision == "fast" {
+		m.SetPrecision(model.Fast)
+	}
+	return m, offRun, closeModel, nil
+}
+
 // loadTokenizer finds the checkpoint's tokenizer: tokenizer.json in dir, or
 // moesys' byte-level one for byte-vocabulary models.
 func loadTokenizer(dir string, cfg *model.Config) (tokenizer.Tokenizer, error) {
@@ -104,48 +154,12 @@ func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 		return errUsage
 	}
 	p.StopStrings = stops
-	offloaded, err := off.offloaded(fs, *dir)
-	if err != nil {
+	ctx := context.Background()
+	m, offRun, closeModel, err := openModel(ctx, fs, *dir, &off, 1, *precision, *asJSON, stdout, stderr)
+	if err != nil || m == nil { // m == nil: --dry-run printed the plan
 		return err
 	}
-	ctx := context.Background()
-	var m *model.Model
-	var offRun *offloadRun // nil: resident
-	if offloaded {
-		cfg, err := model.LoadConfig(*dir)
-		if err != nil {
-			return err
-		}
-		scfg, r, err := planOffload(*dir, cfg, &off)
-		if err != nil {
-			return err
-		}
-		if off.dryRun {
-			return r.dryRun(*asJSON, stdout, stderr)
-		}
-		if r.auto != "" {
-			fmt.Fprintf(stderr, "offload policy %s\n", r.auto)
-		}
-		fmt.Fprintf(stderr, "offload plan: %s\n", r.plan)
-		mo, closeAll, err := openOffloaded(ctx, *dir, scfg, r, off.noMeasure, stderr)
-		if err != nil {
-			return err
-		}
-		defer func() { err = errors.Join(err, closeAll()) }()
-		m, offRun = mo, r
-	} else {
-		if m, err = model.Load(*dir); err != nil {
-			return err
-		}
-		defer m.Close()
-	}
-	switch *precision {
-	case "exact":
-	case "fast":
-		m.SetPrecision(model.Fast)
-	default:
-		return fmt.Errorf("--precision %q: want exact or fast", *precision)
-	}
+	defer func() { err = errors.Join(err, closeModel()) }()
 	tok, err := loadTokenizer(*dir, m.Cfg)
 	if err != nil {
 		return err

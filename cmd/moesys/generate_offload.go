@@ -116,9 +116,9 @@ type offloadRun struct {
 }
 
 // planOffload checks the layout and turns the flags into the scheduler's
-// configuration and the planner's plan: a budget below the policy's
-// minimum fails here, naming the minimum.
-func planOffload(dir string, cfg *model.Config, o *offloadFlags) (offload.SchedulerConfig, *offloadRun, error) {
+// configuration and the planner's plan for passes of batch sequences: a
+// budget below the policy's minimum fails here, naming the minimum.
+func planOffload(dir string, cfg *model.Config, o *offloadFlags, batch int) (offload.SchedulerConfig, *offloadRun, error) {
 	policy := offload.Auto
 	if o.policy != "" {
 		p, err := offload.ParsePolicy(o.policy)
@@ -135,8 +135,9 @@ func planOffload(dir string, cfg *model.Config, o *offloadFlags) (offload.Schedu
 	if err != nil {
 		return offload.SchedulerConfig{}, nil, err
 	}
-	// generate decodes one sequence: a pass's working set is K experts.
-	scfg := offload.SchedulerConfig{Policy: policy, Cache: cache, Budget: int64(o.budget), TopK: cfg.K, Batch: 1,
+	// A pass's working set is up to batch x K experts a layer (generate
+	// decodes one sequence; serve up to --max-seqs).
+	scfg := offload.SchedulerConfig{Policy: policy, Cache: cache, Budget: int64(o.budget), TopK: cfg.K, Batch: batch,
 		PregateDist: cfg.PregateDist, Depth: o.depth}
 	plan, err := offload.NewPlan(lay, scfg)
 	if err != nil {
