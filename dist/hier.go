@@ -84,6 +84,9 @@ func NewHierNodes(ctx context.Context, c Comm, node, local int) (*Hier, error) {
 // Nodes returns the number of nodes and of ranks per node.
 func (h *Hier) Nodes() (nodes, perNode int) { return len(h.rankAt), len(h.rankAt[0]) }
 
+// RankAt returns the world rank of local rank local on node node.
+func (h *Hier) RankAt(node, local int) int { return h.rankAt[node][local] }
+
 // AllToAllV is Comm.AllToAllV over the world, done in two levels.
 func (h *Hier) AllToAllV(ctx context.Context, send []byte, sendCounts []int, recv []byte, recvCounts []int) error {
 	W := h.Size()

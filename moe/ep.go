@@ -30,6 +30,8 @@ type EP struct {
 	arrived []float32        // rows as they arrive, grouped by sender (scratch)
 	split   epSplit          // of the last Send
 	lim     limitBufs
+	dd      *dedup  // the forward dispatch's node-level deduplication (Comm is a *dist.Hier)
+	cnt     []int64 // the counts exchange with dedup headers: El+2 per rank, sent and received
 }
 
 // epSplit is how the last Send's rows were divided.
@@ -59,7 +61,11 @@ func NewEP(c dist.Comm, e int) (*EP, error) {
 	if e < 1 || e%c.Size() != 0 {
 		return nil, fmt.Errorf("moe: expert parallelism: %d experts over %d ranks: the experts must divide evenly", e, c.Size())
 	}
-	return &EP{Comm: c, E: e}, nil
+	x := &EP{Comm: c, E: e}
+	if h, ok := c.(*dist.Hier); ok {
+		x.dd = newDedup(h)
+	}
+	return x, nil
 }
 
 // LocalExperts returns the first global expert this rank owns and how many.
@@ -89,8 +95,16 @@ func (x *EP) Send(ctx context.Context, role Role, rows []float32, p *Plan, D int
 	for r := range W {
 		sp.each[r] = El
 	}
-	if err := dist.AllToAllVOf(ctx, x.Comm, sp.sent, sp.each, sp.counts, sp.each); err != nil {
-		return nil, nil, fmt.Errorf("moe: dispatch counts: %w", err)
+	dd := x.dd
+	if role != Forward || p.K < 1 {
+		dd = nil
+	}
+	if dd == nil {
+		if err := dist.AllToAllVOf(ctx, x.Comm, sp.sent, sp.each, sp.counts, sp.each); err != nil {
+			return nil, nil, fmt.Errorf("moe: dispatch counts: %w", err)
+		}
+	} else if err := x.countsDedup(ctx, rows, p, D); err != nil {
+		return nil, nil, err
 	}
 	sp.sendN, sp.recvN = resize(sp.sendN, W), resize(sp.recvN, W)
 	for r := range W {
@@ -118,12 +132,62 @@ func (x *EP) Send(ctx context.Context, role Role, rows []float32, p *Plan, D int
 		at += int(n)
 	}
 	Rl := sp.offs[El]
+	if dd != nil {
+		x.recv[role] = resize(x.recv[role], Rl*D)
+		if err := dd.dispatch(ctx, x, x.recv[role], D); err != nil {
+			return nil, nil, err
+		}
+		return x.recv[role], sp.offs, nil
+	}
 	x.arrived, x.recv[role] = resize(x.arrived, Rl*D), resize(x.recv[role], Rl*D)
 	if err := dist.AllToAllVOf(ctx, x.Comm, rows[:p.Rows()*D], sp.sendN, x.arrived, sp.recvN); err != nil {
 		return nil, nil, fmt.Errorf("moe: dispatch rows: %w", err)
 	}
 	x.regroup(x.recv[role], x.arrived, false)
 	return x.recv[role], sp.offs, nil
+}
+
+// countsDedup is the counts exchange of a deduplicated dispatch: to each
+// rank its El counts and two header words, which for the rank with this
+// local rank on node n' are the tokens and list words of the stage 1
+// message to n' (else zero). It packs those messages, fills sp.counts and
+// the headers received.
+func (x *EP) countsDedup(ctx context.Context, rows []float32, p *Plan, D int) error {
+	d, sp := x.dd, &x.split
+	W := x.Comm.Size()
+	El := x.E / W
+	N, _ := d.h.Nodes()
+	myLocal := d.h.Node.Rank()
+	d.pack(x, rows, p, D)
+	x.cnt = resize(x.cnt, 2*W*(El+2))
+	out, in := x.cnt[:W*(El+2)], x.cnt[W*(El+2):]
+	each := resize(sp.each, W)
+	for r := range W {
+		each[r] = El + 2
+		o := out[r*(El+2) : (r+1)*(El+2)]
+		copy(o, sp.sent[r*El:(r+1)*El])
+		o[El], o[El+1] = 0, 0
+		if d.localOf[r] == myLocal {
+			n := d.nodeOf[r]
+			o[El], o[El+1] = d.hdr[2*n], d.hdr[2*n+1]
+		}
+	}
+	if err := dist.AllToAllVOf(ctx, x.Comm, out, each, in, each); err != nil {
+		return fmt.Errorf("moe: dispatch counts: %w", err)
+	}
+	d.hdrIn = resize(d.hdrIn, 2*N)
+	for s := range W {
+		i := in[s*(El+2) : (s+1)*(El+2)]
+		copy(sp.counts[s*El:(s+1)*El], i[:El])
+		if d.localOf[s] == myLocal {
+			n := d.nodeOf[s]
+			d.hdrIn[2*n], d.hdrIn[2*n+1] = i[El], i[El+1]
+		}
+	}
+	for r := range W {
+		each[r] = El
+	}
+	return nil
 }
 
 // regroup moves rows between the arrival order (sender-major: for each

@@ -7,6 +7,7 @@ import "fmt"
 // compare it, and dispatch and combine consume the same value.
 type Plan struct {
 	E int
+	K int // assignments per token (the routing's top-k)
 	// Offsets (E+1): expert e's rows are [Offsets[e], Offsets[e+1]).
 	Offsets []int
 	// RowSlot (R): routed row r holds assignment RowSlot[r] = t*K + k.
@@ -45,7 +46,7 @@ func NewPlanLimits(r Routing, E int, limits []int) Plan {
 		panic(fmt.Sprintf("moe.NewPlanLimits: %d limits for %d experts", len(limits), E))
 	}
 	n := r.T * r.K
-	p := Plan{E: E, Offsets: make([]int, E+1), SlotRow: make([]int32, n)}
+	p := Plan{E: E, K: r.K, Offsets: make([]int, E+1), SlotRow: make([]int32, n)}
 	counts := make([]int, E)
 	for s := 0; s < n; s++ {
 		e := int(r.IDsTK[s])

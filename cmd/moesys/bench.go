@@ -69,7 +69,7 @@ type benchOptions struct {
 }
 
 // benchSections lists the sections of the suites that have them (--only).
-var benchSections = map[string][]string{"offload": offloadSections}
+var benchSections = map[string][]string{"offload": offloadSections, "comm-net": {"fusion", "hier"}}
 
 func init() {
 	register("bench", "measure speed against this machine's limits (suites: kernels, decode, train, offload, comm)", runBench)
@@ -81,7 +81,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	quick := fs.Bool("quick", false, "fewer repetitions (about a minute); same result names")
 	modelDir := fs.String("model", "", "checkpoint for model suites (decode: default a random olmoe-1b-7b bf16 made once in the user cache)")
 	asJSON := fs.Bool("json", false, "print one JSON object (docs/BENCHMARKS.md format) on stdout")
-	only := fs.String("only", "", "comma-separated sections to run (offload: "+strings.Join(offloadSections, ", ")+"); default all")
+	only := fs.String("only", "", "comma-separated sections to run (offload: "+strings.Join(offloadSections, ", ")+"; comm-net: fusion, hier); default all")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: moesys bench SUITE [--quick] [--json] [--only SECTIONS]")
 		fmt.Fprintln(stderr, "\nSuites:")

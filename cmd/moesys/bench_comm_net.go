@@ -6,15 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/model"
+	"github.com/moesys/moesys/moe"
 	"github.com/moesys/moesys/train"
 )
 
@@ -54,10 +55,16 @@ func benchCommNet(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 	if opts.quick {
 		args = append(args, "--quick")
 	}
-	fmt.Fprintln(progress, "comm-net: fused vs one-by-one all-reduce of the tiny and small presets' dense gradients, 2 MPI ranks")
-	res, err := runMPIBench(dist.MPIRunCommand(2, exe, args...), []string{netModeEnv + "=fusion"}, progress)
-	if err != nil {
-		return nil, err
+	want := func(sec string) bool { return opts.only == nil || slices.Contains(opts.only, sec) }
+	var res []benchResult
+	if want("fusion") {
+		fmt.Fprintln(progress, "comm-net: fused vs one-by-one all-reduce of the tiny and small presets' dense gradients, 2 MPI ranks")
+		if res, err = runMPIBench(dist.MPIRunCommand(2, exe, args...), []string{netModeEnv + "=fusion"}, progress); err != nil {
+			return nil, err
+		}
+	}
+	if !want("hier") {
+		return res, nil
 	}
 	fmt.Fprintln(progress, "comm-net: hierarchical vs flat dispatch, 2 nodes (network namespaces) x 2 ranks, "+netRate+"/s between them")
 	cleanup, cmd, err := netCluster(exe, args, progress)
@@ -75,7 +82,8 @@ func benchCommNet(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 // netCluster makes the emulated two-node cluster and returns the mpirun
 // command that runs 4 ranks on it, 2 per namespace: mpirun itself runs in
 // the first namespace, and starts the second "node"'s daemon through an
-// rsh agent that enters the second namespace (so each node's ranks reach
+// rsh agent that enters the second namespace, with a host name of its own
+// in a UTS namespace (so each node's ranks reach
 // their daemon over their own loopback, and everything between the nodes
 // crosses the rate-limited veth pair). cleanup deletes the namespaces.
 func netCluster(exe string, args []string, progress io.Writer) (cleanup func(), cmd *exec.Cmd, err error) {
@@ -126,7 +134,7 @@ func netCluster(exe string, args []string, progress io.Writer) (cleanup func(), 
 	}
 	agent := filepath.Join(dir, "nsagent")
 	hosts := filepath.Join(dir, "hosts")
-	err = os.WriteFile(agent, []byte("#!/bin/sh\n# rsh agent of the emulated cluster: the host is a network namespace\nhost=$1; shift\nexec ip netns exec \"$host\" /bin/sh -c \"$*\"\n"), 0o755)
+	err = os.WriteFile(agent, []byte("#!/bin/sh\n# rsh agent of the emulated cluster: the host is a network namespace\nhost=$1; shift\nexec ip netns exec \"$host\" unshare --uts /bin/sh -c \"hostname $host; $*\"\n"), 0o755)
 	if err == nil {
 		err = os.WriteFile(hosts, []byte("localhost slots=2\n"+netNS1+" slots=2\n"), 0o644)
 	}
@@ -158,25 +166,34 @@ func netWorker(opts benchOptions, progress io.Writer) error {
 // timeAB times a and b alternately, n pairs, and returns their medians
 // (seconds). Rank 0's clock decides; a barrier starts each call.
 func timeAB(ctx context.Context, c dist.Comm, n int, a, b func() error) (float64, float64, error) {
-	var ta, tb []float64
+	ts, err := timeEach(ctx, c, n, a, b)
+	if err != nil {
+		return 0, 0, err
+	}
+	return ts[0], ts[1], nil
+}
+
+// timeEach times fs in turn, n rounds, and returns each one's median
+// (seconds). Rank 0's clock decides; a barrier starts each call.
+func timeEach(ctx context.Context, c dist.Comm, n int, fs ...func() error) ([]float64, error) {
+	times := make([][]float64, len(fs))
 	for range n {
-		for i, f := range []func() error{a, b} {
+		for i, f := range fs {
 			if err := c.Barrier(ctx); err != nil {
-				return 0, 0, err
+				return nil, err
 			}
 			t := time.Now()
 			if err := f(); err != nil {
-				return 0, 0, err
+				return nil, err
 			}
-			d := time.Since(t).Seconds()
-			if i == 0 {
-				ta = append(ta, d)
-			} else {
-				tb = append(tb, d)
-			}
+			times[i] = append(times[i], time.Since(t).Seconds())
 		}
 	}
-	return median(ta), median(tb), nil
+	med := make([]float64, len(fs))
+	for i, ts := range times {
+		med[i] = median(ts)
+	}
+	return med, nil
 }
 
 // netFusion: the dense gradients of the tiny and small presets (as data
@@ -255,18 +272,24 @@ func netFusionOf(c dist.Comm, preset string, opts benchOptions, progress io.Writ
 	return []benchResult{r}, nil
 }
 
-// netHier: a MoE layer's dispatch (hidden 1024; each rank's tokens routed
-// by a random router, rows sent to the experts' ranks) over the flat and
-// the hierarchical all-to-all, on 2 nodes of 2 ranks.
+// netHier: a MoE layer's forward dispatch (hidden 1024; each rank's
+// tokens routed by a router with random weights, each (token, expert) row
+// sent to the expert's rank, as moe.EP sends them) on 2 nodes of 2 ranks,
+// three ways: the flat exchange, Hier's two-level exchange of the same
+// rows, and the two levels with node-level deduplication (a token crosses
+// to a node once and is fanned out there; moe.EP over a dist.Hier). The
+// headline is the deduplicated dispatch over the flat one.
 func netHier(c dist.Comm, opts benchOptions, progress io.Writer) ([]benchResult, error) {
 	ctx := context.Background()
 	const D, T = 1024, 1024 // hidden size, tokens per rank
-	W := c.Size()
 	h, err := dist.NewHier(ctx, c, 2)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
+	// The two-level exchange without deduplication: Hier's AllToAllV
+	// behind a Comm that moe.EP does not recognise as a Hier.
+	plain := struct{ dist.Comm }{h}
 	rng := rand.New(rand.NewPCG(uint64(c.Rank()), 77))
 	x := make([]float32, T*D)
 	for i := range x {
@@ -284,74 +307,54 @@ func netHier(c dist.Comm, opts benchOptions, progress io.Writer) ([]benchResult,
 		for i := range wg {
 			wg[i] = float32(wr.NormFloat64() * 0.02)
 		}
-		El := cfg.E / W
-		byRank := make([][]int, W) // tokens sent to each rank (one row per (token, expert))
-		logits := make([]float64, cfg.E)
+		logits := make([]float32, T*cfg.E)
 		for t := range T {
 			for e := range cfg.E {
 				var s float64
 				for d := range D {
 					s += float64(x[t*D+d]) * float64(wg[e*D+d])
 				}
-				logits[e] = s
-			}
-			for range cfg.K { // top-K by repeated argmax
-				best := 0
-				for e := range logits {
-					if logits[e] > logits[best] {
-						best = e
-					}
-				}
-				logits[best] = math.Inf(-1)
-				byRank[best/El] = append(byRank[best/El], t)
+				logits[t*cfg.E+e] = float32(s)
 			}
 		}
-		sc, rc := make([]int, W), make([]int64, W)
-		var send []float32
-		for r, toks := range byRank {
-			sc[r] = len(toks) * D
-			for _, t := range toks {
-				send = append(send, x[t*D:(t+1)*D]...)
+		routing := moe.Router{K: cfg.K, Normalize: true}.Route(logits, T, cfg.E)
+		plan := moe.NewPlan(routing, cfg.E, -1)
+		rows := make([]float32, plan.Rows()*D)
+		moe.Dispatch(rows, x, plan, cfg.K, D)
+		var eps [3]*moe.EP
+		for i, comm := range []dist.Comm{c, plain, h} {
+			if eps[i], err = moe.NewEP(comm, cfg.E); err != nil {
+				return nil, err
 			}
 		}
-		mine := make([]int64, W)
-		for r := range W {
-			mine[r] = int64(sc[r])
+		var outs [3][]float32
+		send := func(i int) func() error {
+			return func() error {
+				out, _, err := eps[i].Send(ctx, moe.Forward, rows, &plan, D)
+				outs[i] = out
+				return err
+			}
 		}
-		ones := make([]int, W)
-		for r := range ones {
-			ones[r] = 1
-		}
-		if err := dist.AllToAllVOf(ctx, c, mine, ones, rc, ones); err != nil {
-			return nil, err
-		}
-		rcs, nr := make([]int, W), 0
-		for r := range W {
-			rcs[r] = int(rc[r])
-			nr += rcs[r]
-		}
-		flatOut, hierOut := make([]float32, nr), make([]float32, nr)
-		flat := func() error { return dist.AllToAllVOf(ctx, c, send, sc, flatOut, rcs) }
-		hier := func() error { return dist.AllToAllVOf(ctx, h, send, sc, hierOut, rcs) }
-		tFlat, tHier, err := timeAB(ctx, c, pairs, flat, hier)
+		ts, err := timeEach(ctx, c, pairs, send(0), send(1), send(2))
 		if err != nil {
 			return nil, err
 		}
-		for i := range flatOut {
-			if flatOut[i] != hierOut[i] {
-				return nil, fmt.Errorf("top-%d/%d experts: the hierarchical dispatch delivered other rows than the flat one", cfg.K, cfg.E)
+		for i := 1; i < 3; i++ {
+			if !slices.Equal(outs[i], outs[0]) {
+				return nil, fmt.Errorf("top-%d/%d experts: the hierarchical dispatch (%d) delivered other rows than the flat one", cfg.K, cfg.E, i)
 			}
 		}
+		tFlat, tTwo, tDedup := ts[0], ts[1], ts[2]
 		name := fmt.Sprintf("comm_hier_vs_flat_alltoall_speedup_top%d_e%d", cfg.K, cfg.E)
 		if cfg.K == 2 && cfg.E == 8 {
 			name = "comm_hier_vs_flat_alltoall_speedup"
 		}
-		note := fmt.Sprintf("dispatch of %d tokens x top-%d over %d experts per rank, hidden %d (f32 rows, %s sent per rank); 2 nodes x 2 ranks, %s/s link; flat %.1f ms, hierarchical %.1f ms (medians of %d alternating pairs)",
-			T, cfg.K, cfg.E, D, sizeLabel(4*len(send)), netRate, 1e3*tFlat, 1e3*tHier, pairs)
+		note := fmt.Sprintf("forward dispatch of %d tokens x top-%d over %d experts per rank, hidden %d (f32 rows, %s routed per rank); 2 nodes x 2 ranks, %s/s link; flat %.1f ms, two-level %.1f ms, two-level with node-level dedup %.1f ms (medians of %d rounds)",
+			T, cfg.K, cfg.E, D, sizeLabel(4*len(rows)), netRate, 1e3*tFlat, 1e3*tTwo, 1e3*tDedup, pairs)
 		if c.Rank() == 0 {
 			fmt.Fprintf(progress, "comm-net: %s\n", note)
 		}
-		r := benchResult{Name: name, Value: tFlat / tHier, Unit: "x", Ratio: tFlat / tHier, Note: note}
+		r := benchResult{Name: name, Value: tFlat / tDedup, Unit: "x", Ratio: tFlat / tDedup, Note: note}
 		if name == "comm_hier_vs_flat_alltoall_speedup" {
 			r.Target = hierTarget
 		}
