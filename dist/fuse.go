@@ -3,6 +3,7 @@ package dist
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // Fused sums many tensors over a Comm with few collectives (fusion
@@ -28,6 +29,7 @@ type Fused struct {
 	next    int       // next bucket to launch
 	ch      chan int
 	done    chan error
+	busy    time.Duration // time in the collectives, all rounds
 }
 
 // fusedBucket is tensors [lo, hi) of the list, packed (or one big tensor).
@@ -85,6 +87,11 @@ func (f *Fused) Ready(i int) {
 	}
 }
 
+// Busy returns the time the rounds so far spent summing buckets (packing
+// included), most of it overlapping the caller's work. Read it between
+// rounds.
+func (f *Fused) Busy() time.Duration { return f.busy }
+
 // Wait ends the round: it returns once every bucket is summed (each tensor
 // then holds the sum over the ranks), or the first error. Every tensor must
 // have been Ready.
@@ -105,9 +112,11 @@ func (f *Fused) worker(ctx context.Context, ch <-chan int, done chan<- error) {
 		if first != nil {
 			continue
 		}
+		t := time.Now()
 		if err := f.reduce(ctx, f.buckets[b]); err != nil {
 			first = fmt.Errorf("dist: fused all-reduce: %w", err)
 		}
+		f.busy += time.Since(t)
 	}
 	done <- first
 }

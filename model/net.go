@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"time"
 
 	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/kernel"
@@ -77,6 +78,7 @@ type Net struct {
 	epFirst, epN int
 	expertOf     map[*Param]int // per-expert Param views -> their expert
 	lossBuf      []float32      // reduceLoss's buffer
+	lossBusy     time.Duration  // time in reduceLoss
 }
 
 // netLayer is one block's parameters.

@@ -3,6 +3,7 @@ package model
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/moe"
@@ -69,6 +70,21 @@ func (n *Net) bindExperts(ly *netLayer) {
 	ly.expertsG = moe.Grads{W13: ly.w13.G[a13:b13], W2: ly.w2.G[a2:b2]}
 }
 
+// CommBusy returns the time the passes so far spent communicating under
+// expert parallelism (the expert exchanges and the loss sums), which the
+// passes wait for; zero without it.
+func (n *Net) CommBusy() time.Duration {
+	d := n.lossBusy
+	for l := range n.layers {
+		if x := n.layers[l].experts; x != nil {
+			if b, ok := x.Exchange.(interface{ Busy() time.Duration }); ok {
+				d += b.Busy()
+			}
+		}
+	}
+	return d
+}
+
 // ExpertParam reports whether p is a routed expert's weight and, if so,
 // whether this rank owns it (always, without expert parallelism). Dense
 // parameters (everything else: attention, norms, embeddings, routers,
@@ -88,6 +104,7 @@ func (n *Net) ExpertParam(p *Param) (expert, local bool) {
 // sums are float32 (rounding ~1e-7 relative against the single-process
 // float64 sums).
 func (n *Net) reduceLoss(ctx context.Context, loss *Loss) error {
+	defer func(t time.Time) { n.lossBusy += time.Since(t) }(time.Now())
 	s := n.stats
 	buf := n.lossBuf[:0]
 	for _, v := range s.Count {

@@ -3,6 +3,7 @@ package moe
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/moesys/moesys/dist"
 )
@@ -32,6 +33,7 @@ type EP struct {
 	lim     limitBufs
 	dd      *dedup  // the forward dispatch's node-level deduplication (Comm is a *dist.Hier)
 	cnt     []int64 // the counts exchange with dedup headers: El+2 per rank, sent and received
+	busy    time.Duration
 }
 
 // epSplit is how the last Send's rows were divided.
@@ -74,8 +76,13 @@ func (x *EP) LocalExperts() (first, n int) {
 	return x.Comm.Rank() * n, n
 }
 
+// Busy returns the time spent in Send, Return and Limits so far: the
+// layer's communication, which its caller waits for.
+func (x *EP) Busy() time.Duration { return x.busy }
+
 // Send implements Exchange.
 func (x *EP) Send(ctx context.Context, role Role, rows []float32, p *Plan, D int) ([]float32, []int, error) {
+	defer x.timed(time.Now())
 	W := x.Comm.Size()
 	if role >= roles {
 		return nil, nil, fmt.Errorf("moe: expert parallelism: dispatch role %d", role)
@@ -215,6 +222,7 @@ func (x *EP) regroup(byExpert, bySender []float32, back bool) {
 // Return implements Exchange: recv (in local-expert order, as the last
 // Send returned it) goes back to the senders, into rows in p's order.
 func (x *EP) Return(ctx context.Context, rows, recv []float32, p *Plan, D int) error {
+	defer x.timed(time.Now())
 	sp := &x.split
 	if D != sp.D || sp.offs == nil {
 		return fmt.Errorf("moe: combine without its dispatch (D %d, dispatched %d)", D, sp.D)
@@ -233,6 +241,7 @@ func (x *EP) Return(ctx context.Context, rows, recv []float32, p *Plan, D int) e
 // limit for expert e is what is left of e's capacity after ranks 0..r-1's
 // demand, at most its own.
 func (x *EP) Limits(ctx context.Context, want []int, T, K int, cf float64, limits []int) error {
+	defer x.timed(time.Now())
 	W, E := x.Comm.Size(), x.E
 	if len(want) != E || len(limits) != E {
 		return fmt.Errorf("moe: capacity limits: %d demands and %d limits for %d experts", len(want), len(limits), E)
@@ -261,6 +270,8 @@ func (x *EP) Limits(ctx context.Context, want []int, T, K int, cf float64, limit
 	}
 	return nil
 }
+
+func (x *EP) timed(start time.Time) { x.busy += time.Since(start) }
 
 // resize returns s with length n, reallocated only when it must grow.
 func resize[T any](s []T, n int) []T {

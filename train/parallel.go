@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/model"
@@ -50,6 +51,7 @@ type parallel struct {
 	sq           []float64            // this rank's experts' squared gradient norm (1)
 	sqs          []float64            // every rank's
 	pad          valPad
+	wait         time.Duration   // this step's wait for the gradient all-reduce and norm
 	ctx          context.Context // Save's collectives during Run (nil: Background)
 }
 

@@ -130,6 +130,11 @@ func TestParallelMatchesSingleProcess(t *testing.T) {
 						if got.Tokens != w.Tokens {
 							return fmt.Errorf("step %d: %d tokens, want %d", s+1, got.Tokens, w.Tokens)
 						}
+						// The communication figures: something was exchanged
+						// and reduced, within the step's time.
+						if got.CommSeconds <= 0 || got.CommSeconds > got.Seconds || got.ReduceSeconds <= 0 {
+							return fmt.Errorf("step %d: communication %.3gs, all-reduce %.3gs of a %.3gs step", s+1, got.CommSeconds, got.ReduceSeconds, got.Seconds)
+						}
 						rows := o.Batch / W * o.Seq * o.Model.K
 						for i, l := range moeLayers {
 							all := wantIDs[s][i]

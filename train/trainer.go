@@ -48,6 +48,13 @@ type StepResult struct {
 	GradNorm float64 `json:"grad_norm"` // before clipping
 	Tokens   int     `json:"tokens"`
 	Seconds  float64 `json:"seconds"`
+	// CommSeconds is, in a parallel run, the part of Seconds this rank
+	// waited for communication: the expert exchanges, the loss sums, the
+	// gradient all-reduce's tail that backward did not hide, and the
+	// gradient norm. ReduceSeconds is the time the gradient all-reduce
+	// took in all, mostly hidden behind backward.
+	CommSeconds   float64 `json:"comm_seconds,omitempty"`
+	ReduceSeconds float64 `json:"reduce_seconds,omitempty"`
 }
 
 // NewTrainer builds a model from o (weights initialised from o.Seed) over
@@ -133,6 +140,11 @@ func (t *Trainer) syncBF16() {
 func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 	o := t.Opts
 	start := time.Now()
+	var busy0, reduce0 time.Duration
+	if t.par != nil {
+		busy0, reduce0 = t.Net.CommBusy(), t.par.fused.Busy()
+		t.par.wait = 0
+	}
 	t.Net.ZeroGrad()
 	var r StepResult
 	inv := 1 / float64(o.Accum)
@@ -160,9 +172,13 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 	}
 	if t.par != nil {
 		var err error
+		tn := time.Now()
 		if r.GradNorm, err = t.par.norm(ctx); err != nil {
 			return fail(err)
 		}
+		t.par.wait += time.Since(tn)
+		r.CommSeconds = (t.Net.CommBusy() - busy0 + t.par.wait).Seconds()
+		r.ReduceSeconds = (t.par.fused.Busy() - reduce0).Seconds()
 		optim.ClipTo(t.params, r.GradNorm, o.Clip)
 	} else {
 		r.GradNorm = optim.ClipGradNorm(t.params, o.Clip)
@@ -193,7 +209,10 @@ func (t *Trainer) backward(ctx context.Context, scale float32, last bool) error 
 	t.Net.GradsDone = t.par.ready
 	err := t.Net.Backward(ctx, scale)
 	t.Net.GradsDone = nil
-	if ferr := f.Wait(); err == nil && ferr != nil {
+	tw := time.Now()
+	ferr := f.Wait()
+	t.par.wait += time.Since(tw)
+	if err == nil && ferr != nil {
 		err = fmt.Errorf("gradients over the ranks: %w", ferr)
 	}
 	return err

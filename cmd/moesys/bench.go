@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,6 +67,8 @@ type benchOptions struct {
 	quick bool
 	model string   // checkpoint directory for model suites ("" = default)
 	only  []string // sections to run (suites with sections; nil: all)
+	ranks []int    // train: the parallel section's rank counts (--ranks)
+	steps int      // train --ranks: timed steps per run (0: default)
 }
 
 // benchSections lists the sections of the suites that have them (--only).
@@ -82,8 +85,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	modelDir := fs.String("model", "", "checkpoint for model suites (decode: default a random olmoe-1b-7b bf16 made once in the user cache)")
 	asJSON := fs.Bool("json", false, "print one JSON object (docs/BENCHMARKS.md format) on stdout")
 	only := fs.String("only", "", "comma-separated sections to run (offload: "+strings.Join(offloadSections, ", ")+"; comm-net: fusion, hier); default all")
+	ranks := fs.String("ranks", "", "train: data + expert parallel training over these rank counts instead (e.g. 1,2): tokens/s and communication share, MPI processes and in-process ranks")
+	steps := fs.Int("steps", 0, "train --ranks: timed steps per run (default 5, --quick 3)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: moesys bench SUITE [--quick] [--json] [--only SECTIONS]")
+		fmt.Fprintln(stderr, "Usage: moesys bench SUITE [--quick] [--json] [--only SECTIONS] [--ranks 1,2]")
 		fmt.Fprintln(stderr, "\nSuites:")
 		names := make([]string, 0, len(benchSuites))
 		for n := range benchSuites {
@@ -95,7 +100,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stderr, "\nFlags:")
 		fs.PrintDefaults()
-		fmt.Fprintln(stderr, "\nExamples:\n  moesys bench kernels --quick\n  moesys bench kernels --json > kernels.json\n  moesys bench offload --only disk")
+		fmt.Fprintln(stderr, "\nExamples:\n  moesys bench kernels --quick\n  moesys bench kernels --json > kernels.json\n  moesys bench offload --only disk\n  moesys bench train --ranks 1,2")
 	}
 	suiteName := ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -118,7 +123,19 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		return fmt.Errorf("unknown suite %q", suiteName)
 	}
-	opts := benchOptions{quick: *quick, model: *modelDir}
+	opts := benchOptions{quick: *quick, model: *modelDir, steps: *steps}
+	if *ranks != "" {
+		if suiteName != "train" {
+			return fmt.Errorf("--ranks: only the train suite runs over ranks")
+		}
+		for _, f := range strings.Split(*ranks, ",") {
+			w, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || w < 1 {
+				return fmt.Errorf("--ranks %q: want rank counts like 1,2", *ranks)
+			}
+			opts.ranks = append(opts.ranks, w)
+		}
+	}
 	if *only != "" {
 		opts.only = strings.Split(*only, ",")
 		for _, o := range opts.only {

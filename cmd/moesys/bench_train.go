@@ -140,6 +140,9 @@ func trainFlopsPerToken(c *model.Config, T int) float64 {
 }
 
 func benchTrain(opts benchOptions, progress io.Writer) ([]benchResult, error) {
+	if len(opts.ranks) > 0 {
+		return benchTrainRanks(opts, progress)
+	}
 	var res []benchResult
 	rounds, steps := 3, 5
 	if opts.quick {

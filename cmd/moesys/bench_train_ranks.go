@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sync"
+
+	"github.com/moesys/moesys/dist"
+	"github.com/moesys/moesys/kernel"
+	"github.com/moesys/moesys/train"
+)
+
+// `moesys bench train --ranks 1,2`: data + expert parallel training of the
+// small preset over W ranks on this machine, W = 1 (one process, every
+// core) against W ranks as MPI processes (mpirun, the cores shared out)
+// and as in-process ranks, rounds alternating; tokens/s of the global
+// batch and the share of the step each rank waits for communication.
+
+const (
+	trainRanksEnv    = "MOESYS_BENCH_TRAIN_RANKS" // set in the MPI ranks of the parallel section
+	trainRanksPreset = "small"
+)
+
+// rankRun is one parallel measurement: per step, tokens/s of the global
+// batch and the communication share of rank 0's step.
+type rankRun struct {
+	tokS, comm, reduce []float64
+}
+
+// parallelBenchTrainer builds rank c's trainer of the preset over random
+// tokens (c nil: one process).
+func parallelBenchTrainer(c dist.Comm) (*train.Trainer, train.Options, error) {
+	o, err := train.PresetOptions(trainRanksPreset)
+	if err != nil {
+		return nil, o, err
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	toks := make([]int32, 8*o.Batch*(o.Seq+1))
+	for i := range toks {
+		toks[i] = int32(rng.IntN(o.Model.V))
+	}
+	corpus := &train.Corpus{Train: toks[:len(toks)*3/4], Val: toks[len(toks)*3/4:], Source: "random bytes"}
+	tr, err := train.NewParallelTrainer(o, corpus, c)
+	return tr, o, err
+}
+
+// measureRank runs one warm-up step and steps timed steps on this rank.
+func measureRank(c dist.Comm, steps int) (rankRun, error) {
+	tr, o, err := parallelBenchTrainer(c)
+	if err != nil {
+		return rankRun{}, err
+	}
+	var run rankRun
+	ctx := context.Background()
+	for i := range steps + 1 {
+		s, err := tr.TrainStep(ctx)
+		if err != nil {
+			return rankRun{}, err
+		}
+		if i == 0 {
+			continue
+		}
+		run.tokS = append(run.tokS, float64(o.Batch*o.Seq*o.Accum)/s.Seconds)
+		run.comm = append(run.comm, s.CommSeconds/s.Seconds)
+		run.reduce = append(run.reduce, s.ReduceSeconds/s.Seconds)
+	}
+	return run, nil
+}
+
+// localRanks measures W in-process ranks, each with its share of the
+// cores; rank 0's figures.
+func localRanks(W, steps int) (rankRun, error) {
+	comms, err := dist.NewLocal(W)
+	if err != nil {
+		return rankRun{}, err
+	}
+	kernel.SetThreads(max(1, runtime.NumCPU()/W))
+	defer kernel.SetThreads(runtime.NumCPU())
+	runs := make([]rankRun, W)
+	errs := make([]error, W)
+	var wg sync.WaitGroup
+	for r, c := range comms {
+		wg.Go(func() { runs[r], errs[r] = measureRank(c, steps) })
+	}
+	wg.Wait()
+	return runs[0], errors.Join(errs...)
+}
+
+// mpiRanks measures W MPI ranks (this binary under mpirun); rank 0's
+// figures come back as three results: tokens/s, comm and reduce shares.
+func mpiRanks(W, steps int, progress io.Writer) (rankRun, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return rankRun{}, err
+	}
+	cmd := dist.MPIRunCommand(W, exe, "bench", "train", "--ranks", fmt.Sprint(W), "--steps", fmt.Sprint(steps))
+	res, err := runMPIBench(cmd, []string{trainRanksEnv + "=1"}, progress)
+	if err != nil {
+		return rankRun{}, err
+	}
+	var run rankRun
+	for _, r := range res {
+		switch r.Name {
+		case "tok_s":
+			run.tokS = append(run.tokS, r.Value)
+		case "comm":
+			run.comm = append(run.comm, r.Value)
+		case "reduce":
+			run.reduce = append(run.reduce, r.Value)
+		}
+	}
+	if len(run.tokS) == 0 {
+		return rankRun{}, errors.New("the MPI ranks reported no steps")
+	}
+	return run, nil
+}
+
+// trainRanksWorker is one MPI rank of mpiRanks.
+func trainRanksWorker(steps int) error {
+	return mpiBenchWorker("train", func(c dist.Comm) ([]benchResult, error) {
+		node, err := dist.NodeOf(context.Background(), c)
+		if err != nil {
+			return nil, err
+		}
+		kernel.SetThreads(max(1, runtime.NumCPU()/node.LocalSize))
+		run, err := measureRank(c, steps)
+		if err != nil {
+			return nil, err
+		}
+		var res []benchResult
+		for i := range run.tokS {
+			res = append(res, benchResult{Name: "tok_s", Value: run.tokS[i]}, benchResult{Name: "comm", Value: run.comm[i]},
+				benchResult{Name: "reduce", Value: run.reduce[i]})
+		}
+		return res, nil
+	})
+}
+
+// benchTrainRanks is the parallel section: W = 1 and each W of ranks, in
+// alternating rounds.
+func benchTrainRanks(opts benchOptions, progress io.Writer) ([]benchResult, error) {
+	if dist.UnderMPI() {
+		if os.Getenv(trainRanksEnv) == "" {
+			return nil, errors.New("bench train --ranks starts its MPI ranks itself: run it without mpirun")
+		}
+		return nil, trainRanksWorker(opts.steps)
+	}
+	rounds, steps := 3, 5
+	if opts.quick {
+		rounds, steps = 2, 3
+	}
+	if opts.steps > 0 {
+		steps = opts.steps
+	}
+	o, err := train.PresetOptions(trainRanksPreset)
+	if err != nil {
+		return nil, err
+	}
+	type key struct {
+		W   int
+		mpi bool
+	}
+	var keys []key
+	for _, W := range opts.ranks {
+		if W < 1 || o.Model.E%W != 0 || o.Batch%W != 0 {
+			return nil, fmt.Errorf("--ranks %d: the %s preset's %d experts and batch of %d must divide over the ranks", W, trainRanksPreset, o.Model.E, o.Batch)
+		}
+		if W == 1 {
+			continue
+		}
+		if dist.MPIAvailable() {
+			keys = append(keys, key{W, true})
+		} else {
+			fmt.Fprintf(progress, "train --ranks: no MPI backend in this binary (make build): W=%d runs in-process only\n", W)
+		}
+		keys = append(keys, key{W, false})
+	}
+	keys = append([]key{{1, false}}, keys...)
+	got := map[key]*rankRun{}
+	for _, k := range keys {
+		got[k] = &rankRun{}
+	}
+	for r := range rounds {
+		for _, k := range keys {
+			var run rankRun
+			var err error
+			switch {
+			case k.W == 1:
+				kernel.SetThreads(runtime.NumCPU())
+				run, err = measureRank(nil, steps)
+			case k.mpi:
+				run, err = mpiRanks(k.W, steps, progress)
+			default:
+				run, err = localRanks(k.W, steps)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%d ranks (%s): %w", k.W, backendName(k.W, k.mpi), err)
+			}
+			g := got[k]
+			g.tokS, g.comm, g.reduce = append(g.tokS, run.tokS...), append(g.comm, run.comm...), append(g.reduce, run.reduce...)
+			fmt.Fprintf(progress, "round %d W=%d %s: %.0f tokens/s, communication %.0f%% of the step (all-reduce %.0f%%, mostly hidden)\n",
+				r+1, k.W, backendName(k.W, k.mpi), median(run.tokS), 100*median(run.comm), 100*median(run.reduce))
+		}
+	}
+	base := median(got[key{1, false}].tokS)
+	res := []benchResult{{Name: "train_ranks_small_w1", Value: base, Unit: "tok/s",
+		Note: fmt.Sprintf("one process, %d threads, %s preset (global batch %d x seq %d); median of %d steps", runtime.NumCPU(), trainRanksPreset, o.Batch, o.Seq, len(got[key{1, false}].tokS))}}
+	for _, k := range keys[1:] {
+		g := got[k]
+		name := fmt.Sprintf("train_ranks_small_w%d_%s", k.W, map[bool]string{true: "mpi", false: "local"}[k.mpi])
+		tps := median(g.tokS)
+		res = append(res, benchResult{Name: name, Value: tps, Unit: "tok/s", Bound: base, Ratio: tps / base,
+			Note: fmt.Sprintf("%d ranks (%s), %d thread(s) each, same global batch; bound = W=1 tokens/s; medians of %d steps", k.W, backendName(k.W, k.mpi), max(1, runtime.NumCPU()/k.W), len(g.tokS))},
+			benchResult{Name: name + "_comm_fraction", Value: median(g.comm), Unit: "of step",
+				Note: fmt.Sprintf("rank 0's wait for communication (expert all-to-alls, loss sums, the gradient all-reduce's exposed tail, the norm); the all-reduce itself took %.0f%% of the step, overlapped with backward", 100*median(g.reduce))})
+	}
+	return res, nil
+}
+
+func backendName(W int, mpi bool) string {
+	switch {
+	case W == 1:
+		return "one process"
+	case mpi:
+		return "MPI processes"
+	}
+	return "in-process ranks"
+}
