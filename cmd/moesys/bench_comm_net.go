@@ -337,6 +337,26 @@ func netHier(c dist.Comm, opts benchOptions, progress io.Writer) ([]benchResult,
 		plan := moe.NewPlan(routing, cfg.E, -1)
 		rows := make([]float32, plan.Rows()*D)
 		moe.Dispatch(rows, x, plan, cfg.K, D)
+		// Rows that cross between nodes: every routed row to the other node
+		// (flat, two-level), one per token and node (deduplicated); summed
+		// over the ranks.
+		El, me := cfg.E/c.Size(), c.Rank()/2
+		cross := []float32{0, 0}
+		for t := range T {
+			seen := false
+			for k := range cfg.K {
+				if (int(routing.IDsTK[t*cfg.K+k])/El)/2 != me {
+					cross[0]++
+					seen = true
+				}
+			}
+			if seen {
+				cross[1]++
+			}
+		}
+		if err := c.AllReduce(ctx, cross); err != nil {
+			return nil, err
+		}
 		var eps [3]*moe.EP
 		for i, comm := range []dist.Comm{c, plain, h} {
 			if eps[i], err = moe.NewEP(comm, cfg.E); err != nil {
@@ -365,8 +385,8 @@ func netHier(c dist.Comm, opts benchOptions, progress io.Writer) ([]benchResult,
 		if cfg.K == 2 && cfg.E == 8 {
 			name = "comm_hier_vs_flat_alltoall_speedup"
 		}
-		note := fmt.Sprintf("forward dispatch of %d tokens x top-%d over %d experts per rank, hidden %d (f32 rows, %s routed per rank); 2 nodes x 2 ranks, %s/s link; flat %.1f ms, two-level %.1f ms, two-level with node-level dedup %.1f ms (medians of %d rounds)",
-			T, cfg.K, cfg.E, D, sizeLabel(4*len(rows)), netRate, 1e3*tFlat, 1e3*tTwo, 1e3*tDedup, pairs)
+		note := fmt.Sprintf("forward dispatch of %d tokens x top-%d over %d experts per rank, hidden %d (f32 rows, %s routed per rank); 2 nodes x 2 ranks, %s/s link; flat %.1f ms, two-level %.1f ms, two-level with node-level dedup %.1f ms (medians of %d rounds); rows between nodes: %.0f flat, %.0f deduplicated (%.2fx fewer: the link-bound ceiling)",
+			T, cfg.K, cfg.E, D, sizeLabel(4*len(rows)), netRate, 1e3*tFlat, 1e3*tTwo, 1e3*tDedup, pairs, cross[0], cross[1], float64(cross[0]/cross[1]))
 		if c.Rank() == 0 {
 			fmt.Fprintf(progress, "comm-net: %s\n", note)
 		}
