@@ -28,12 +28,13 @@ build:
 demo: build
 	./$(BIN) train --preset tiny --out runs/demo --sample 300
 
-# Everything CI checks: formatting, vet, unit tests (with invariant checks),
+# Everything CI checks: formatting, vet, unit tests (with invariant checks;
+# the OpenAI Node.js client test of moesys serve must run, not skip),
 # the race detector on the concurrent code, the portable (no-cgo) kernels,
 # every benchmark once, and a short fuzz of each parser.
 test: lint
-	$(GO) test -tags invariants -count=1 ./...
-	$(GO) test -race -short -count=1 ./kernel ./safetensors ./model ./moe ./dist ./train ./offload ./tokenizer ./sample
+	MOESYS_REQUIRE_NODE=1 $(GO) test -tags invariants -count=1 ./...
+	$(GO) test -race -short -count=1 ./kernel ./safetensors ./model ./moe ./dist ./train ./offload ./tokenizer ./sample ./serve
 	$(MAKE) --no-print-directory test-mpi
 	CGO_ENABLED=0 $(GO) test -short -count=1 ./kernel
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 ./... > /dev/null
@@ -88,6 +89,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzByteLevelRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./tokenizer
 	$(GO) test -run '^$$' -fuzz '^FuzzSentencePieceRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./tokenizer
 	$(GO) test -run '^$$' -fuzz '^FuzzParseBytes$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./cmd/moesys
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./serve
 
 bench:
 	$(GO) run ./cmd/moesys bench kernels

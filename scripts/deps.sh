@@ -5,11 +5,14 @@
 # and pkg-config to find it) for the MPI backend of dist. If they are
 # missing, install them with apt-get when we can; otherwise fall back (to
 # the portable Go kernels, slower; to a build without MPI) and say so.
+# node-deps.sh then installs Node.js, npm and the pinned OpenAI client for
+# the real-client test of moesys serve.
 # Prints the CGO_ENABLED value to use on stdout; messages go to stderr.
 set -u
 can_apt() { command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; }
 have_cc() { command -v "${CC:-gcc}" >/dev/null 2>&1 && [ -e /usr/include/stdlib.h ]; }
 have_mpi() { command -v mpirun >/dev/null 2>&1 && pkg-config --exists ompi-c 2>/dev/null; }
+"$(dirname "$0")/node-deps.sh"
 if ! have_cc && can_apt; then
 	echo "moesys: installing gcc and libc6-dev (C compiler for the SIMD kernels, via cgo)" >&2
 	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev) >&2 || true

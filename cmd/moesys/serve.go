@@ -29,6 +29,10 @@ func init() {
 // Mixtral) would cost gigabytes per slot.
 const defaultServeContext = 4096
 
+// closeGrace is how long handlers get to write their error answers once
+// the shutdown bound has passed and the engine has ended their sequences.
+const closeGrace = 2 * time.Second
+
 // serveFlags are serve's own flags (the model and offload flags are
 // generate's).
 type serveFlags struct {
@@ -169,7 +173,13 @@ func serveModel(ctx context.Context, fs *flag.FlagSet, f *serveFlags, stdout, st
 		st := srv.Engine().Stats()
 		fmt.Fprintf(stderr, "stopping: %d requests still running after %v: ending them\n", st.Running+st.Queued, f.shutdownTimeout)
 		srv.Close()
-		hs.Close()
+		// The handlers now end their answers with an error event or
+		// object; let them write it before the connections close.
+		gctx, gcancel := context.WithTimeout(context.Background(), closeGrace)
+		if hs.Shutdown(gctx) != nil {
+			hs.Close()
+		}
+		gcancel()
 	}
 	st := srv.Engine().Stats()
 	fmt.Fprintf(stderr, "stopped after %v: %d prompt tokens, %d generated tokens in %d passes\n",
