@@ -64,18 +64,19 @@ var benchSuites = map[string]struct {
 }{}
 
 type benchOptions struct {
-	quick bool
-	model string   // checkpoint directory for model suites ("" = default)
-	only  []string // sections to run (suites with sections; nil: all)
-	ranks []int    // train: the parallel section's rank counts (--ranks)
-	steps int      // train --ranks: timed steps per run (0: default)
+	quick    bool
+	duration time.Duration // serve: the load phase's length (0: the suite's default)
+	model    string        // checkpoint directory for model suites ("" = default)
+	only     []string      // sections to run (suites with sections; nil: all)
+	ranks    []int         // train: the parallel section's rank counts (--ranks)
+	steps    int           // train --ranks: timed steps per run (0: default)
 }
 
 // benchSections lists the sections of the suites that have them (--only).
 var benchSections = map[string][]string{"offload": offloadSections, "comm-net": {"fusion", "hier"}}
 
 func init() {
-	register("bench", "measure speed against this machine's limits (suites: kernels, decode, train, offload, comm)", runBench)
+	register("bench", "measure speed against this machine's limits (suites: kernels, decode, train, offload, comm, serve)", runBench)
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
@@ -84,6 +85,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	quick := fs.Bool("quick", false, "fewer repetitions (about a minute); same result names")
 	modelDir := fs.String("model", "", "checkpoint for model suites (decode: default a random olmoe-1b-7b bf16 made once in the user cache)")
 	asJSON := fs.Bool("json", false, "print one JSON object (docs/BENCHMARKS.md format) on stdout")
+	duration := fs.Duration("duration", 0, "serve: length of the 64-client load phase (default 60s; --quick 15s)")
 	only := fs.String("only", "", "comma-separated sections to run (offload: "+strings.Join(offloadSections, ", ")+"; comm-net: fusion, hier); default all")
 	ranks := fs.String("ranks", "", "train: data + expert parallel training over these rank counts instead (e.g. 1,2): tokens/s and communication share, MPI processes and in-process ranks")
 	steps := fs.Int("steps", 0, "train --ranks: timed steps per run (default 5, --quick 3)")
@@ -123,7 +125,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		return fmt.Errorf("unknown suite %q", suiteName)
 	}
-	opts := benchOptions{quick: *quick, model: *modelDir, steps: *steps}
+	opts := benchOptions{quick: *quick, model: *modelDir, steps: *steps, duration: *duration}
 	if *ranks != "" {
 		if suiteName != "train" {
 			return fmt.Errorf("--ranks: only the train suite runs over ranks")
