@@ -40,6 +40,7 @@ type serveFlags struct {
 	maxSeqs, maxQueue, ctx, prefill int
 	maxBody                         byteSize
 	requestTimeout, shutdownTimeout time.Duration
+	resident                        bool
 	off                             offloadFlags
 }
 
@@ -58,6 +59,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&f.maxBody, "max-body", "largest request body (bytes or 4MiB, 1MB); larger ones get 413")
 	fs.DurationVar(&f.requestTimeout, "request-timeout", 10*time.Minute, "longest a generation request may take (0: no limit); past it 504")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long running requests may take to finish")
+	fs.BoolVar(&f.resident, "resident", true, "copy a non-offloaded model's weights into memory at start, bf16 ones packed for the kernels with --precision fast (--resident=false: run from the file mapping)")
 	fs.StringVar(&f.precision, "precision", "fast", "exact (f32 products) or fast (bf16 dot products for prefill)")
 	f.off.register(fs)
 	usage := func(w io.Writer) {
@@ -117,6 +119,16 @@ func serveModel(ctx context.Context, fs *flag.FlagSet, f *serveFlags, stdout, st
 		return err
 	}
 	defer func() { err = errors.Join(err, closeModel()) }()
+	if offRun == nil && f.resident {
+		// A server runs for long: copy the weights out of the file mapping
+		// and, with fast precision, pack bf16 ones for the kernels, so
+		// batched passes do not repack every weight at every step.
+		held, err := m.MakeResident(f.precision == "fast")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "weights resident: %s\n", humanBytes(held))
+	}
 	tok, err := loadTokenizer(f.dir, m.Cfg)
 	if err != nil {
 		return err
