@@ -295,7 +295,6 @@ type loadResult struct {
 	sync.Mutex
 }
 
-
 // loadCase is one kind of request of the load phase: a body and how to
 // check the answer.
 type loadCase struct {
