@@ -76,9 +76,12 @@ type Net struct {
 	// experts [epFirst, epFirst+epN); comm nil: every expert is local.
 	comm         dist.Comm
 	epFirst, epN int
-	expertOf     map[*Param]int // per-expert Param views -> their expert
-	lossBuf      []float32      // reduceLoss's buffer
-	lossBusy     time.Duration  // time in reduceLoss
+	// The experts this Net holds: [heldFirst, heldFirst+heldN), every
+	// expert unless built by NewNetShard; the others have no Param.
+	heldFirst, heldN int
+	expertOf         map[*Param]int // per-expert Param views -> their expert
+	lossBuf          []float32      // reduceLoss's buffer
+	lossBusy         time.Duration  // time in reduceLoss
 }
 
 // netLayer is one block's parameters.
@@ -88,7 +91,7 @@ type netLayer struct {
 	dense *swiglu
 	// MoE FFN (nil in dense layers). experts' weights alias w13 and w2.
 	experts    *moe.Layer
-	w13, w2    *Param    // fused (E, 2F, D) gate+up and (E, D, F) down, viewed by the per-expert Params (not in Params)
+	w13, w2    *Param    // fused (held, 2F, D) gate+up and (held, D, F) down, viewed by the per-expert Params (not in Params)
 	expertsG   moe.Grads // gradient views of the fused buffers
 	gate       *Param    // own router (E, D), or nil when routed by a pre-gate
 	pregate    *Param    // pre-gate (E, D) routing PregateTarget, or nil
@@ -106,6 +109,24 @@ type swiglu struct {
 // NewNet builds a Net for c with zero weights (see Init and LoadNet).
 // maxT is the longest sequence Forward will see (the RoPE tables).
 func NewNet(c *Config, maxT int) (*Net, error) {
+	return newNet(c, maxT, 0, 1)
+}
+
+// NewNetShard is NewNet for rank `rank` of W under expert parallelism: of
+// every MoE layer it holds only the experts the rank owns, [rank*E/W,
+// (rank+1)*E/W), so the ranks share the experts' memory. The other
+// experts have no Param (Params, Param and LoadWeights skip them; Init
+// draws their values and drops them, so a rank's weights are those of
+// NewNet's). SetExpertParallel with a communicator of the same rank and
+// size must follow before Forward.
+func NewNetShard(c *Config, maxT, rank, W int) (*Net, error) {
+	if W < 1 || rank < 0 || rank >= W || c.E%W != 0 {
+		return nil, fmt.Errorf("%w: expert shard %d of %d over %d experts: the experts must divide evenly", ErrConfig, rank, W, c.E)
+	}
+	return newNet(c, maxT, rank, W)
+}
+
+func newNet(c *Config, maxT, rank, W int) (*Net, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -116,6 +137,7 @@ func NewNet(c *Config, maxT int) (*Net, error) {
 		return nil, fmt.Errorf("%w: sequence length %d must be > 0", ErrConfig, maxT)
 	}
 	n := &Net{Cfg: c, byName: map[string]*Param{}, expertOf: map[*Param]int{}, maxT: maxT, stats: moe.NewAuxStats(max(c.E, 1))}
+	n.heldFirst, n.heldN = rank*(c.E/W), c.E/W
 	sp := SpecFor(c.Arch)
 	specs := map[string]TensorSpec{}
 	for _, ts := range sp.Tensors(c) {
@@ -154,13 +176,14 @@ func NewNet(c *Config, maxT int) (*Net, error) {
 			ly.pregate = param(sp.Pregate(l))
 		}
 		E, F, D := c.E, c.ExpertFFN, c.D
+		H := n.heldN
 		fused := func(name string, rows, cols int) *Param {
-			return &Param{Name: name, Shape: []int{E, rows, cols}, W: make([]float32, E*rows*cols), G: make([]float32, E*rows*cols)}
+			return &Param{Name: name, Shape: []int{H, rows, cols}, W: make([]float32, H*rows*cols), G: make([]float32, H*rows*cols)}
 		}
 		ly.w13, ly.w2 = fused("w13", 2*F, D), fused("w2", D, F)
 		ly.experts = &moe.Layer{D: D, F: F, E: E, K: c.K, Normalize: c.NormTopK, Capacity: c.Capacity}
 		n.bindExperts(ly) // weights and gradients
-		for e := 0; e < E; e++ {
+		for e := n.heldFirst; e < n.heldFirst+H; e++ {
 			for _, v := range n.expertViews(l, e) {
 				n.byName[v.name] = &Param{Name: v.name, Shape: specs[v.name].Shape,
 					W: v.f.W[v.off : v.off+F*D], G: v.f.G[v.off : v.off+F*D]}
@@ -180,7 +203,9 @@ func NewNet(c *Config, maxT int) (*Net, error) {
 		n.head = param(sp.Head())
 	}
 	for _, ts := range sp.Tensors(c) {
-		n.Params = append(n.Params, n.byName[ts.Name])
+		if p := n.byName[ts.Name]; p != nil {
+			n.Params = append(n.Params, p)
+		}
 	}
 	half := c.RotaryDim / 2
 	n.cos, n.sin = make([]float32, maxT*half), make([]float32, maxT*half)
@@ -202,13 +227,18 @@ func (n *Net) expertViews(l, e int) [3]expertView {
 	ly, c := &n.layers[l], n.Cfg
 	FD := c.ExpertFFN * c.D
 	g, u, d := SpecFor(c.Arch).Expert(l, e)
-	return [3]expertView{{g, ly.w13, e * 2 * FD}, {u, ly.w13, e*2*FD + FD}, {d, ly.w2, e * FD}}
+	h := e - n.heldFirst // its place among the held experts
+	return [3]expertView{{g, ly.w13, h * 2 * FD}, {u, ly.w13, h*2*FD + FD}, {d, ly.w2, h * FD}}
 }
 
 // Param returns the named parameter, or nil.
 func (n *Net) Param(name string) *Param { return n.byName[name] }
 
-// NumParams returns the number of trainable weights.
+// Sharded reports whether the Net holds only some of the experts
+// (NewNetShard with more than one rank).
+func (n *Net) Sharded() bool { return n.heldN < n.Cfg.E }
+
+// NumParams returns the number of trainable weights this Net holds.
 func (n *Net) NumParams() int {
 	s := 0
 	for _, p := range n.Params {
@@ -229,7 +259,18 @@ func (n *Net) Init(seed uint64, std float64) {
 		kinds[ts.Name] = ts.Kind
 	}
 	resid := std / math.Sqrt(2*float64(n.Cfg.L))
-	for _, p := range n.Params {
+	for _, ts := range sp.Tensors(n.Cfg) {
+		p := n.byName[ts.Name]
+		if p == nil { // another rank's expert: draw its values, keep none
+			s := 1
+			for _, d := range ts.Shape {
+				s *= d
+			}
+			for range s {
+				rng.NormFloat64()
+			}
+			continue
+		}
 		switch kinds[p.Name] {
 		case "norm":
 			for i := range p.W {
@@ -325,7 +366,7 @@ func (n *Net) SetBF16Products(on bool) bool {
 		}
 		n.bindExperts(ly)
 		// The per-expert Params view the fused copies too.
-		for e := 0; e < n.Cfg.E; e++ {
+		for e := n.heldFirst; e < n.heldFirst+n.heldN; e++ {
 			for _, v := range n.expertViews(l, e) {
 				p := n.byName[v.name]
 				p.B = nil

@@ -17,10 +17,11 @@ import (
 // batch's loss on every rank, and Backward (with the same scale on every
 // rank) leaves each rank's share of the global batch's gradient: the dense
 // parameters' shares sum, over the ranks, to the gradient; each expert's
-// is whole on its owner. Each rank's Net still holds every
-// Param (the same values on every rank after the same Init), but the
-// MoE layers read and write only the local experts' weights and
-// gradients: the others' gradients stay zero on this rank. What the
+// is whole on its owner. A Net from NewNet holds every Param (the same
+// values on every rank after the same Init), but the MoE layers read and
+// write only the local experts' weights and gradients: the others'
+// gradients stay zero on this rank; one from NewNetShard holds only the
+// local experts. What the
 // trainer adds on top (data-parallel reduction of the dense gradients,
 // the global gradient norm, each expert updated by its owner) is in
 // ExpertParam. Call once, before the first Forward (SetBF16Products may
@@ -32,6 +33,10 @@ func (n *Net) SetExpertParallel(c dist.Comm) error {
 	E, W := n.Cfg.E, c.Size()
 	if E%W != 0 {
 		return fmt.Errorf("%w: %d experts over %d ranks: the experts must divide evenly", ErrConfig, E, W)
+	}
+	if n.Sharded() && (n.heldFirst != c.Rank()*(E/W) || n.heldN != E/W) {
+		return fmt.Errorf("%w: this Net holds experts [%d, %d), rank %d of %d owns [%d, %d)", ErrConfig,
+			n.heldFirst, n.heldFirst+n.heldN, c.Rank(), W, c.Rank()*(E/W), (c.Rank()+1)*(E/W))
 	}
 	n.comm = c
 	n.epFirst, n.epN = c.Rank()*(E/W), E/W
@@ -55,10 +60,11 @@ func (n *Net) SetExpertParallel(c dist.Comm) error {
 // share under expert parallelism.
 func (n *Net) bindExperts(ly *netLayer) {
 	c := n.Cfg
-	first, cnt := 0, c.E
+	first, cnt := n.heldFirst, n.heldN
 	if n.comm != nil {
 		first, cnt = n.epFirst, n.epN
 	}
+	first -= n.heldFirst // within the held experts
 	a13, b13 := first*2*c.ExpertFFN*c.D, (first+cnt)*2*c.ExpertFFN*c.D
 	a2, b2 := first*c.D*c.ExpertFFN, (first+cnt)*c.D*c.ExpertFFN
 	x := ly.experts

@@ -19,6 +19,9 @@ const WeightsFile = "model.safetensors"
 // config.json and model.safetensors (f32, or bf16 when bf16 is set), each
 // replaced atomically. The inference path (Load) reads it.
 func (n *Net) SaveWeights(dir string, bf16 bool, metadata map[string]string) error {
+	if n.Sharded() {
+		return fmt.Errorf("%w: SaveWeights: this Net holds experts [%d, %d) of %d only (a parallel run saves sharded checkpoints)", ErrConfig, n.heldFirst, n.heldFirst+n.heldN, n.Cfg.E)
+	}
 	cfg, err := n.Cfg.MarshalHF()
 	if err != nil {
 		return err
@@ -94,11 +97,17 @@ func WriteF32Tensors(path string, ts []F32Tensor, bf16 bool, metadata map[string
 // LoadNet reads a checkpoint directory (config.json and safetensors) into
 // a new Net for sequences up to maxT.
 func LoadNet(dir string, maxT int) (*Net, error) {
+	return LoadNetShard(dir, maxT, 0, 1)
+}
+
+// LoadNetShard is LoadNet into NewNetShard's Net for rank `rank` of W:
+// only that rank's experts are read.
+func LoadNetShard(dir string, maxT, rank, W int) (*Net, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	n, err := NewNet(cfg, maxT)
+	n, err := NewNetShard(cfg, maxT, rank, W)
 	if err != nil {
 		return nil, err
 	}

@@ -109,6 +109,9 @@ func (n *Net) Forward(ctx context.Context, ids, targets []int32, B, T int, step 
 	if len(ids) != N || len(targets) != N || T > n.maxT || B <= 0 || T <= 0 {
 		panic(fmt.Sprintf("model.Net.Forward: B=%d T=%d len(ids)=%d len(targets)=%d maxT=%d", B, T, len(ids), len(targets), n.maxT))
 	}
+	if n.Sharded() && n.comm == nil {
+		return Loss{}, fmt.Errorf("%w: a Net holding experts [%d, %d) of %d runs only under expert parallelism (SetExpertParallel)", ErrConfig, n.heldFirst, n.heldFirst+n.heldN, c.E)
+	}
 	n.setup(B, T)
 	copy(a.ids, ids)
 	copy(a.tgt, targets)

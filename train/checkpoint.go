@@ -186,7 +186,11 @@ func ResumeParallel(dir string, o Options, corpus *Corpus, c dist.Comm) (*Traine
 	if err := corpus.Check(o.Seq); err != nil {
 		return nil, err
 	}
-	net, err := model.LoadNet(dir, o.Seq)
+	rank, W := 0, 1
+	if c != nil {
+		rank, W = c.Rank(), c.Size()
+	}
+	net, err := model.LoadNetShard(dir, o.Seq, rank, W)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, dir, err)
 	}

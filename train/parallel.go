@@ -31,7 +31,13 @@ func NewParallelTrainer(o Options, corpus *Corpus, c dist.Comm) (*Trainer, error
 	if err := corpus.Check(o.Seq); err != nil {
 		return nil, err
 	}
-	net, err := model.NewNet(o.Model, o.Seq)
+	var net *model.Net
+	var err error
+	if c == nil {
+		net, err = model.NewNet(o.Model, o.Seq)
+	} else {
+		net, err = model.NewNetShard(o.Model, o.Seq, c.Rank(), c.Size())
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -159,11 +159,18 @@ func TestParallelMatchesSingleProcess(t *testing.T) {
 				// gradient by its own running magnitude, so the rounding of a
 				// sum that cancels moves it by up to the learning rate.)
 				worst, worstName := 0.0, ""
-				for i, rp := range ref.Net.Params {
+				// Each rank holds the dense tensors and its own experts only
+				// (every expert on exactly one rank).
+				for _, rp := range ref.Net.Params {
+					holders := 0
 					for r, tr := range trainers {
-						p := tr.Net.Params[i]
-						if expert, local := tr.Net.ExpertParam(p); expert && !local {
+						p := tr.Net.Param(rp.Name)
+						if p == nil {
 							continue
+						}
+						holders++
+						if expert, _ := tr.Net.ExpertParam(p); expert && holders > 1 {
+							t.Fatalf("expert tensor %s is on several ranks", rp.Name)
 						}
 						var d2, w2 float64
 						for j, v := range p.W {
@@ -175,6 +182,9 @@ func TestParallelMatchesSingleProcess(t *testing.T) {
 						if rel > worst {
 							worst, worstName = rel, fmt.Sprintf("rank %d %s", r, p.Name)
 						}
+					}
+					if expert, _ := ref.Net.ExpertParam(rp); (expert && holders != 1) || (!expert && holders != W) {
+						t.Fatalf("%s is on %d of %d ranks", rp.Name, holders, W)
 					}
 				}
 				t.Logf("largest relative weight difference %.3g (%s)", worst, worstName)
