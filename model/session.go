@@ -50,6 +50,7 @@ type scratch struct {
 	logits, routerTE, gateT    []float32
 	ffnG, ffnU, ffnA, routed   []float32
 	routedOut, sharedOut, attW []float32
+	off, wsAt                  []int // attention: each session's first row and workspace offset
 	pos, toks                  []int32
 	active                     []int // experts with rows in the current plan
 	// pregateTE holds, per MoE layer a pre-gate routes, its routing logits
@@ -252,21 +253,48 @@ func (b *Batch) attention(l int, ly *Layer, seqs []*Session, tokens [][]int32, h
 	kernel.RoPE(k, pos, T, c.G, c.Dh, c.RotaryDim, cos, sin)
 	att := sc.att[:T*qd]
 	scale := float32(1 / math.Sqrt(float64(c.Dh)))
-	o := 0
+	// Each session's rows start at off[i] and need ws[i] floats of
+	// workspace (from wsAt[i]).
+	sc.off, sc.wsAt = resizeInts(sc.off, len(seqs)+1), resizeInts(sc.wsAt, len(seqs)+1)
+	decode := len(seqs) > 1 // every session a few rows: one session per thread
 	for i, s := range seqs {
 		n := len(tokens[i])
+		sc.off[i+1] = sc.off[i] + n
+		sc.wsAt[i+1] = sc.wsAt[i] + kernel.AttentionWorkspace(n, s.Pos+n, c.H, c.G, c.Dh)
+		decode = decode && n <= sessionRows
+	}
+	if !decode { // one workspace, reused session after session
+		sc.wsAt[len(seqs)] = 0
+		for i, s := range seqs {
+			sc.wsAt[len(seqs)] = max(sc.wsAt[len(seqs)], kernel.AttentionWorkspace(len(tokens[i]), s.Pos+len(tokens[i]), c.H, c.G, c.Dh))
+		}
+	}
+	if need := sc.wsAt[len(seqs)]; len(sc.attW) < need {
+		sc.attW = make([]float32, need)
+	}
+	one := func(i int) {
+		s, n, o := seqs[i], len(tokens[i]), sc.off[i]
 		if n == 0 {
-			continue
+			return
 		}
 		copy(s.kc[l][s.Pos*kd:], k[o*kd:(o+n)*kd])
 		copy(s.vc[l][s.Pos*kd:], v[o*kd:(o+n)*kd])
 		S := s.Pos + n
-		need := kernel.AttentionWorkspace(n, S, c.H, c.G, c.Dh)
-		if len(sc.attW) < need {
-			sc.attW = make([]float32, need)
+		ws := sc.attW
+		if decode {
+			ws = sc.attW[sc.wsAt[i]:sc.wsAt[i+1]]
 		}
-		kernel.Attention(att[o*qd:(o+n)*qd], nil, q[o*qd:(o+n)*qd], s.kc[l][:S*kd], s.vc[l][:S*kd], n, S, c.H, c.G, c.Dh, s.Pos, c.Window[l], scale, sc.attW)
-		o += n
+		kernel.Attention(att[o*qd:(o+n)*qd], nil, q[o*qd:(o+n)*qd], s.kc[l][:S*kd], s.vc[l][:S*kd], n, S, c.H, c.G, c.Dh, s.Pos, c.Window[l], scale, ws)
+	}
+	if decode {
+		// Sessions in parallel, each attention inline on one thread: a
+		// decode step's attention is too small to split across threads
+		// (each would cost a fork and join per session per layer).
+		kernel.Parallel(len(seqs), one)
+	} else {
+		for i := range seqs {
+			one(i)
+		}
 	}
 	ly.O.Apply(x, att, T, 1)
 }
@@ -344,6 +372,17 @@ func (bt *Batch) moe(ctx context.Context, l int, ly *Layer, h, x []float32, T in
 		}
 	}
 	return nil
+}
+
+// sessionRows is the most rows a session may bring to a pass for the
+// pass's attention to run one session per thread.
+const sessionRows = 4
+
+func resizeInts(s []int, n int) []int {
+	if cap(s) < n {
+		return make([]int, n)
+	}
+	return s[:n]
 }
 
 // ffn computes out (T, D) = down(silu(gate x) * up x) + beta*out.
