@@ -19,6 +19,9 @@ const (
 	// maxPregateDist: the Pre-gated MoE paper evaluates pre-gates 1-3
 	// blocks ahead; further ahead the routing accuracy falls off.
 	maxPregateDist = 3
+	// maxTasks bounds a multi-task model's tasks (each adds an FFN to every
+	// MoE layer), so a bad config is an error, not an allocation.
+	maxTasks = 1024
 )
 
 // QKNorm says how queries and keys are normalised before RoPE.
@@ -67,6 +70,11 @@ type Config struct {
 	// (counted over MoE blocks) routes MoE block i+PregateDist; the first
 	// PregateDist MoE blocks keep their own gates.
 	PregateDist int
+	// Tasks > 0 makes the model multi-task (train/multitask.go): every MoE
+	// layer gets Tasks task experts, SwiGLU FFNs of TaskFFN hidden units
+	// after the layer's token-routed FFN, each chosen by the task of the
+	// sequence (task-level routing; model/net_task.go).
+	Tasks, TaskFFN int
 
 	BOS int32   // -1 if none
 	EOS []int32 // may be empty
@@ -115,6 +123,8 @@ type hfConfig struct {
 	DenseIntermediateSize int      `json:"dense_intermediate_size"`
 	CapacityFactor        *float64 `json:"capacity_factor"`
 	PregateDistance       *int     `json:"pregate_distance"`
+	Tasks                 int      `json:"moesys_tasks"`
+	TaskIntermediateSize  int      `json:"moesys_task_intermediate_size"`
 }
 
 // LoadConfig reads dir/config.json.
@@ -238,6 +248,9 @@ func ParseConfig(b []byte) (*Config, error) {
 	c.Capacity = floatOr(h.CapacityFactor, 0)
 	if h.ModelType == "moesys" {
 		c.PregateDist = intOr(h.PregateDistance, 0)
+		c.Tasks, c.TaskFFN = h.Tasks, h.TaskIntermediateSize
+	} else if h.Tasks != 0 {
+		return nil, bad("moesys_tasks needs model_type moesys")
 	} else if h.PregateDistance != nil && *h.PregateDistance != 0 {
 		return nil, bad("pregate_distance needs model_type moesys")
 	}
@@ -287,6 +300,8 @@ func (c *Config) Validate() error {
 		return bad("pregate_distance %d must be in [0, %d]", c.PregateDist, maxPregateDist)
 	case c.PregateDist > 0 && c.PregateDist >= len(c.MoELayers()):
 		return bad("pregate_distance %d needs more than %d MoE layers", c.PregateDist, len(c.MoELayers()))
+	case c.Tasks < 0 || c.Tasks > maxTasks || (c.Tasks > 0 && (c.TaskFFN <= 0 || len(c.MoELayers()) == 0)):
+		return bad("moesys_tasks %d must be in [0, %d]; task experts need a task intermediate size > 0 (have %d) and MoE layers", c.Tasks, maxTasks, c.TaskFFN)
 	}
 	for l, moe := range c.MoE {
 		if !moe && c.DenseFFN <= 0 {

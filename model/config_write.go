@@ -48,7 +48,7 @@ func (c *Config) MarshalHF() ([]byte, error) {
 	default:
 		m["eos_token_id"] = c.EOS
 	}
-	if allMoE && c.SharedFFN == 0 && c.PregateDist == 0 && c.Dh*c.H == c.D && c.NormTopK {
+	if allMoE && c.SharedFFN == 0 && c.PregateDist == 0 && c.Tasks == 0 && c.Dh*c.H == c.D && c.NormTopK {
 		m["model_type"] = "mixtral"
 		m["architectures"] = []string{"MixtralForCausalLM"}
 		return json.MarshalIndent(m, "", "  ")
@@ -59,6 +59,9 @@ func (c *Config) MarshalHF() ([]byte, error) {
 	m["dense_intermediate_size"] = c.DenseFFN
 	m["shared_expert_intermediate_size"] = c.SharedFFN
 	m["pregate_distance"] = c.PregateDist
+	if c.Tasks > 0 {
+		m["moesys_tasks"], m["moesys_task_intermediate_size"] = c.Tasks, c.TaskFFN
+	}
 	// The MoE pattern: every moe_interval-th layer, minus mlp_only_layers.
 	interval := 1
 	for try := 1; try <= c.L; try++ {

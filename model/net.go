@@ -82,6 +82,15 @@ type Net struct {
 	expertOf         map[*Param]int // per-expert Param views -> their expert
 	lossBuf          []float32      // reduceLoss's buffer
 	lossBusy         time.Duration  // time in reduceLoss
+
+	// Multi-task models (net_task.go): per layer, per task, the task
+	// experts (nil in dense layers); the task of each sequence; which
+	// tasks this rank trains; task Param -> its task.
+	tasks    [][]taskExpert
+	taskActs []taskActs
+	taskSeq  []int32
+	taskHeld []bool
+	taskOf   map[*Param]int
 }
 
 // netLayer is one block's parameters.
@@ -207,6 +216,8 @@ func newNet(c *Config, maxT, rank, W int) (*Net, error) {
 			n.Params = append(n.Params, p)
 		}
 	}
+	n.addTaskExperts()
+	n.Params = append(n.Params, n.taskParams()...)
 	half := c.RotaryDim / 2
 	n.cos, n.sin = make([]float32, maxT*half), make([]float32, maxT*half)
 	kernel.RoPEFreqs(n.cos, n.sin, maxT, c.RotaryDim, c.RopeTheta)
@@ -288,6 +299,7 @@ func (n *Net) Init(seed uint64, std float64) {
 			}
 		}
 	}
+	n.initTaskExperts(seed, std)
 }
 
 func isOutProj(name string) bool {

@@ -95,7 +95,14 @@ func (n *Net) CommBusy() time.Duration {
 // whether this rank owns it (always, without expert parallelism). Dense
 // parameters (everything else: attention, norms, embeddings, routers,
 // pre-gates, shared experts) are replicated on every rank.
+//
+// A multi-task model's task experts count as experts too: local where this
+// rank trains their task (SetTasksHeld), replicated within that task's
+// ranks.
 func (n *Net) ExpertParam(p *Param) (expert, local bool) {
+	if k := n.TaskParam(p); k >= 0 {
+		return true, n.taskHeld[k]
+	}
 	e, ok := n.expertOf[p]
 	if !ok {
 		return false, false

@@ -168,6 +168,9 @@ func (n *Net) layerForward(ctx context.Context, l int, step uint64) error {
 	if n.layers[l].experts != nil {
 		n.stats.Add(&a.ffn[s].moe)
 	}
+	if n.tasks != nil && n.tasks[l] != nil {
+		n.taskForward(l, a.xs[l+1])
+	}
 	return nil
 }
 
@@ -208,6 +211,9 @@ func (n *Net) Backward(ctx context.Context, scale float32) error {
 			if err := n.layerRecompute(ctx, l); err != nil {
 				return err
 			}
+		}
+		if n.tasks != nil && n.tasks[l] != nil {
+			n.taskBackward(l, dx)
 		}
 		if err := n.ffnBackward(ctx, l, &a.ffn[s], dx, a.xMid[s], N); err != nil {
 			return err
