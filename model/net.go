@@ -57,6 +57,9 @@ type Net struct {
 	// writes them no more); data parallelism overlaps its gradient
 	// all-reduce with backward this way.
 	GradsDone func(ps []*Param)
+	// Watch, when set, is told which experts each MoE layer uses before
+	// they compute (net_watch.go).
+	Watch ExpertWatch
 
 	byName            map[string]*Param
 	gradGroups        [][]*Param // GradsDone's groups, in Backward's order

@@ -81,6 +81,11 @@ func (n *Net) ffnForward(ctx context.Context, l int, a *ffnActs, xOut, xMid []fl
 		n.acts.route[t] = growF(n.acts.route[t], N*E)
 		linear(n.acts.route[t], gx, ly.pregate, N, E, D, 0)
 	}
+	if n.Watch != nil {
+		if err := n.watchExperts(ctx, l, N); err != nil {
+			return fmt.Errorf("layer %d: %w", l, err)
+		}
+	}
 	if err := ly.experts.Forward(ctx, xOut, a.h, n.acts.route[l], N, &a.moe); err != nil {
 		return fmt.Errorf("layer %d: %w", l, err)
 	}
