@@ -73,8 +73,8 @@ func (t *Trainer) saveSharded(out string, keepLast int) (string, error) {
 	var ws, os_ []model.F32Tensor
 	for i, p := range t.params {
 		np := t.Net.Params[t.idx[i]]
-		if expert, _ := t.Net.ExpertParam(np); !expert && r != 0 {
-			continue // replicated: rank 0 writes it
+		if !t.par.writes(t.Net, np) {
+			continue // replicated: rank 0 (or the task group's first rank) writes it
 		}
 		shape := np.Shape
 		ws = append(ws, model.F32Tensor{Name: p.Name, Shape: shape, Data: np.W})

@@ -57,6 +57,14 @@ type Options struct {
 	EvalBatches int `json:"eval_batches"` // validation batches per evaluation
 	SaveEvery   int `json:"save_every"`   // steps between checkpoints; 0: only at the end
 	KeepLast    int `json:"keep_last"`    // checkpoints kept (older ones are deleted); 0: all
+
+	// Tasks makes the run multi-task (multitask.go): each task's batch
+	// comes from its own data, Batch is their sum, and the model has one
+	// task expert per task (Model.Tasks = len(Tasks)). TaskPlacement is
+	// how a parallel run assigns ranks to tasks: "elastic" (or "":
+	// PlanTasks) or "one-per-task" (PlanOnePerTask, W = len(Tasks)).
+	Tasks         []TaskSpec `json:"tasks,omitempty"`
+	TaskPlacement string     `json:"task_placement,omitempty"`
 }
 
 // DefaultBucketBytes is the default fused gradient all-reduce size.
@@ -107,7 +115,7 @@ func (o *Options) Validate() error {
 	case o.EvalEvery < 0 || o.SaveEvery < 0 || o.KeepLast < 0 || o.EvalBatches < 0:
 		return bad("eval_every, eval_batches, save_every and keep_last must be >= 0")
 	}
-	return nil
+	return o.validateTasks()
 }
 
 // Preset is a named model and training configuration.

@@ -49,6 +49,10 @@ func NewParallelTrainer(o Options, corpus *Corpus, c dist.Comm) (*Trainer, error
 type parallel struct {
 	comm  dist.Comm
 	batch int // rows per micro-batch on this rank
+	lo    int // its first row in the global micro-batch
+	// tasks is a multi-task run's plan and task groups (multitask.go), or
+	// nil.
+	tasks *taskGroups
 	// dense are the replicated parameters (gradients summed over the
 	// ranks), owned this rank's experts (gradients whole here).
 	dense, owned []*optim.Param
@@ -64,13 +68,18 @@ type parallel struct {
 // newParallel checks that o fits c and gives net its expert parallelism.
 func newParallel(o Options, net *model.Net, c dist.Comm) (*parallel, error) {
 	W := c.Size()
-	if o.Batch%W != 0 {
+	if o.Batch%W != 0 && len(o.Tasks) == 0 {
 		return nil, fmt.Errorf("%w: batch %d over %d ranks: the global batch must divide evenly", ErrOptions, o.Batch, W)
 	}
 	if net.Cfg.E > 0 && net.Cfg.E%W != 0 {
 		return nil, fmt.Errorf("%w: %d experts over %d ranks: the experts must divide evenly", ErrOptions, net.Cfg.E, W)
 	}
-	p := &parallel{comm: c, batch: o.Batch / W, sq: make([]float64, 1), sqs: make([]float64, W)}
+	p := &parallel{comm: c, batch: o.Batch / W, lo: c.Rank() * (o.Batch / W), sq: make([]float64, 1), sqs: make([]float64, W)}
+	if len(o.Tasks) > 0 {
+		if err := p.planTasks(o, net); err != nil {
+			return nil, err
+		}
+	}
 	if len(net.Cfg.MoELayers()) > 0 {
 		xc, err := exchangeComm(o, c)
 		if err != nil {
@@ -120,6 +129,10 @@ func (p *parallel) split(t *Trainer) error {
 	dense := map[*model.Param]*optim.Param{}
 	for i, q := range t.params {
 		np := t.Net.Params[t.idx[i]]
+		if k := t.Net.TaskParam(np); k >= 0 {
+			p.tasks.params[k] = append(p.tasks.params[k], q)
+			continue
+		}
 		if expert, _ := t.Net.ExpertParam(np); expert {
 			p.owned = append(p.owned, q)
 		} else {
@@ -130,6 +143,9 @@ func (p *parallel) split(t *Trainer) error {
 	gc, err := p.comm.Split(context.Background(), 0, p.comm.Rank())
 	if err != nil {
 		return fmt.Errorf("train: gradient communicator: %w", err)
+	}
+	if err := p.tasks.split(p.comm); err != nil {
+		return err
 	}
 	p.fidx = map[*model.Param]int{}
 	var tensors [][]float32
@@ -163,7 +179,7 @@ func (p *parallel) ready(ps []*model.Param) {
 // sets the Net's token base to their first token.
 func (p *parallel) rows(t *Trainer, all []int32) []int32 {
 	n := p.batch * t.Opts.Seq
-	lo := p.comm.Rank() * n
+	lo := p.lo * t.Opts.Seq
 	t.Net.TokenBase = lo
 	return all[lo : lo+n]
 }
@@ -172,7 +188,10 @@ func (p *parallel) rows(t *Trainer, all []int32) []int32 {
 // summed: the dense parameters' (the same on every rank) and every rank's
 // experts'.
 func (p *parallel) norm(ctx context.Context) (float64, error) {
-	p.sq[0] = optim.GradSq(p.owned)
+	if err := p.tasks.reduce(ctx); err != nil {
+		return 0, err
+	}
+	p.sq[0] = optim.GradSq(p.owned) + p.tasks.gradSq()
 	if err := dist.AllGatherOf(ctx, p.comm, p.sq, p.sqs); err != nil {
 		return 0, fmt.Errorf("gradient norm: %w", err)
 	}
@@ -195,6 +214,10 @@ type valPad struct {
 // exchanges; under capacity limits its tokens come last, so they take no
 // real token's place, though they raise the capacity slightly).
 func (p *parallel) valRows(vb ValBatch, T int) (ids, tgt []int32, rows int) {
+	if p.tasks != nil { // the training plan's rows (validation batches have the same tasks)
+		lo, hi := p.lo, p.lo+p.batch
+		return vb.Inputs[lo*T : hi*T], vb.Targets[lo*T : hi*T], p.batch
+	}
 	W, r := p.comm.Size(), p.comm.Rank()
 	lo, hi := r*vb.Rows/W, (r+1)*vb.Rows/W
 	if hi > lo {

@@ -30,7 +30,7 @@ type Trainer struct {
 	par    *parallel      // data + expert parallelism (nil: one process)
 	adam   *optim.AdamW
 	sched  optim.WarmupCosine
-	train  *Batcher
+	train  batchSource // *Batcher, or a multi-task run's taskBatcher
 	val    []ValBatch
 	inputs []int32
 	target []int32
