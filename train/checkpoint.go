@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -72,6 +73,11 @@ func (t *Trainer) Save(out string, keepLast int) (string, error) {
 		return "", fmt.Errorf("train: checkpoint: %w", err)
 	}
 	meta := map[string]string{"step": strconv.Itoa(t.Step), "producer": "moesys train"}
+	if t.sparse != nil { // the experts' weights current, their state written back
+		if err := t.sparse.flush(context.Background()); err != nil {
+			return "", fmt.Errorf("train: checkpoint: %w", err)
+		}
+	}
 	if err := t.Net.SaveWeights(tmp, t.Opts.BF16, meta); err != nil {
 		return "", err
 	}
@@ -82,6 +88,12 @@ func (t *Trainer) Save(out string, keepLast int) (string, error) {
 			model.F32Tensor{Name: p.Name + ".exp_avg_sq", Shape: shape, Data: p.V})
 		if t.master != nil {
 			ts = append(ts, model.F32Tensor{Name: p.Name + ".master", Shape: shape, Data: t.master[i]})
+		}
+	}
+	if t.sparse != nil {
+		var err error
+		if ts, err = t.sparse.appendTensors(ts); err != nil {
+			return "", fmt.Errorf("train: checkpoint: %w", err)
 		}
 	}
 	if err := model.WriteF32Tensors(filepath.Join(tmp, OptimizerFile), ts, false, map[string]string{"adam_steps": strconv.Itoa(t.adam.Steps())}); err != nil {
@@ -238,6 +250,11 @@ func ResumeParallel(dir string, o Options, corpus *Corpus, c dist.Comm) (*Traine
 		return nil, fmt.Errorf("%w: %s: adam_steps: %v", ErrCheckpoint, OptimizerFile, err)
 	}
 	t.adam.SetSteps(adamSteps)
+	if t.sparse != nil {
+		if err := t.sparse.load(read, adamSteps); err != nil {
+			return nil, err
+		}
+	}
 	t.Step = step
 	return t, nil
 }

@@ -65,6 +65,10 @@ type Options struct {
 	// PlanTasks) or "one-per-task" (PlanOnePerTask, W = len(Tasks)).
 	Tasks         []TaskSpec `json:"tasks,omitempty"`
 	TaskPlacement string     `json:"task_placement,omitempty"`
+
+	// Storage, when set, keeps the routed experts' optimizer state on an
+	// SSD tier with a RAM cache (hierarchical storage: storage.go).
+	Storage *StorageOptions `json:"storage,omitempty"`
 }
 
 // DefaultBucketBytes is the default fused gradient all-reduce size.

@@ -35,6 +35,11 @@ type Trainer struct {
 	inputs []int32
 	target []int32
 	tokens int64 // tokens trained on, this process
+	// sparse keeps the experts' optimizer state on the SSD tier
+	// (Opts.Storage, storage.go), else nil; clip then lists every Param
+	// (gradient norm and clipping over all of them, in Net order).
+	sparse *sparseStore
+	clip   []*optim.Param
 }
 
 // StepResult is one optimizer step's figures.
@@ -55,6 +60,8 @@ type StepResult struct {
 	// took in all, mostly hidden behind backward.
 	CommSeconds   float64 `json:"comm_seconds,omitempty"`
 	ReduceSeconds float64 `json:"reduce_seconds,omitempty"`
+	// Storage is the hierarchical storage's figures (Opts.Storage).
+	Storage *StorageStep `json:"storage,omitempty"`
 }
 
 // NewTrainer builds a model from o (weights initialised from o.Seed) over
@@ -76,8 +83,8 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm) (*Traine
 	}
 	net.Recompute, net.Train, net.JitterSeed = o.Recompute, true, o.Seed
 	for i, p := range net.Params {
-		if expert, local := net.ExpertParam(p); expert && !local {
-			continue // another rank's expert
+		if expert, local := net.ExpertParam(p); expert && (!local || o.Storage != nil) {
+			continue // another rank's expert, or kept by the storage tiers
 		}
 		t.params = append(t.params, &optim.Param{Name: p.Name, W: p.W, G: p.G})
 		t.idx = append(t.idx, i)
@@ -99,9 +106,15 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm) (*Traine
 		t.syncBF16()
 	}
 	var err error
-	t.adam, err = optim.NewAdamW(t.params, optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay})
+	acfg := optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}
+	t.adam, err = optim.NewAdamW(t.params, acfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrOptions, err)
+	}
+	if o.Storage != nil {
+		if err := t.openStorage(acfg); err != nil {
+			return nil, err
+		}
 	}
 	t.sched = optim.WarmupCosine{Peak: o.LR, Min: o.MinLR, Warmup: o.Warmup, Total: o.Steps}
 	if t.train, err = NewBatcher(corpus.Train, o.Batch, o.Seq, o.Seed); err != nil {
@@ -145,7 +158,11 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 		busy0, reduce0 = t.Net.CommBusy(), t.par.fused.Busy()
 		t.par.wait = 0
 	}
-	t.Net.ZeroGrad()
+	if t.sparse != nil {
+		t.sparse.zeroGrads()
+	} else {
+		t.Net.ZeroGrad()
+	}
 	var r StepResult
 	inv := 1 / float64(o.Accum)
 	fail := func(err error) (StepResult, error) {
@@ -180,15 +197,22 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 		r.CommSeconds = (t.Net.CommBusy() - busy0 + t.par.wait).Seconds()
 		r.ReduceSeconds = (t.par.fused.Busy() - reduce0).Seconds()
 		optim.ClipTo(t.params, r.GradNorm, o.Clip)
+	} else if t.sparse != nil {
+		r.GradNorm = optim.ClipGradNorm(t.clip, o.Clip)
 	} else {
 		r.GradNorm = optim.ClipGradNorm(t.params, o.Clip)
 	}
 	r.LR = t.sched.LR(t.Step)
-	if !math.IsNaN(r.GradNorm) && !math.IsInf(r.GradNorm, 0) {
+	applied := !math.IsNaN(r.GradNorm) && !math.IsInf(r.GradNorm, 0)
+	if applied {
 		t.adam.Step(r.LR)
 		if t.master != nil {
 			t.syncBF16()
 		}
+	}
+	if t.sparse != nil {
+		t.sparse.afterStep(applied, r.LR)
+		r.Storage = t.sparse.stepFigures()
 	}
 	t.Step++
 	t.tokens += int64(r.Tokens)

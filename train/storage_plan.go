@@ -1,0 +1,139 @@
+package train
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/moesys/moesys/model"
+	"github.com/moesys/moesys/offload"
+)
+
+// ErrStorage is wrapped by a hierarchical-storage plan that cannot fit.
+var ErrStorage = errors.New("train: storage plan does not fit")
+
+// StorageOptions puts the sparse (routed expert) parameters' optimizer
+// state on an SSD tier with a RAM cache (hierarchical storage, SE-MoE).
+type StorageOptions struct {
+	Dir       string `json:"dir"`                 // directory of the SSD tier's state file
+	SparseMem int64  `json:"sparse_mem"`          // bytes of RAM caching sparse state
+	DenseMem  int64  `json:"dense_mem,omitempty"` // bytes of RAM for dense state and the compute tier; 0: not checked
+	// LFU decay: hit counts are multiplied by Beta every Every optimizer
+	// steps (0: DefaultLFUBeta, DefaultLFUEvery).
+	Beta  float64 `json:"beta,omitempty"`
+	Every int     `json:"every,omitempty"`
+	// Wrap, when set, wraps the state file's I/O (tests inject faults).
+	Wrap func(offload.RecordIO) offload.RecordIO `json:"-"`
+}
+
+// LFU decay defaults: halve the hit counts every 10 steps, so an expert
+// the router stopped choosing loses its place within a few tens of steps.
+const (
+	DefaultLFUBeta  = 0.5
+	DefaultLFUEvery = 10
+)
+
+// StoragePlan is where every parameter's state lives under
+// StorageOptions: the capacity rules of SE-MoE with this implementation's
+// byte counts.
+type StoragePlan struct {
+	DenseParams, SparseParams int64
+	MoELayers, Experts        int   // routed experts of a layer (E), records = MoELayers*E
+	Records                   int   // expert states on the SSD tier
+	RecordBytes               int64 // state of one expert (fp32 master when bf16, AdamW m and v)
+	StateBytesPerParam        int   // 12 (bf16: master + m + v) or 8 (fp32: m + v; the weights are the master)
+	DenseBytesPerParam        int   // weights, gradients, moments (+ bf16 copy and master)
+	ComputeBytesPerParam      int   // working copies of every expert: weights, gradient (+ bf16 copy)
+	DenseBytes                int64 // dense state in RAM
+	ComputeBytes              int64 // the compute tier: every expert's working weights and gradients
+	StateBytes                int64 // all sparse state (on the SSD tier)
+	CacheRecords              int   // expert states the RAM cache holds
+	CacheBytes                int64
+	SSDBytes                  int64 // the state file: two slots per expert (atomic updates)
+	SSDFree                   int64 // free bytes at Dir (0: unknown)
+}
+
+// PlanStorage plans hierarchical storage for c trained in bf16 (or f32)
+// under so, or returns an error wrapping ErrStorage that says what does
+// not fit and what would.
+func PlanStorage(c *model.Config, bf16 bool, so StorageOptions) (StoragePlan, error) {
+	var p StoragePlan
+	if so.Dir == "" {
+		return p, fmt.Errorf("%w: no --storage directory", ErrStorage)
+	}
+	moeL := len(c.MoELayers())
+	if moeL == 0 || c.E == 0 {
+		return p, fmt.Errorf("%w: the model has no routed experts: there is no sparse state to store", ErrStorage)
+	}
+	var total int64
+	for _, ts := range model.SpecFor(c.Arch).Tensors(c) {
+		n := int64(1)
+		for _, d := range ts.Shape {
+			n *= int64(d)
+		}
+		total += n
+	}
+	FD := int64(c.ExpertFFN) * int64(c.D)
+	p.MoELayers, p.Experts, p.Records = moeL, c.E, moeL*c.E
+	p.SparseParams = int64(p.Records) * 3 * FD
+	p.DenseParams = total - p.SparseParams
+	p.StateBytesPerParam, p.DenseBytesPerParam, p.ComputeBytesPerParam = 8, 16, 8
+	if bf16 {
+		p.StateBytesPerParam, p.DenseBytesPerParam, p.ComputeBytesPerParam = 12, 22, 10
+	}
+	p.RecordBytes = 3 * FD * int64(p.StateBytesPerParam)
+	p.DenseBytes = p.DenseParams * int64(p.DenseBytesPerParam)
+	p.ComputeBytes = p.SparseParams * int64(p.ComputeBytesPerParam)
+	p.StateBytes = int64(p.Records) * p.RecordBytes
+	slot := offload.StateSlotBytes(int(p.RecordBytes))
+	p.SSDBytes = 2 * int64(p.Records) * slot
+	p.CacheRecords = int(min(so.SparseMem/slot, int64(p.Records)))
+	p.CacheBytes = int64(p.CacheRecords) * slot
+	var st unix.Statfs_t
+	if unix.Statfs(so.Dir, &st) == nil {
+		p.SSDFree = int64(st.Bavail) * int64(st.Bsize)
+	}
+	switch {
+	case p.CacheRecords < c.E:
+		return p, fmt.Errorf("%w: --sparse-mem %s holds %d expert states of %s; one MoE layer's update needs its %d experts' states in RAM at once: give --sparse-mem at least %s (of %s sparse state in all)",
+			ErrStorage, fmtBytes(so.SparseMem), p.CacheRecords, fmtBytes(slot), c.E, fmtBytes(int64(c.E)*slot), fmtBytes(p.StateBytes))
+	case so.DenseMem > 0 && p.DenseBytes+p.ComputeBytes > so.DenseMem:
+		return p, fmt.Errorf("%w: --dense-mem %s: dense state %s (%d params x %d B) + compute tier %s (working copies of %d expert params x %d B) = %s do not fit",
+			ErrStorage, fmtBytes(so.DenseMem), fmtBytes(p.DenseBytes), p.DenseParams, p.DenseBytesPerParam,
+			fmtBytes(p.ComputeBytes), p.SparseParams, p.ComputeBytesPerParam, fmtBytes(p.DenseBytes+p.ComputeBytes))
+	case p.SSDFree > 0 && p.SSDBytes > p.SSDFree:
+		return p, fmt.Errorf("%w: the SSD tier needs %s at %s (two slots per expert state), %s free", ErrStorage, fmtBytes(p.SSDBytes), so.Dir, fmtBytes(p.SSDFree))
+	}
+	return p, nil
+}
+
+// String prints the plan: where everything lives.
+func (p StoragePlan) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "hierarchical storage plan\n")
+	fmt.Fprintf(&b, "  dense params   %12d  RAM: %s (%d B/param: weights, gradients, AdamW moments)\n", p.DenseParams, fmtBytes(p.DenseBytes), p.DenseBytesPerParam)
+	fmt.Fprintf(&b, "  sparse params  %12d  %d MoE layers x %d experts\n", p.SparseParams, p.MoELayers, p.Experts)
+	fmt.Fprintf(&b, "    compute tier  RAM: %s (%d B/param: working weights and gradients of every expert)\n", fmtBytes(p.ComputeBytes), p.ComputeBytesPerParam)
+	fmt.Fprintf(&b, "    state         %s (%d B/param: %s), %s per expert\n", fmtBytes(p.StateBytes), p.StateBytesPerParam, map[bool]string{true: "fp32 master + AdamW m, v", false: "AdamW m, v"}[p.StateBytesPerParam == 12], fmtBytes(p.RecordBytes))
+	fmt.Fprintf(&b, "    RAM cache     %s: %d of %d expert states (%.0f%%), LFU with decay, write-back\n", fmtBytes(p.CacheBytes), p.CacheRecords, p.Records, 100*float64(p.CacheRecords)/float64(p.Records))
+	fmt.Fprintf(&b, "    SSD tier      %s (two slots per expert state, O_DIRECT)", fmtBytes(p.SSDBytes))
+	if p.SSDFree > 0 {
+		fmt.Fprintf(&b, ", %s free", fmtBytes(p.SSDFree))
+	}
+	b.WriteString("\n  2D prefetch path 1 (ZeRO-3 dense sharding across ranks): not built; dense state is replicated\n")
+	return b.String()
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

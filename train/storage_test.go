@@ -1,0 +1,328 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+
+	"github.com/moesys/moesys/model"
+	"github.com/moesys/moesys/offload"
+)
+
+// storageCase is a tiny model for the hierarchical-storage tests.
+type storageCase struct {
+	name    string
+	pregate int
+	bf16    bool
+	E, K    int // 0: testOptions' 4 experts top-2
+}
+
+var storageCases = []storageCase{
+	{"f32", 0, false, 0, 0},
+	{"pregate-bf16", 1, true, 0, 0},
+	{"lagging-top1-of-8", 0, true, 8, 1}, // experts skip steps: zero-gradient replays
+}
+
+func (c storageCase) options(dir string) Options {
+	o := testOptions(c.pregate, c.bf16)
+	if c.E > 0 {
+		m := byteModel(16, 3, 2, 1, c.E, c.K, 24)
+		m.MoE, m.ZCoef, m.Jitter, m.PregateDist = []bool{true, false, true}, 1e-3, 0.05, c.pregate
+		o.Model = m
+		o.Batch, o.Accum = 1, 1
+	}
+	if dir != "" {
+		slot := offload.StateSlotBytes(3 * o.Model.ExpertFFN * o.Model.D * map[bool]int{true: 12, false: 8}[c.bf16])
+		o.Storage = &StorageOptions{Dir: dir, SparseMem: int64(o.Model.E) * slot, Beta: 0.5, Every: 2} // one layer's experts: evictions every step
+	}
+	return o
+}
+
+// sameBits fails unless the two Nets' weights (and bf16 copies) are equal
+// bit for bit.
+func sameBits(t *testing.T, what string, a, b *model.Net) {
+	t.Helper()
+	for i, p := range a.Params {
+		q := b.Params[i]
+		for j := range p.W {
+			if math.Float32bits(p.W[j]) != math.Float32bits(q.W[j]) {
+				t.Fatalf("%s: %s[%d] = %v, want %v", what, p.Name, j, q.W[j], p.W[j])
+			}
+		}
+		for j := range p.B {
+			if p.B[j] != q.B[j] {
+				t.Fatalf("%s: %s bf16[%d] = %#x, want %#x", what, p.Name, j, q.B[j], p.B[j])
+			}
+		}
+	}
+}
+
+// TestStorageBitIdentical: training with the experts' state on the SSD tier
+// (a cache of one layer's experts, so states are evicted and read back
+// every step) gives the in-memory run's losses, gradient norms, weights and
+// optimizer state bit for bit, across validation and a checkpoint.
+func TestStorageBitIdentical(t *testing.T) {
+	corpus := testCorpus(t)
+	ctx := context.Background()
+	for _, tc := range storageCases {
+		t.Run(tc.name, func(t *testing.T) {
+			ref, err := NewTrainer(tc.options(""), corpus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := NewTrainer(tc.options(t.TempDir()), corpus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			var misses int64
+			for i := 0; i < 10; i++ {
+				a, b := mustStep(t, ref), mustStep(t, st)
+				if math.Float64bits(a.Loss) != math.Float64bits(b.Loss) || math.Float64bits(a.GradNorm) != math.Float64bits(b.GradNorm) {
+					t.Fatalf("step %d: loss %v norm %v, want %v %v", i+1, b.Loss, b.GradNorm, a.Loss, a.GradNorm)
+				}
+				misses += b.Storage.Misses
+				if i == 4 {
+					va, _ := ref.Evaluate(ctx)
+					vb, err := st.Evaluate(ctx)
+					if err != nil || va != vb {
+						t.Fatalf("validation %v (%v), want %v", vb, err, va)
+					}
+				}
+				if i == 6 {
+					if _, err := st.Save(t.TempDir(), 0); err != nil {
+						t.Fatal(err)
+					}
+					sameBits(t, "after checkpoint", ref.Net, st.Net)
+				}
+			}
+			if misses == 0 {
+				t.Errorf("no state was read from the SSD tier: the test does not exercise it")
+			}
+			if err := st.sparse.flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			sameBits(t, "after 10 steps", ref.Net, st.Net)
+			// The optimizer state equals the in-memory optimizer's.
+			want := map[string][3][]float32{}
+			for i, p := range ref.params {
+				var m []float32
+				if ref.master != nil {
+					m = ref.master[i]
+				}
+				want[p.Name] = [3][]float32{m, p.M, p.V}
+			}
+			err = st.sparse.each(ctx, false, func(p *model.Param, w, m, v []float32) error {
+				for k, got := range [3][]float32{w, m, v} {
+					for j := range got {
+						if math.Float32bits(got[j]) != math.Float32bits(want[p.Name][k][j]) {
+							return fmt.Errorf("%s state part %d [%d] = %v, want %v", p.Name, k, j, got[j], want[p.Name][k][j])
+						}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// faultIO tears the write numbered failAt (writes half of it, then fails)
+// and, like a killed process, fails every read and write after it.
+type faultIO struct {
+	offload.RecordIO
+	mu     sync.Mutex
+	writes int
+	failAt int
+	dead   bool
+}
+
+var errInjected = errors.New("injected fault")
+
+func (f *faultIO) WriteAt(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	if f.dead {
+		return 0, errInjected
+	}
+	if f.writes == f.failAt {
+		f.dead = true
+		n, _ := f.RecordIO.WriteAt(p[:len(p)/2], off)
+		return n, errInjected
+	}
+	return f.RecordIO.WriteAt(p, off)
+}
+
+func (f *faultIO) ReadAt(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	dead := f.dead
+	f.mu.Unlock()
+	if dead {
+		return 0, errInjected
+	}
+	return f.RecordIO.ReadAt(p, off)
+}
+
+// TestStorageCrashResume: a run whose SSD tier dies at a chosen write (a
+// torn write, then nothing: a kill in the middle of a write-back, of the
+// initial fill, of a checkpoint's flush) or that is simply abandoned after
+// a step, resumed from its last checkpoint (with storage), ends bit-identical
+// to an uninterrupted in-memory run.
+func TestStorageCrashResume(t *testing.T) {
+	corpus := testCorpus(t)
+	tc := storageCases[1]
+	const steps, saveAt = 8, 3
+	ref, err := NewTrainer(tc.options(""), corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range steps {
+		mustStep(t, ref)
+	}
+	records := 2 * tc.options("").Model.E
+	for _, failAt := range []int{0, records/2 + 1, records + 3, records + 20, records + 45, records + 70, 1 << 30} {
+		for _, killAfter := range []int{saveAt + 1, steps - 1} {
+			t.Run(fmt.Sprintf("write%d-kill%d", failAt, killAfter), func(t *testing.T) {
+				o, out := tc.options(t.TempDir()), t.TempDir()
+				o.Storage.Wrap = func(r offload.RecordIO) offload.RecordIO { return &faultIO{RecordIO: r, failAt: failAt} }
+				ckpt := ""
+				tr, err := NewTrainer(o, corpus)
+				if err == nil {
+					for i := 1; i <= killAfter; i++ {
+						if _, err = tr.TrainStep(context.Background()); err != nil {
+							break
+						}
+						if i == saveAt {
+							if ckpt, err = tr.Save(out, 0); err != nil {
+								break
+							}
+						}
+					}
+					tr.Close() // the kill: nothing more is written
+				}
+				if failAt > 0 && failAt < 1<<30 && err == nil && ckpt == "" {
+					t.Fatalf("the fault at write %d surfaced nowhere", failAt)
+				}
+				var rt *Trainer
+				o2 := tc.options(t.TempDir())
+				if ckpt == "" { // died before the first checkpoint: start again
+					rt, err = NewTrainer(o2, corpus)
+				} else {
+					rt, err = Resume(ckpt, o2, corpus)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer rt.Close()
+				for rt.Step < steps {
+					mustStep(t, rt)
+				}
+				if err := rt.sparse.flush(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				sameBits(t, "resumed", ref.Net, rt.Net)
+			})
+		}
+	}
+}
+
+// TestStorageResumesInMemoryCheckpoint: checkpoints are interchangeable
+// between in-memory and hierarchical-storage runs.
+func TestStorageResumesInMemoryCheckpoint(t *testing.T) {
+	corpus := testCorpus(t)
+	tc := storageCases[0]
+	ref, err := NewTrainer(tc.options(""), corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		mustStep(t, ref)
+	}
+	ckpt, err := ref.Save(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := Resume(ckpt, tc.options(t.TempDir()), corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	for range 3 {
+		a, b := mustStep(t, ref), mustStep(t, rt)
+		if a.Loss != b.Loss {
+			t.Fatalf("loss %v, want %v", b.Loss, a.Loss)
+		}
+	}
+	back, err := rt.Save(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := Resume(back, tc.options(""), corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := mustStep(t, ref), mustStep(t, mem)
+	if a.Loss != b.Loss {
+		t.Fatalf("in-memory resume of a storage checkpoint: loss %v, want %v", b.Loss, a.Loss)
+	}
+	sameBits(t, "round trip", ref.Net, mem.Net)
+}
+
+// TestPlanStorage: the planner's figures and its refusals.
+func TestPlanStorage(t *testing.T) {
+	o := testOptions(0, true)
+	c := o.Model
+	slot := offload.StateSlotBytes(3 * c.ExpertFFN * c.D * 12)
+	for _, tc := range []struct {
+		name string
+		so   StorageOptions
+		want string // error substring, "" for a plan
+	}{
+		{"fits", StorageOptions{Dir: t.TempDir(), SparseMem: 8 * slot}, ""},
+		{"one layer", StorageOptions{Dir: t.TempDir(), SparseMem: 4 * slot}, ""},
+		{"cache below one layer", StorageOptions{Dir: t.TempDir(), SparseMem: 4*slot - 1}, "give --sparse-mem at least"},
+		{"dense does not fit", StorageOptions{Dir: t.TempDir(), SparseMem: 8 * slot, DenseMem: 1000}, "do not fit"},
+		{"no dir", StorageOptions{SparseMem: 8 * slot}, "no --storage directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := PlanStorage(c, true, tc.so)
+			if tc.want != "" {
+				if err == nil || !errors.Is(err, ErrStorage) || !contains(err.Error(), tc.want) {
+					t.Fatalf("error %v, want %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.SparseParams != int64(2*4*3*c.ExpertFFN*c.D) || p.StateBytes != p.SparseParams*12 || p.CacheRecords != int(min(tc.so.SparseMem/slot, 8)) {
+				t.Fatalf("plan %+v", p)
+			}
+			if p.DenseParams+p.SparseParams != int64(mustNet(t, c).NumParams()) {
+				t.Fatalf("dense %d + sparse %d params, the Net has %d", p.DenseParams, p.SparseParams, mustNet(t, c).NumParams())
+			}
+			if s := p.String(); !contains(s, "RAM cache") || !contains(s, "path 1") {
+				t.Fatalf("plan text:\n%s", s)
+			}
+		})
+	}
+	if _, err := PlanStorage(byteModel(16, 2, 2, 1, 0, 0, 24), false, StorageOptions{Dir: t.TempDir(), SparseMem: 1 << 20}); !errors.Is(err, ErrStorage) {
+		t.Fatalf("a dense model: %v", err)
+	}
+}
+
+func contains(s, sub string) bool { return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub)) }
+
+func mustNet(t *testing.T, c *model.Config) *model.Net {
+	n, err := model.NewNet(c, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
