@@ -79,6 +79,10 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	saveEvery := fs.Int("save-every", -1, "steps between checkpoints (0 = only at the end)")
 	keep := fs.Int("keep", -1, "checkpoints to keep (0 = all)")
 	asJSON := fs.Bool("json", false, "print the run summary as JSON")
+	storage := fs.String("storage", "", "hierarchical storage: keep the experts' optimizer state (fp32 masters, AdamW moments) in DIR on the SSD tier, hot experts cached in RAM")
+	sparseMem := fs.String("sparse-mem", "", "with --storage: RAM for cached expert state (e.g. 256MiB); at least one MoE layer's experts")
+	denseMem := fs.String("dense-mem", "", "with --storage: RAM for dense state and the experts' working copies; the plan is refused if they do not fit (default unchecked)")
+	planOnly := fs.Bool("plan", false, "with --storage: print where everything lives and exit (a dry run)")
 	usage := func(w io.Writer) {
 		fmt.Fprintln(w, "Usage: moesys train [--preset NAME | --config FILE] [--data PATH] [--out DIR] [overrides]")
 		fmt.Fprintln(w, "       moesys train --resume DIR [--steps N]")
@@ -99,6 +103,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(w, "  moesys train --resume runs/small --steps 8000")
 		fmt.Fprintln(w, "  moesys train --from runs/tiny --convert-pregate --steps 100 --out runs/tiny-pregated")
 		fmt.Fprintln(w, "  moesys train --preset tiny --ranks 4                 # 4 in-process ranks, 2 experts each")
+		fmt.Fprintln(w, "  moesys train --preset small --bf16 --storage /ssd/moesys --sparse-mem 48MiB --plan")
+		fmt.Fprintln(w, "                                                       # where the state lives (expert state on SSD, 25% cached)")
 		fmt.Fprintln(w, "  mpirun -np 2 moesys train --preset tiny --out runs/tiny-mpi   # one rank per process (Open MPI)")
 		fmt.Fprintln(w, "  moesys generate --model runs/tiny/step-00000300 --prompt 'func main() {'")
 	}
@@ -207,6 +213,14 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if err := o.Validate(); err != nil {
 		return err
 	}
+	if *storage != "" || *sparseMem != "" || *denseMem != "" || *planOnly {
+		if err := storageOptions(&o, *storage, *sparseMem, *denseMem, *ranks, stderr); err != nil {
+			return err
+		}
+		if *planOnly {
+			return nil
+		}
+	}
 	if *out == "" {
 		*out = filepath.Join("runs", name)
 	}
@@ -271,6 +285,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer tr.Close()
 	c := tr.Net.Cfg
 	fmt.Fprintf(stderr, "model: %d layers (%d MoE), d_model %d, %d experts top-%d, %s parameters; batch %d x seq %d x accum %d; %d steps -> %s\n",
 		c.L, len(c.MoELayers()), c.D, c.E, c.K, humanCount(int64(tr.Net.NumParams())), o.Batch, o.Seq, o.Accum, o.Steps, *out)
@@ -418,4 +433,38 @@ func checkWritable(dir string) error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
+}
+
+// storageOptions sets o.Storage from the hierarchical-storage flags and
+// prints the plan, or refuses it.
+func storageOptions(o *train.Options, dir, sparse, dense string, ranks int, stderr io.Writer) error {
+	if dir == "" {
+		return errors.New("--sparse-mem, --dense-mem and --plan need --storage DIR")
+	}
+	if ranks > 1 || dist.UnderMPI() {
+		return errors.New("--storage runs in one process: drop --ranks (and mpirun)")
+	}
+	if sparse == "" {
+		return errors.New("--storage needs --sparse-mem BYTES (RAM for cached expert state)")
+	}
+	so := &train.StorageOptions{Dir: dir}
+	var err error
+	if so.SparseMem, err = parseBytes(sparse); err != nil {
+		return fmt.Errorf("--sparse-mem: %w", err)
+	}
+	if dense != "" {
+		if so.DenseMem, err = parseBytes(dense); err != nil {
+			return fmt.Errorf("--dense-mem: %w", err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--storage: %w", err)
+	}
+	p, err := train.PlanStorage(o.Model, o.BF16, *so)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stderr, p)
+	o.Storage = so
+	return nil
 }
