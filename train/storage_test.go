@@ -317,7 +317,9 @@ func TestPlanStorage(t *testing.T) {
 	}
 }
 
-func contains(s, sub string) bool { return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub)) }
+func contains(s, sub string) bool {
+	return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub))
+}
 
 func mustNet(t *testing.T, c *model.Config) *model.Net {
 	n, err := model.NewNet(c, 16)
