@@ -94,6 +94,8 @@ type Net struct {
 	taskSeq  []int32
 	taskHeld []bool
 	taskOf   map[*Param]int
+	// embedPart, when set, partitions the embedding (net_embed.go).
+	embedPart *embedPart
 }
 
 // netLayer is one block's parameters.

@@ -100,6 +100,9 @@ func (n *Net) CommBusy() time.Duration {
 // rank trains their task (SetTasksHeld), replicated within that task's
 // ranks.
 func (n *Net) ExpertParam(p *Param) (expert, local bool) {
+	if p == n.embed && n.embedPart != nil {
+		return true, true // this rank's columns (SetEmbedPartition)
+	}
 	if k := n.TaskParam(p); k >= 0 {
 		return true, n.taskHeld[k]
 	}

@@ -121,7 +121,13 @@ func (n *Net) Forward(ctx context.Context, ids, targets []int32, B, T int, step 
 		}
 	}
 	a.step = step
-	kernel.Embedding(a.xs[0], n.embed.W, a.ids, N, c.D)
+	if n.embedPart != nil {
+		if err := n.embedForward(ctx, a.xs[0], a.ids, N); err != nil {
+			return Loss{}, err
+		}
+	} else {
+		kernel.Embedding(a.xs[0], n.embed.W, a.ids, N, c.D)
+	}
 	n.stats.Reset()
 	for l := 0; l < c.L; l++ {
 		if err := n.layerForward(ctx, l, step); err != nil {
@@ -221,7 +227,13 @@ func (n *Net) Backward(ctx context.Context, scale float32) error {
 		n.attnBackward(l, &a.attn[s], dx, a.xs[l], a.B, a.T, a.pos)
 		done(c.L - l)
 	}
-	kernel.EmbeddingBackward(n.embed.G, dx, a.ids, N, D)
+	if n.embedPart != nil {
+		if err := n.embedBackward(ctx, dx, N); err != nil {
+			return err
+		}
+	} else {
+		kernel.EmbeddingBackward(n.embed.G, dx, a.ids, N, D)
+	}
 	done(c.L + 1)
 	return nil
 }
