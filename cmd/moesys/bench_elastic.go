@@ -114,7 +114,6 @@ func benchElasticBalance(opts benchOptions, progress io.Writer) ([]benchResult, 
 	}, nil
 }
 
-
 // rankGroup is elasticRanks in-process ranks each running a multi-task
 // Trainer, driven step by step.
 type rankGroup struct {
