@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -57,6 +58,10 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	resume := fs.String("resume", "", "resume from a checkpoint directory or a run's output directory")
 	from := fs.String("from", "", "with --convert-pregate: the conventional checkpoint to convert")
 	convert := fs.Bool("convert-pregate", false, "convert --from into a pre-gated model and fine-tune it; reports routing agreement and validation loss")
+	var tasks taskFlags
+	fs.Var(&tasks, "task", "a task of a multi-task run, repeatable: NAME=DATA,batch=N[,cost=C] (DATA as --data, \"default\" for the default corpus; cost: relative cost of one sequence, default 1); --batch becomes the tasks' sum")
+	taskFFN := fs.Int("task-ffn", 0, "multi-task: hidden size of each task expert (default the expert FFN size)")
+	taskPlacement := fs.String("task-placement", "elastic", "multi-task over several ranks: elastic (ranks by workload) or one-per-task")
 	logPath := fs.String("log", "", "write JSON log lines (one per step and evaluation) to this file")
 	sampleN := fs.Int("sample", 0, "after training, generate this many bytes from the final checkpoint")
 	prompt := fs.String("prompt", "func ", "prompt for --sample")
@@ -210,6 +215,13 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		}
 		o.Model.PregateDist = *pregate
 	}
+	if len(tasks) > 0 {
+		if *resume != "" {
+			return errors.New("--task cannot change a resumed run's tasks (they come from its checkpoint)")
+		}
+		o.MultiTask(tasks, *taskFFN)
+		o.TaskPlacement = *taskPlacement
+	}
 	if err := o.Validate(); err != nil {
 		return err
 	}
@@ -231,8 +243,23 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	// Data.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	corpus, err := train.LoadCorpus(ctx, train.DataSpec{Path: *data, Glob: *glob, ValFraction: *valFrac}, os.Stdin)
-	if err != nil {
+	var corpora []*train.Corpus // one per task of a multi-task run
+	for _, t := range o.Tasks {
+		path := t.Data
+		if path == "default" {
+			path = ""
+		}
+		c, err := train.LoadCorpus(ctx, train.DataSpec{Path: path, Glob: *glob, ValFraction: *valFrac}, os.Stdin)
+		if err != nil {
+			return fmt.Errorf("task %s: %w", t.Name, err)
+		}
+		fmt.Fprintf(stderr, "task %s: batch %d, %s\n", t.Name, t.Batch, c.Source)
+		corpora = append(corpora, c)
+	}
+	var corpus *train.Corpus
+	if len(corpora) > 0 {
+		corpus = corpora[0]
+	} else if corpus, err = train.LoadCorpus(ctx, train.DataSpec{Path: *data, Glob: *glob, ValFraction: *valFrac}, os.Stdin); err != nil {
 		return err
 	}
 	if err := corpus.Check(o.Seq); err != nil {
@@ -241,7 +268,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "data: %s: %d training and %d validation tokens\n", corpus.Source, len(corpus.Train), len(corpus.Val))
 	fmt.Fprintln(stderr, kernel.Note())
 	if *ranks > 1 || dist.UnderMPI() {
-		pr := parallelRun{o: o, corpus: corpus, ckpt: ckpt, out: *out, log: *logPath, ranks: *ranks, threads: *threads, stderr: stderr}
+		pr := parallelRun{o: o, corpus: corpus, corpora: corpora, ckpt: ckpt, out: *out, log: *logPath, ranks: *ranks, threads: *threads, stderr: stderr}
 		s, err := pr.run(ctx)
 		if err != nil || s == nil {
 			return err // s nil: not rank 0
@@ -254,6 +281,10 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	var orig *model.Net
 	var report reportPregate
 	switch {
+	case len(corpora) > 0 && *resume != "":
+		tr, err = train.ResumeMultiTask(ckpt, o, corpora, nil)
+	case len(corpora) > 0:
+		tr, err = train.NewMultiTaskTrainer(o, corpora, nil)
 	case *resume != "":
 		tr, err = train.Resume(ckpt, o, corpus)
 	case *convert:
@@ -466,5 +497,39 @@ func storageOptions(o *train.Options, dir, sparse, dense string, ranks int, stde
 	}
 	fmt.Fprint(stderr, p)
 	o.Storage = so
+	return nil
+}
+
+// taskFlags collects repeated --task NAME=DATA,batch=N[,cost=C] flags.
+type taskFlags []train.TaskSpec
+
+func (f *taskFlags) String() string { return fmt.Sprint(*f) }
+
+func (f *taskFlags) Set(v string) error {
+	name, rest, ok := strings.Cut(v, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("want NAME=DATA,batch=N[,cost=C], got %q", v)
+	}
+	parts := strings.Split(rest, ",")
+	t := train.TaskSpec{Name: name, Data: parts[0]}
+	for _, p := range parts[1:] {
+		k, val, _ := strings.Cut(p, "=")
+		var err error
+		switch k {
+		case "batch":
+			t.Batch, err = strconv.Atoi(val)
+		case "cost":
+			t.Cost, err = strconv.ParseFloat(val, 64)
+		default:
+			return fmt.Errorf("task %s: unknown field %q (want batch=N or cost=C)", name, k)
+		}
+		if err != nil {
+			return fmt.Errorf("task %s: %s: %v", name, k, err)
+		}
+	}
+	if t.Batch <= 0 {
+		return fmt.Errorf("task %s: batch=N (> 0) is required", name)
+	}
+	*f = append(*f, t)
 	return nil
 }

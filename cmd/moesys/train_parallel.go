@@ -18,12 +18,13 @@ import (
 // (--ranks N, one goroutine each) or, under mpirun, this process as one
 // rank of the MPI job.
 type parallelRun struct {
-	o      train.Options
-	corpus *train.Corpus
-	ckpt   string // resume from this checkpoint ("" = fresh)
-	out    string
-	log    string // JSON log path (rank 0)
-	ranks  int    // in-process ranks (ignored under mpirun)
+	o       train.Options
+	corpus  *train.Corpus
+	corpora []*train.Corpus // a multi-task run's, one per task (nil otherwise)
+	ckpt    string          // resume from this checkpoint ("" = fresh)
+	out     string
+	log     string // JSON log path (rank 0)
+	ranks   int    // in-process ranks (ignored under mpirun)
 	// threads is --threads (0: unset; under mpirun each process then takes
 	// its share of the machine's cores).
 	threads int
@@ -85,9 +86,14 @@ func (p *parallelRun) run(ctx context.Context) (*train.Summary, error) {
 func (p *parallelRun) rank(ctx context.Context, c dist.Comm, abort context.Context) (train.Summary, error) {
 	var tr *train.Trainer
 	var err error
-	if p.ckpt != "" {
+	switch {
+	case len(p.corpora) > 0 && p.ckpt != "":
+		tr, err = train.ResumeMultiTask(p.ckpt, p.o, p.corpora, c)
+	case len(p.corpora) > 0:
+		tr, err = train.NewMultiTaskTrainer(p.o, p.corpora, c)
+	case p.ckpt != "":
 		tr, err = train.ResumeParallel(p.ckpt, p.o, p.corpus, c)
-	} else {
+	default:
 		tr, err = train.NewParallelTrainer(p.o, p.corpus, c)
 	}
 	// A rank that cannot start must not leave the others waiting in the
