@@ -137,6 +137,11 @@ func (m *Model) Close() error {
 // load maps every weight, or every weight but the routed experts.
 func (m *Model) load(skipExperts bool) error {
 	c, sp := m.Cfg, SpecFor(m.Cfg.Arch)
+	if c.Tasks > 0 {
+		// Its outputs depend on each sequence's task expert, which the
+		// inference path does not run: refuse rather than answer wrongly.
+		return fmt.Errorf("%w: a multi-task checkpoint (moesys_tasks %d) runs only in training (moesys train --task); inference does not run task experts", ErrConfig, c.Tasks)
+	}
 	var err error
 	mat := func(name string, rows, cols int) Mat {
 		if err != nil {

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -141,5 +142,23 @@ func TestNetTaskExpertsRouting(t *testing.T) {
 	}
 	if back.Tasks != 2 || back.TaskFFN != 4 {
 		t.Fatalf("round trip: tasks %d ffn %d", back.Tasks, back.TaskFFN)
+	}
+}
+
+// The inference path refuses a multi-task checkpoint instead of running
+// it without its task experts.
+func TestLoadRefusesMultiTask(t *testing.T) {
+	c := tinyConfig()
+	c.Tasks, c.TaskFFN = 2, 3
+	n, err := NewNet(c, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := n.SaveWeights(dir, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "multi-task") {
+		t.Fatalf("Load of a multi-task checkpoint: %v", err)
 	}
 }
