@@ -84,6 +84,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./model
 	$(GO) test -run '^$$' -fuzz '^FuzzOpenLayout$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./offload
 	$(GO) test -run '^$$' -fuzz '^FuzzParseDiskStat$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./offload
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenStateFile$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./offload
 	$(GO) test -run '^$$' -fuzz '^FuzzStopper$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./sample
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./tokenizer
 	$(GO) test -run '^$$' -fuzz '^FuzzByteLevelRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./tokenizer
