@@ -60,6 +60,9 @@ type Net struct {
 	// Watch, when set, is told which experts each MoE layer uses before
 	// they compute (net_watch.go).
 	Watch ExpertWatch
+	// Dense, when set, supplies the dense weights group by group
+	// (net_dense.go): ZeRO-3 sharding of the dense parameters.
+	Dense DenseSource
 
 	byName            map[string]*Param
 	gradGroups        [][]*Param // GradsDone's groups, in Backward's order

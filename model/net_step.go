@@ -121,6 +121,9 @@ func (n *Net) Forward(ctx context.Context, ids, targets []int32, B, T int, step 
 		}
 	}
 	a.step = step
+	if err := n.useDense(ctx, c.L+1, false); err != nil {
+		return Loss{}, err
+	}
 	if n.embedPart != nil {
 		if err := n.embedForward(ctx, a.xs[0], a.ids, N); err != nil {
 			return Loss{}, err
@@ -130,9 +133,15 @@ func (n *Net) Forward(ctx context.Context, ids, targets []int32, B, T int, step 
 	}
 	n.stats.Reset()
 	for l := 0; l < c.L; l++ {
+		if err := n.useDense(ctx, c.L-l, false); err != nil {
+			return Loss{}, err
+		}
 		if err := n.layerForward(ctx, l, step); err != nil {
 			return Loss{}, err
 		}
+	}
+	if err := n.useDense(ctx, 0, false); err != nil {
+		return Loss{}, err
 	}
 	// Final norm, head, cross-entropy.
 	D, V := c.D, c.V
@@ -198,6 +207,9 @@ func (n *Net) Backward(ctx context.Context, scale float32) error {
 	for t := range a.dloss {
 		a.dloss[t] = inv
 	}
+	if err := n.useDense(ctx, 0, true); err != nil {
+		return err
+	}
 	kernel.CrossEntropyBackward(a.logits, a.logits, a.lse, a.tgt, a.dloss, N, V)
 	g.dx, g.dh = growF(g.dx, N*D), growF(g.dh, N*D)
 	linearBackward(g.dh, a.logits, a.hf, n.head, N, V, D, 0)
@@ -213,6 +225,9 @@ func (n *Net) Backward(ctx context.Context, scale float32) error {
 	dx := g.dx
 	for l := c.L - 1; l >= 0; l-- {
 		s := n.slot(l)
+		if err := n.useDense(ctx, c.L-l, true); err != nil {
+			return err
+		}
 		if n.Recompute {
 			if err := n.layerRecompute(ctx, l); err != nil {
 				return err
@@ -226,6 +241,9 @@ func (n *Net) Backward(ctx context.Context, scale float32) error {
 		}
 		n.attnBackward(l, &a.attn[s], dx, a.xs[l], a.B, a.T, a.pos)
 		done(c.L - l)
+	}
+	if err := n.useDense(ctx, c.L+1, true); err != nil {
+		return err
 	}
 	if n.embedPart != nil {
 		if err := n.embedBackward(ctx, dx, N); err != nil {

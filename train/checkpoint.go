@@ -56,7 +56,7 @@ func CheckpointName(step int) string { return fmt.Sprintf("step-%08d", step) }
 // In a parallel run Save is a collective (every rank calls it) and writes a
 // sharded checkpoint (see OptimizerIndexFile).
 func (t *Trainer) Save(out string, keepLast int) (string, error) {
-	if t.par != nil && t.par.comm.Size() > 1 {
+	if t.par != nil && (t.par.comm.Size() > 1 || t.par.zero != nil) {
 		return t.saveSharded(out, keepLast)
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -252,6 +252,11 @@ func ResumeParallel(dir string, o Options, corpus *Corpus, c dist.Comm) (*Traine
 	t.adam.SetSteps(adamSteps)
 	if t.sparse != nil {
 		if err := t.sparse.load(read, adamSteps); err != nil {
+			return nil, err
+		}
+	}
+	if o.ShardDense {
+		if err := t.shardDense(); err != nil {
 			return nil, err
 		}
 	}

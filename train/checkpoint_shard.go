@@ -84,6 +84,25 @@ func (t *Trainer) saveSharded(out string, keepLast int) (string, error) {
 			os_ = append(os_, model.F32Tensor{Name: p.Name + ".master", Shape: shape, Data: t.master[i]})
 		}
 	}
+	if z := t.par.zero; z != nil {
+		// The dense tensors whole, from every rank's shard: rank 0 writes
+		// them, as it writes replicated ones.
+		full, err := z.gatherAll(ctx)
+		if err != nil {
+			return "", fmt.Errorf("train: checkpoint: %w", err)
+		}
+		for _, f := range full {
+			if r != 0 {
+				break
+			}
+			ws = append(ws, model.F32Tensor{Name: f.p.Name, Shape: f.p.Shape, Data: f.w})
+			os_ = append(os_, model.F32Tensor{Name: f.p.Name + ".exp_avg", Shape: f.p.Shape, Data: f.m},
+				model.F32Tensor{Name: f.p.Name + ".exp_avg_sq", Shape: f.p.Shape, Data: f.v})
+			if f.master != nil {
+				os_ = append(os_, model.F32Tensor{Name: f.p.Name + ".master", Shape: f.p.Shape, Data: f.master})
+			}
+		}
+	}
 	meta := map[string]string{"format": "pt", "step": strconv.Itoa(t.Step), "producer": "moesys train", "rank": strconv.Itoa(r), "world": strconv.Itoa(W)}
 	err = model.WriteF32Tensors(filepath.Join(tmp, safetensors.ShardName(r, W)), ws, t.Opts.BF16, meta)
 	if err == nil {

@@ -66,6 +66,12 @@ type Options struct {
 	Tasks         []TaskSpec `json:"tasks,omitempty"`
 	TaskPlacement string     `json:"task_placement,omitempty"`
 
+	// ShardDense shards the dense parameters' state over the ranks of a
+	// parallel run, ZeRO-3 style (zero.go): each rank keeps 1/W of every
+	// dense parameter's weights, gradient and optimizer state; a group's
+	// whole weights are gathered one group ahead of their use.
+	ShardDense bool `json:"shard_dense,omitempty"`
+
 	// Storage, when set, keeps the routed experts' optimizer state on an
 	// SSD tier with a RAM cache (hierarchical storage: storage.go).
 	Storage *StorageOptions `json:"storage,omitempty"`
@@ -118,6 +124,12 @@ func (o *Options) Validate() error {
 		return bad("ranks_per_node %d must be >= 0", o.RanksPerNode)
 	case o.EvalEvery < 0 || o.SaveEvery < 0 || o.KeepLast < 0 || o.EvalBatches < 0:
 		return bad("eval_every, eval_batches, save_every and keep_last must be >= 0")
+	case o.ShardDense && o.Storage != nil:
+		return bad("shard_dense with storage: hierarchical storage runs in one process, dense sharding over the ranks of a parallel run")
+	case o.ShardDense && len(o.Tasks) > 0:
+		return bad("shard_dense with tasks: the task experts' groups are not sharded yet")
+	case o.ShardDense && c.TieEmbeddings:
+		return bad("shard_dense with tied embeddings: the head would be gathered in two groups")
 	}
 	return o.validateTasks()
 }

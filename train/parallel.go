@@ -42,7 +42,14 @@ func NewParallelTrainer(o Options, corpus *Corpus, c dist.Comm) (*Trainer, error
 		return nil, err
 	}
 	net.Init(o.Seed, o.InitStd)
-	return newTrainer(o, corpus, net, c)
+	t, err := newTrainer(o, corpus, net, c)
+	if err == nil && o.ShardDense {
+		err = t.shardDense()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // parallel is a Trainer's part of a parallel run.
@@ -56,7 +63,9 @@ type parallel struct {
 	// dense are the replicated parameters (gradients summed over the
 	// ranks), owned this rank's experts (gradients whole here).
 	dense, owned []*optim.Param
-	fused        *dist.Fused          // the dense gradients' all-reduce, on its own communicator
+	gc           dist.Comm            // the gradients' communicator, split off comm
+	fused        *dist.Fused          // the dense gradients' all-reduce, on gc
+	zero         *zero                // the dense parameters' shards (Options.ShardDense), or nil
 	fidx         map[*model.Param]int // dense Param -> its index in fused
 	sq           []float64            // this rank's experts' squared gradient norm (1)
 	sqs          []float64            // every rank's
@@ -144,6 +153,7 @@ func (p *parallel) split(t *Trainer) error {
 	if err != nil {
 		return fmt.Errorf("train: gradient communicator: %w", err)
 	}
+	p.gc = gc
 	if err := p.tasks.split(p.comm); err != nil {
 		return err
 	}
@@ -192,6 +202,9 @@ func (p *parallel) norm(ctx context.Context) (float64, error) {
 		return 0, err
 	}
 	p.sq[0] = optim.GradSq(p.owned) + p.tasks.gradSq()
+	if p.zero != nil {
+		p.sq[0] += optim.GradSq(p.zero.params) // this rank's shards of the dense gradients
+	}
 	if err := dist.AllGatherOf(ctx, p.comm, p.sq, p.sqs); err != nil {
 		return 0, fmt.Errorf("gradient norm: %w", err)
 	}

@@ -60,6 +60,10 @@ type StepResult struct {
 	// took in all, mostly hidden behind backward.
 	CommSeconds   float64 `json:"comm_seconds,omitempty"`
 	ReduceSeconds float64 `json:"reduce_seconds,omitempty"`
+	// Dense is the sharded dense parameters' figures (Opts.ShardDense):
+	// path 1 of 2D prefetch. Its exposed time is part of CommSeconds, its
+	// busy time of ReduceSeconds.
+	Dense *DenseStep `json:"dense,omitempty"`
 	// Storage is the hierarchical storage's figures (Opts.Storage).
 	Storage *StorageStep `json:"storage,omitempty"`
 }
@@ -75,6 +79,9 @@ func NewTrainer(o Options, corpus *Corpus) (*Trainer, error) {
 // is not nil (net then gets its expert parallelism here).
 func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm) (*Trainer, error) {
 	t := &Trainer{Opts: o, Net: net}
+	if o.ShardDense && c == nil {
+		return nil, fmt.Errorf("%w: shard_dense shards the dense parameters over the ranks of a parallel run; one process has no ranks to shard over", ErrOptions)
+	}
 	if c != nil {
 		var err error
 		if t.par, err = newParallel(o, net, c); err != nil {
@@ -106,7 +113,7 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm) (*Traine
 		t.syncBF16()
 	}
 	var err error
-	acfg := optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}
+	acfg := t.adamConfig()
 	t.adam, err = optim.NewAdamW(t.params, acfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrOptions, err)
@@ -129,6 +136,12 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm) (*Traine
 	}
 	t.inputs, t.target = make([]int32, o.Batch*o.Seq), make([]int32, o.Batch*o.Seq)
 	return t, nil
+}
+
+// adamConfig is the optimizer's configuration from the options.
+func (t *Trainer) adamConfig() optim.AdamWConfig {
+	o := t.Opts
+	return optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}
 }
 
 // syncBF16 sets the model's weights to the bf16 rounding of the masters
@@ -154,9 +167,14 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 	o := t.Opts
 	start := time.Now()
 	var busy0, reduce0 time.Duration
+	var z0 zero
 	if t.par != nil {
 		busy0, reduce0 = t.Net.CommBusy(), t.par.fused.Busy()
 		t.par.wait = 0
+		if z := t.par.zero; z != nil {
+			z0 = zero{exposed: z.exposed, busy: z.busy, bytes: z.bytes}
+			z.zeroGrad()
+		}
 	}
 	if t.sparse != nil {
 		t.sparse.zeroGrads()
@@ -197,6 +215,13 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 		r.CommSeconds = (t.Net.CommBusy() - busy0 + t.par.wait).Seconds()
 		r.ReduceSeconds = (t.par.fused.Busy() - reduce0).Seconds()
 		optim.ClipTo(t.params, r.GradNorm, o.Clip)
+		if z := t.par.zero; z != nil {
+			optim.ClipTo(z.params, r.GradNorm, o.Clip)
+			d := &DenseStep{ExposedSeconds: (z.exposed - z0.exposed).Seconds(), BusySeconds: (z.busy - z0.busy).Seconds(), Bytes: z.bytes - z0.bytes}
+			r.Dense = d
+			r.CommSeconds += d.ExposedSeconds
+			r.ReduceSeconds += d.BusySeconds
+		}
 	} else if t.sparse != nil {
 		r.GradNorm = optim.ClipGradNorm(t.clip, o.Clip)
 	} else {
@@ -208,6 +233,9 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 		t.adam.Step(r.LR)
 		if t.master != nil {
 			t.syncBF16()
+		}
+		if t.par != nil && t.par.zero != nil {
+			t.par.zero.step(r.LR)
 		}
 	}
 	if t.sparse != nil {
@@ -225,6 +253,9 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 // also sums the dense gradients over the ranks, bucket by bucket as
 // backward finishes them (overlapping the rest of backward).
 func (t *Trainer) backward(ctx context.Context, scale float32, last bool) error {
+	if t.par != nil && t.par.zero != nil {
+		return t.par.zero.backward(ctx, t.Net, scale) // every micro-batch: the full gradients do not stay
+	}
 	if t.par == nil || !last {
 		return t.Net.Backward(ctx, scale)
 	}
