@@ -383,7 +383,7 @@ func (z *zero) step(lr float64) {
 
 // zeroFull is a whole dense tensor's state gathered from the shards.
 type zeroFull struct {
-	p                *model.Param
+	p               *model.Param
 	w, m, v, master []float32 // master nil in f32
 }
 
