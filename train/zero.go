@@ -419,6 +419,17 @@ func (z *zero) gatherAll(ctx context.Context) ([]zeroFull, error) {
 	return out, nil
 }
 
+// ShardedDenseBytes returns, when the dense parameters are sharded
+// (Options.ShardDense), this rank's bytes of dense state (weights,
+// gradients, moments, masters: about 1/W of the replicated state) and of
+// the ring of gathered-group buffers; zeros otherwise.
+func (t *Trainer) ShardedDenseBytes() (state, ring int64) {
+	if t.par == nil || t.par.zero == nil {
+		return 0, 0
+	}
+	return t.par.zero.Bytes()
+}
+
 // Bytes returns this rank's bytes of dense state: the shards (weights,
 // gradients, moments, masters and their bf16 roundings) and the ring of
 // gathered-group buffers.

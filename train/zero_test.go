@@ -62,7 +62,7 @@ func shardRun(t *testing.T, o Options, corpus *Corpus, W, steps int, from, out s
 // moments and masters.
 func (t *Trainer) denseBytes() (state, ring int64) {
 	if t.par.zero != nil {
-		return t.par.zero.Bytes()
+		return t.ShardedDenseBytes()
 	}
 	for i, q := range t.params {
 		if np := t.Net.Params[t.idx[i]]; slices.Contains(t.par.dense, q) {

@@ -70,6 +70,7 @@ type benchOptions struct {
 	only     []string      // sections to run (suites with sections; nil: all)
 	ranks    []int         // train: the parallel section's rank counts (--ranks)
 	steps    int           // train --ranks: timed steps per run (0: default)
+	shard    bool          // train --ranks: also each W > 1 with the dense parameters sharded (--shard-dense)
 }
 
 // benchSections lists the sections of the suites that have them (--only).
@@ -89,6 +90,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	only := fs.String("only", "", "comma-separated sections to run (offload: "+strings.Join(offloadSections, ", ")+"; comm-net: fusion, hier); default all")
 	ranks := fs.String("ranks", "", "train: data + expert parallel training over these rank counts instead (e.g. 1,2): tokens/s and communication share, MPI processes and in-process ranks")
 	steps := fs.Int("steps", 0, "train --ranks: timed steps per run (default 5, --quick 3)")
+	shard := fs.Bool("shard-dense", false, "train --ranks: also run each W > 1 with the dense parameters sharded over the ranks (ZeRO-3, path 1 of 2D prefetch): tokens/s and the time path 1 was exposed per step")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: moesys bench SUITE [--quick] [--json] [--only SECTIONS] [--ranks 1,2]")
 		fmt.Fprintln(stderr, "\nSuites:")
@@ -125,7 +127,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		return fmt.Errorf("unknown suite %q", suiteName)
 	}
-	opts := benchOptions{quick: *quick, model: *modelDir, steps: *steps, duration: *duration}
+	opts := benchOptions{quick: *quick, model: *modelDir, steps: *steps, duration: *duration, shard: *shard}
+	if *shard && *ranks == "" {
+		return fmt.Errorf("--shard-dense: only bench train --ranks shards the dense parameters")
+	}
 	if *ranks != "" {
 		if suiteName != "train" {
 			return fmt.Errorf("--ranks: only the train suite runs over ranks")

@@ -27,18 +27,22 @@ const (
 )
 
 // rankRun is one parallel measurement: per step, tokens/s of the global
-// batch and the communication share of rank 0's step.
+// batch and the communication share of rank 0's step; with the dense
+// parameters sharded, the seconds per step path 1 (their gathers and
+// reduce-scatters) was exposed and busy.
 type rankRun struct {
 	tokS, comm, reduce []float64
+	exposed, busy      []float64
 }
 
 // parallelBenchTrainer builds rank c's trainer of the preset over random
-// tokens (c nil: one process).
-func parallelBenchTrainer(c dist.Comm) (*train.Trainer, train.Options, error) {
+// tokens (c nil: one process), the dense parameters sharded when shard.
+func parallelBenchTrainer(c dist.Comm, shard bool) (*train.Trainer, train.Options, error) {
 	o, err := train.PresetOptions(trainRanksPreset)
 	if err != nil {
 		return nil, o, err
 	}
+	o.ShardDense = shard
 	rng := rand.New(rand.NewPCG(1, 2))
 	toks := make([]int32, 8*o.Batch*(o.Seq+1))
 	for i := range toks {
@@ -50,8 +54,8 @@ func parallelBenchTrainer(c dist.Comm) (*train.Trainer, train.Options, error) {
 }
 
 // measureRank runs one warm-up step and steps timed steps on this rank.
-func measureRank(c dist.Comm, steps int) (rankRun, error) {
-	tr, o, err := parallelBenchTrainer(c)
+func measureRank(c dist.Comm, steps int, shard bool) (rankRun, error) {
+	tr, o, err := parallelBenchTrainer(c, shard)
 	if err != nil {
 		return rankRun{}, err
 	}
@@ -68,13 +72,16 @@ func measureRank(c dist.Comm, steps int) (rankRun, error) {
 		run.tokS = append(run.tokS, float64(o.Batch*o.Seq*o.Accum)/s.Seconds)
 		run.comm = append(run.comm, s.CommSeconds/s.Seconds)
 		run.reduce = append(run.reduce, s.ReduceSeconds/s.Seconds)
+		if s.Dense != nil {
+			run.exposed, run.busy = append(run.exposed, s.Dense.ExposedSeconds), append(run.busy, s.Dense.BusySeconds)
+		}
 	}
 	return run, nil
 }
 
 // localRanks measures W in-process ranks, each with its share of the
 // cores; rank 0's figures.
-func localRanks(W, steps int) (rankRun, error) {
+func localRanks(W, steps int, shard bool) (rankRun, error) {
 	comms, err := dist.NewLocal(W)
 	if err != nil {
 		return rankRun{}, err
@@ -85,20 +92,25 @@ func localRanks(W, steps int) (rankRun, error) {
 	errs := make([]error, W)
 	var wg sync.WaitGroup
 	for r, c := range comms {
-		wg.Go(func() { runs[r], errs[r] = measureRank(c, steps) })
+		wg.Go(func() { runs[r], errs[r] = measureRank(c, steps, shard) })
 	}
 	wg.Wait()
 	return runs[0], errors.Join(errs...)
 }
 
 // mpiRanks measures W MPI ranks (this binary under mpirun); rank 0's
-// figures come back as three results: tokens/s, comm and reduce shares.
-func mpiRanks(W, steps int, progress io.Writer) (rankRun, error) {
+// figures come back as results: tokens/s, comm and reduce shares (and
+// path 1's exposed and busy seconds).
+func mpiRanks(W, steps int, shard bool, progress io.Writer) (rankRun, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return rankRun{}, err
 	}
-	cmd := dist.MPIRunCommand(W, exe, "bench", "train", "--ranks", fmt.Sprint(W), "--steps", fmt.Sprint(steps))
+	args := []string{"bench", "train", "--ranks", fmt.Sprint(W), "--steps", fmt.Sprint(steps)}
+	if shard {
+		args = append(args, "--shard-dense")
+	}
+	cmd := dist.MPIRunCommand(W, exe, args...)
 	res, err := runMPIBench(cmd, []string{trainRanksEnv + "=1"}, progress)
 	if err != nil {
 		return rankRun{}, err
@@ -112,6 +124,10 @@ func mpiRanks(W, steps int, progress io.Writer) (rankRun, error) {
 			run.comm = append(run.comm, r.Value)
 		case "reduce":
 			run.reduce = append(run.reduce, r.Value)
+		case "exposed":
+			run.exposed = append(run.exposed, r.Value)
+		case "busy":
+			run.busy = append(run.busy, r.Value)
 		}
 	}
 	if len(run.tokS) == 0 {
@@ -121,14 +137,14 @@ func mpiRanks(W, steps int, progress io.Writer) (rankRun, error) {
 }
 
 // trainRanksWorker is one MPI rank of mpiRanks.
-func trainRanksWorker(steps int) error {
+func trainRanksWorker(steps int, shard bool) error {
 	return mpiBenchWorker("train", func(c dist.Comm) ([]benchResult, error) {
 		node, err := dist.NodeOf(context.Background(), c)
 		if err != nil {
 			return nil, err
 		}
 		kernel.SetThreads(max(1, runtime.NumCPU()/node.LocalSize))
-		run, err := measureRank(c, steps)
+		run, err := measureRank(c, steps, shard)
 		if err != nil {
 			return nil, err
 		}
@@ -136,6 +152,9 @@ func trainRanksWorker(steps int) error {
 		for i := range run.tokS {
 			res = append(res, benchResult{Name: "tok_s", Value: run.tokS[i]}, benchResult{Name: "comm", Value: run.comm[i]},
 				benchResult{Name: "reduce", Value: run.reduce[i]})
+			if i < len(run.exposed) {
+				res = append(res, benchResult{Name: "exposed", Value: run.exposed[i]}, benchResult{Name: "busy", Value: run.busy[i]})
+			}
 		}
 		return res, nil
 	})
@@ -148,7 +167,7 @@ func benchTrainRanks(opts benchOptions, progress io.Writer) ([]benchResult, erro
 		if os.Getenv(trainRanksEnv) == "" {
 			return nil, errors.New("bench train --ranks starts its MPI ranks itself: run it without mpirun")
 		}
-		return nil, trainRanksWorker(opts.steps)
+		return nil, trainRanksWorker(opts.steps, opts.shard)
 	}
 	rounds, steps := 3, 5
 	if opts.quick {
@@ -162,8 +181,8 @@ func benchTrainRanks(opts benchOptions, progress io.Writer) ([]benchResult, erro
 		return nil, err
 	}
 	type key struct {
-		W   int
-		mpi bool
+		W          int
+		mpi, shard bool
 	}
 	var keys []key
 	for _, W := range opts.ranks {
@@ -173,14 +192,19 @@ func benchTrainRanks(opts benchOptions, progress io.Writer) ([]benchResult, erro
 		if W == 1 {
 			continue
 		}
-		if dist.MPIAvailable() {
-			keys = append(keys, key{W, true})
-		} else {
-			fmt.Fprintf(progress, "train --ranks: no MPI backend in this binary (make build): W=%d runs in-process only\n", W)
+		for _, shard := range []bool{false, true} {
+			if shard && !opts.shard {
+				continue
+			}
+			if dist.MPIAvailable() {
+				keys = append(keys, key{W, true, shard})
+			} else if !shard {
+				fmt.Fprintf(progress, "train --ranks: no MPI backend in this binary (make build): W=%d runs in-process only\n", W)
+			}
+			keys = append(keys, key{W, false, shard})
 		}
-		keys = append(keys, key{W, false})
 	}
-	keys = append([]key{{1, false}}, keys...)
+	keys = append([]key{{1, false, false}}, keys...)
 	got := map[key]*rankRun{}
 	for _, k := range keys {
 		got[k] = &rankRun{}
@@ -192,28 +216,42 @@ func benchTrainRanks(opts benchOptions, progress io.Writer) ([]benchResult, erro
 			switch {
 			case k.W == 1:
 				kernel.SetThreads(runtime.NumCPU())
-				run, err = measureRank(nil, steps)
+				run, err = measureRank(nil, steps, false)
 			case k.mpi:
-				run, err = mpiRanks(k.W, steps, progress)
+				run, err = mpiRanks(k.W, steps, k.shard, progress)
 			default:
-				run, err = localRanks(k.W, steps)
+				run, err = localRanks(k.W, steps, k.shard)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("%d ranks (%s): %w", k.W, backendName(k.W, k.mpi), err)
 			}
 			g := got[k]
 			g.tokS, g.comm, g.reduce = append(g.tokS, run.tokS...), append(g.comm, run.comm...), append(g.reduce, run.reduce...)
+			g.exposed, g.busy = append(g.exposed, run.exposed...), append(g.busy, run.busy...)
+			if k.shard {
+				fmt.Fprintf(progress, "round %d W=%d %s, dense sharded: %.0f tokens/s, communication %.0f%% of the step; path 1 exposed %.4fs of %.4fs busy per step\n",
+					r+1, k.W, backendName(k.W, k.mpi), median(run.tokS), 100*median(run.comm), median(run.exposed), median(run.busy))
+				continue
+			}
 			fmt.Fprintf(progress, "round %d W=%d %s: %.0f tokens/s, communication %.0f%% of the step (all-reduce %.0f%%, mostly hidden)\n",
 				r+1, k.W, backendName(k.W, k.mpi), median(run.tokS), 100*median(run.comm), 100*median(run.reduce))
 		}
 	}
-	base := median(got[key{1, false}].tokS)
+	base := median(got[key{1, false, false}].tokS)
 	res := []benchResult{{Name: "train_ranks_small_w1", Value: base, Unit: "tok/s",
-		Note: fmt.Sprintf("one process, %d threads, %s preset (global batch %d x seq %d); median of %d steps", runtime.NumCPU(), trainRanksPreset, o.Batch, o.Seq, len(got[key{1, false}].tokS))}}
+		Note: fmt.Sprintf("one process, %d threads, %s preset (global batch %d x seq %d); median of %d steps", runtime.NumCPU(), trainRanksPreset, o.Batch, o.Seq, len(got[key{1, false, false}].tokS))}}
 	for _, k := range keys[1:] {
 		g := got[k]
 		name := fmt.Sprintf("train_ranks_small_w%d_%s", k.W, map[bool]string{true: "mpi", false: "local"}[k.mpi])
 		tps := median(g.tokS)
+		if k.shard {
+			name += "_shard_dense"
+			res = append(res, benchResult{Name: name, Value: tps, Unit: "tok/s", Bound: base, Ratio: tps / base,
+				Note: fmt.Sprintf("%d ranks (%s), dense parameters sharded (ZeRO-3: each group gathered one ahead, gradients reduce-scattered); bound = W=1 tokens/s; medians of %d steps", k.W, backendName(k.W, k.mpi), len(g.tokS))},
+				benchResult{Name: name + "_exposed_path1", Value: median(g.exposed), Unit: "s/step",
+					Note: fmt.Sprintf("rank 0's wait for the dense gathers and reduce-scatters (path 1 of 2D prefetch) not hidden behind compute; they took %.4f s/step in all", median(g.busy))})
+			continue
+		}
 		res = append(res, benchResult{Name: name, Value: tps, Unit: "tok/s", Bound: base, Ratio: tps / base,
 			Note: fmt.Sprintf("%d ranks (%s), %d thread(s) each, same global batch; bound = W=1 tokens/s; medians of %d steps", k.W, backendName(k.W, k.mpi), max(1, runtime.NumCPU()/k.W), len(g.tokS))},
 			benchResult{Name: name + "_comm_fraction", Value: median(g.comm), Unit: "of step",

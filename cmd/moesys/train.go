@@ -69,6 +69,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	alltoall := fs.String("alltoall", "", "expert exchange of a parallel run: flat, hierarchical (inside each node, then between nodes) or auto (default auto)")
 	perNode := fs.Int("ranks-per-node", 0, "ranks per node for --alltoall hierarchical (default: from MPI's shared-memory split; in-process ranks are one node)")
 	bucketMB := fs.Float64("bucket-mb", 0, "fused gradient all-reduce bucket size in MiB (default 4)")
+	shardDense := fs.Bool("shard-dense", false, "shard the dense parameters (attention, norms, routers, embedding, head) over the ranks, ZeRO-3 style: each rank keeps 1/W of their weights, gradients and optimizer state, gathers each layer's weights one layer ahead of its use and reduce-scatters its gradients (path 1 of 2D prefetch); needs --ranks > 1 or mpirun; not with --storage, --task or tied embeddings; checkpoints are ordinary and resume with or without it")
 	ranks := fs.Int("ranks", 1, "in-process ranks of data + expert parallel training (experts sharded over them); under mpirun each process is one rank instead")
 	// Overrides of the preset's options (0 / empty: keep).
 	steps := fs.Int("steps", 0, "optimizer steps")
@@ -108,6 +109,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(w, "  moesys train --resume runs/small --steps 8000")
 		fmt.Fprintln(w, "  moesys train --from runs/tiny --convert-pregate --steps 100 --out runs/tiny-pregated")
 		fmt.Fprintln(w, "  moesys train --preset tiny --ranks 4                 # 4 in-process ranks, 2 experts each")
+		fmt.Fprintln(w, "  moesys train --preset tiny --ranks 2 --shard-dense   # dense parameters sharded too (ZeRO-3)")
 		fmt.Fprintln(w, "  moesys train --preset small --bf16 --storage /ssd/moesys --sparse-mem 48MiB --plan")
 		fmt.Fprintln(w, "                                                       # where the state lives (expert state on SSD, 25% cached)")
 		fmt.Fprintln(w, "  mpirun -np 2 moesys train --preset tiny --out runs/tiny-mpi   # one rank per process (Open MPI)")
@@ -209,6 +211,13 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	over("alltoall", func() { o.AllToAll = *alltoall })
 	over("ranks-per-node", func() { o.RanksPerNode = *perNode })
 	over("bucket-mb", func() { o.BucketBytes = int(*bucketMB * (1 << 20)) })
+	over("shard-dense", func() { o.ShardDense = *shardDense })
+	if o.ShardDense && *ranks <= 1 && !dist.UnderMPI() {
+		return errors.New("--shard-dense shards the dense parameters over the ranks of a parallel run: add --ranks N (N > 1) or run under mpirun; one process has nothing to shard over")
+	}
+	if o.ShardDense && (*storage != "" || *sparseMem != "" || *denseMem != "" || *planOnly) {
+		return errors.New("--shard-dense with --storage: hierarchical storage runs in one process, dense sharding over ranks; use one or the other")
+	}
 	if set["pregate"] && !*convert {
 		if *resume != "" {
 			return errors.New("--pregate cannot change a resumed model; convert it with --from CKPT --convert-pregate")

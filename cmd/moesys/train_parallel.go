@@ -106,6 +106,10 @@ func (p *parallelRun) rank(ctx context.Context, c dist.Comm, abort context.Conte
 		cfg := tr.Net.Cfg
 		fmt.Fprintf(p.stderr, "model: %d layers (%d MoE), d_model %d, %d experts top-%d over %d ranks (%d each); global batch %d (%d per rank) x seq %d x accum %d; %d steps -> %s\n",
 			cfg.L, len(cfg.MoELayers()), cfg.D, cfg.E, cfg.K, c.Size(), cfg.E/c.Size(), p.o.Batch, p.o.Batch/c.Size(), p.o.Seq, p.o.Accum, p.o.Steps, p.out)
+		if state, ring := tr.ShardedDenseBytes(); state > 0 {
+			fmt.Fprintf(p.stderr, "dense parameters sharded over %d ranks (ZeRO-3): %.2f MiB of dense state per rank, %.2f MiB of gathered-layer buffers\n",
+				c.Size(), float64(state)/(1<<20), float64(ring)/(1<<20))
+		}
 		rc.Progress, rc.TTY = p.stderr, isTerminal(p.stderr)
 		if p.log != "" {
 			f, err := os.Create(p.log)

@@ -121,6 +121,8 @@ func TestTrainCommandErrors(t *testing.T) {
 		{"ranks-zero", []string{"--ranks", "0"}, "at least 1"},
 		{"ranks-experts", []string{"--ranks", "3", "--batch", "3"}, "experts must divide"},
 		{"ranks-batch", []string{"--ranks", "2", "--batch", "3"}, "global batch must divide"},
+		{"shard-one-rank", []string{"--shard-dense"}, "add --ranks N"},
+		{"shard-storage", []string{"--shard-dense", "--ranks", "2", "--storage", dir}, "--shard-dense with --storage"},
 		{"vocab", []string{"--config", write("v.json", `{"model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_local_experts": 2, "num_experts_per_tok": 1, "intermediate_size": 8, "vocab_size": 64}}`)}, "vocab_size 64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,6 +162,11 @@ func TestTrainRanks(t *testing.T) {
 	code, _, stderr = runCmd("train", "--resume", out, "--steps", "3", "--data", data)
 	if code != 0 || !strings.Contains(stderr, "done: 3 steps") {
 		t.Fatalf("resume in one process: exit %d\n%s", code, stderr)
+	}
+	// The dense parameters sharded over the ranks, resuming that checkpoint.
+	code, _, stderr = runCmd("train", "--resume", out, "--steps", "4", "--data", data, "--ranks", "2", "--shard-dense")
+	if code != 0 || !strings.Contains(stderr, "dense parameters sharded over 2 ranks") || !strings.Contains(stderr, "done: 4 steps") {
+		t.Fatalf("resume with --ranks 2 --shard-dense: exit %d\n%s", code, stderr)
 	}
 }
 
