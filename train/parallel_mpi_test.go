@@ -36,12 +36,17 @@ func TestParallelMPI(t *testing.T) {
 			o.Model.PregateDist, o.Model.Capacity, o.AllToAll = 1, 0.75, "hierarchical"
 			o.RanksPerNode = 1 // 2 ranks: 2 nodes of 1; 4 ranks: 2 nodes of 2 (below)
 		}},
+		// The dense parameters sharded (zero.go): gathers and
+		// reduce-scatters on MPI's split communicator beside the exchanges.
+		{"shard-dense-pregate", func(o *Options) { o.ShardDense, o.Model.PregateDist = true, 1 }},
 	} {
 		o := parallelOptions(tc.mod)
 		if o.RanksPerNode > 0 && c.Size() >= 4 {
 			o.RanksPerNode = 2
 		}
-		ref, err := NewTrainer(o, corpus)
+		one := o
+		one.ShardDense = false
+		ref, err := NewTrainer(one, corpus)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,6 +64,16 @@ func TestParallelMPI(t *testing.T) {
 				t.Fatalf("%s rank %d step %d: loss %.9g (%d tokens), want %.9g (%d)", tc.name, c.Rank(), s+1, got.Loss, got.Tokens, want.Loss, want.Tokens)
 			}
 		}
+		whole := map[string][]float32{} // the sharded dense tensors, gathered
+		if o.ShardDense {
+			full, err := tr.par.zero.gatherAll(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range full {
+				whole[f.p.Name] = f.w
+			}
+		}
 		worst, what := 0.0, ""
 		for _, rp := range ref.Net.Params {
 			p := tr.Net.Param(rp.Name)
@@ -69,8 +84,15 @@ func TestParallelMPI(t *testing.T) {
 			if p == nil {
 				t.Fatalf("%s rank %d: no dense tensor %s", tc.name, c.Rank(), rp.Name)
 			}
+			w := p.W
+			if !expert && o.ShardDense {
+				w = whole[p.Name]
+			}
+			if len(w) != len(rp.W) {
+				t.Fatalf("%s rank %d: %s has %d weights, want %d", tc.name, c.Rank(), p.Name, len(w), len(rp.W))
+			}
 			var d2, w2 float64
-			for j, v := range p.W {
+			for j, v := range w {
 				d := float64(v) - float64(rp.W[j])
 				d2, w2 = d2+d*d, w2+float64(rp.W[j])*float64(rp.W[j])
 			}
