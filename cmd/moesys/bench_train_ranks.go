@@ -229,8 +229,8 @@ func benchTrainRanks(opts benchOptions, progress io.Writer) ([]benchResult, erro
 			g.tokS, g.comm, g.reduce = append(g.tokS, run.tokS...), append(g.comm, run.comm...), append(g.reduce, run.reduce...)
 			g.exposed, g.busy = append(g.exposed, run.exposed...), append(g.busy, run.busy...)
 			if k.shard {
-				fmt.Fprintf(progress, "round %d W=%d %s, dense sharded: %.0f tokens/s, communication %.0f%% of the step; path 1 exposed %.4fs of %.4fs busy per step\n",
-					r+1, k.W, backendName(k.W, k.mpi), median(run.tokS), 100*median(run.comm), median(run.exposed), median(run.busy))
+				fmt.Fprintf(progress, "round %d W=%d %s, dense sharded: %.0f tokens/s, communication %.0f%% of the step; path 1 exposed %.1f of %.1f ms busy per step\n",
+					r+1, k.W, backendName(k.W, k.mpi), median(run.tokS), 100*median(run.comm), 1000*median(run.exposed), 1000*median(run.busy))
 				continue
 			}
 			fmt.Fprintf(progress, "round %d W=%d %s: %.0f tokens/s, communication %.0f%% of the step (all-reduce %.0f%%, mostly hidden)\n",
@@ -248,8 +248,8 @@ func benchTrainRanks(opts benchOptions, progress io.Writer) ([]benchResult, erro
 			name += "_shard_dense"
 			res = append(res, benchResult{Name: name, Value: tps, Unit: "tok/s", Bound: base, Ratio: tps / base,
 				Note: fmt.Sprintf("%d ranks (%s), dense parameters sharded (ZeRO-3: each group gathered one ahead, gradients reduce-scattered); bound = W=1 tokens/s; medians of %d steps", k.W, backendName(k.W, k.mpi), len(g.tokS))},
-				benchResult{Name: name + "_exposed_path1", Value: median(g.exposed), Unit: "s/step",
-					Note: fmt.Sprintf("rank 0's wait for the dense gathers and reduce-scatters (path 1 of 2D prefetch) not hidden behind compute; they took %.4f s/step in all", median(g.busy))})
+				benchResult{Name: name + "_exposed_path1", Value: 1000 * median(g.exposed), Unit: "ms/step",
+					Note: fmt.Sprintf("rank 0's wait for the dense gathers and reduce-scatters (path 1 of 2D prefetch) not hidden behind compute; they took %.1f ms/step in all", 1000*median(g.busy))})
 			continue
 		}
 		res = append(res, benchResult{Name: name, Value: tps, Unit: "tok/s", Bound: base, Ratio: tps / base,
