@@ -213,7 +213,10 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	over("bucket-mb", func() { o.BucketBytes = int(*bucketMB * (1 << 20)) })
 	over("shard-dense", func() { o.ShardDense = *shardDense })
 	if o.ShardDense && *ranks <= 1 && !dist.UnderMPI() {
-		return errors.New("--shard-dense shards the dense parameters over the ranks of a parallel run: add --ranks N (N > 1) or run under mpirun; one process has nothing to shard over")
+		if set["shard-dense"] {
+			return errors.New("--shard-dense shards the dense parameters over the ranks of a parallel run: add --ranks N (N > 1) or run under mpirun; one process has nothing to shard over")
+		}
+		o.ShardDense = false // a sharded run's checkpoint, resumed in one process: nothing to shard over
 	}
 	if o.ShardDense && (*storage != "" || *sparseMem != "" || *denseMem != "" || *planOnly) {
 		return errors.New("--shard-dense with --storage: hierarchical storage runs in one process, dense sharding over ranks; use one or the other")

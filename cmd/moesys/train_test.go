@@ -168,6 +168,12 @@ func TestTrainRanks(t *testing.T) {
 	if code != 0 || !strings.Contains(stderr, "dense parameters sharded over 2 ranks") || !strings.Contains(stderr, "done: 4 steps") {
 		t.Fatalf("resume with --ranks 2 --shard-dense: exit %d\n%s", code, stderr)
 	}
+	// Its checkpoint (sharding recorded in its options) resumes in one
+	// process, unsharded.
+	code, _, stderr = runCmd("train", "--resume", out, "--steps", "5", "--data", data)
+	if code != 0 || !strings.Contains(stderr, "done: 5 steps") {
+		t.Fatalf("sharded run resumed in one process: exit %d\n%s", code, stderr)
+	}
 }
 
 // TestExampleConfigs: the shipped example configs parse and validate.
