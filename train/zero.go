@@ -43,9 +43,10 @@ type zero struct {
 	// params[g] is group g's shard as the optimizer sees it: W the weights
 	// (the fp32 master in bf16), G the reduce-scattered gradient, M and V.
 	params []*optim.Param
-	// round[g] is, in bf16, the shard's bf16 rounding (what is gathered);
-	// nil in f32, where params[g].W is gathered.
-	round [][]float32
+	// round[g] is, in bf16, the shard's bf16 rounding: what is gathered,
+	// 2 bytes a value, and widened into the slot's weights; nil in f32,
+	// where params[g].W is gathered.
+	round [][]uint16
 	adam  *optim.AdamW
 	slots [zeroSlots]zeroSlot
 	recv  []float32 // a reduce-scatter's part (the job chain's)
@@ -117,7 +118,7 @@ func (t *Trainer) shardDense() error {
 			of[np] = i
 		}
 	}
-	maxChunk, anyB := 0, false
+	maxChunk := 0
 	for g, ps := range t.Net.GradGroups() {
 		var gr zeroGroup
 		for _, np := range ps {
@@ -126,7 +127,6 @@ func (t *Trainer) shardDense() error {
 				gr.offs = append(gr.offs, gr.n)
 				gr.bf16 = append(gr.bf16, np.B != nil)
 				gr.n += len(np.W)
-				anyB = anyB || np.B != nil
 			}
 		}
 		gr.chunk = (gr.n + W - 1) / W
@@ -149,7 +149,11 @@ func (t *Trainer) shardDense() error {
 			M: shard(func(i int) []float32 { return q(i).M }), V: shard(func(i int) []float32 { return q(i).V })}
 		z.params = append(z.params, op)
 		if t.master != nil {
-			z.round = append(z.round, shard(func(i int) []float32 { return gr.params[i].W }))
+			// The Net's weights are the masters' bf16 roundings.
+			w := shard(func(i int) []float32 { return gr.params[i].W })
+			r := make([]uint16, len(w))
+			tensor.F32SliceToBF16(r, w)
+			z.round = append(z.round, r)
 		}
 		z.groups = append(z.groups, gr)
 	}
@@ -159,8 +163,8 @@ func (t *Trainer) shardDense() error {
 	for i := range z.slots {
 		s := &z.slots[i]
 		s.group, s.w, s.g = -1, make([]float32, W*maxChunk), make([]float32, W*maxChunk)
-		if anyB {
-			s.b = make([]uint16, W*maxChunk)
+		if t.master != nil {
+			s.b = make([]uint16, W*maxChunk) // gathered; the products' bf16 copies
 		}
 	}
 	z.recv = make([]float32, maxChunk)
@@ -235,24 +239,31 @@ func (z *zero) drain() error {
 func (z *zero) gather(ctx context.Context, g, s int) *zeroJob {
 	gr, sl := &z.groups[g], &z.slots[s]
 	sl.group = g
-	src := z.params[g].W
-	if z.round != nil {
-		src = z.round[g]
-	}
 	return z.queue(func() error {
 		full := sl.w[:z.W*gr.chunk]
-		if err := dist.AllGatherOf(ctx, z.comm, src, full); err != nil {
+		if z.round == nil {
+			if err := dist.AllGatherOf(ctx, z.comm, z.params[g].W, full); err != nil {
+				return fmt.Errorf("gather dense group %d: %w", g, err)
+			}
+			z.bytes += int64(4 * (z.W - 1) * gr.chunk)
+			return nil
+		}
+		// bf16: the roundings, widened exactly.
+		b := sl.b[:z.W*gr.chunk]
+		if err := dist.AllGatherOf(ctx, z.comm, z.round[g], b); err != nil {
 			return fmt.Errorf("gather dense group %d: %w", g, err)
 		}
-		z.bytes += int64(4 * (z.W - 1) * gr.chunk)
-		for i := range gr.params {
-			if gr.bf16[i] {
-				o, n := gr.offs[i], z.size(g, i)
-				tensor.F32SliceToBF16(sl.b[o:o+n], full[o:o+n])
-			}
-		}
+		z.bytes += int64(2 * (z.W - 1) * gr.chunk)
+		widen(full, b)
 		return nil
 	})
+}
+
+// widen sets dst to the bf16 values src (exact).
+func widen(dst []float32, src []uint16) {
+	for i, h := range src {
+		dst[i] = math.Float32frombits(uint32(h) << 16)
+	}
 }
 
 // size is group g's i-th Param's number of values.
@@ -372,9 +383,7 @@ func (z *zero) zeroGrad() {
 func (z *zero) step(lr float64) {
 	z.adam.Step(lr)
 	for g, r := range z.round {
-		for j, v := range z.params[g].W {
-			r[j] = math.Float32frombits(uint32(tensor.F32ToBF16(v)) << 16)
-		}
+		tensor.F32SliceToBF16(r, z.params[g].W)
 	}
 	for i := range z.slots {
 		z.slots[i].group = -1
@@ -398,11 +407,19 @@ func (z *zero) gatherAll(ctx context.Context) ([]zeroFull, error) {
 		gr, op := &z.groups[g], z.params[g]
 		srcs := [][]float32{op.W, op.M, op.V}
 		if z.round != nil {
-			srcs = [][]float32{z.round[g], op.M, op.V, op.W}
+			srcs = [][]float32{nil, op.M, op.V, op.W} // the weights from the roundings
 		}
 		fulls := make([][]float32, len(srcs))
 		for k, src := range srcs {
 			fulls[k] = make([]float32, z.W*gr.chunk)
+			if src == nil {
+				b := make([]uint16, z.W*gr.chunk)
+				if err := dist.AllGatherOf(ctx, z.comm, z.round[g], b); err != nil {
+					return nil, fmt.Errorf("gather dense group %d: %w", g, err)
+				}
+				widen(fulls[k], b)
+				continue
+			}
 			if err := dist.AllGatherOf(ctx, z.comm, src, fulls[k]); err != nil {
 				return nil, fmt.Errorf("gather dense group %d: %w", g, err)
 			}
@@ -438,7 +455,7 @@ func (z *zero) Bytes() (state, ring int64) {
 		n := int64(len(p.W))
 		state += 4 * 4 * n
 		if z.round != nil {
-			state += 4 * int64(len(z.round[g]))
+			state += 2 * int64(len(z.round[g]))
 		}
 	}
 	for _, s := range z.slots {
