@@ -229,17 +229,32 @@ func ResumeParallel(dir string, o Options, corpus *Corpus, c dist.Comm) (*Traine
 		}
 		return nil
 	}
+	ei := t.embedIndex()
+	var whole []float32 // a partitioned embedding's whole tensor, read before taking this rank's columns
+	if ei >= 0 {
+		whole = make([]float32, o.Model.V*o.Model.D)
+	}
 	for i, p := range t.params {
-		if err := read(p.Name+".exp_avg", p.M); err != nil {
-			return nil, err
-		}
-		if err := read(p.Name+".exp_avg_sq", p.V); err != nil {
-			return nil, err
-		}
-		if t.master != nil {
-			if err := read(p.Name+".master", t.master[i]); err != nil {
+		for _, x := range []struct {
+			suffix string
+			dst    []float32
+		}{{".exp_avg", p.M}, {".exp_avg_sq", p.V}, {".master", nil}} {
+			if x.suffix == ".master" {
+				if t.master == nil {
+					break
+				}
+				x.dst = t.master[i]
+			}
+			if i != ei {
+				if err := read(p.Name+x.suffix, x.dst); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if err := read(p.Name+x.suffix, whole); err != nil {
 				return nil, err
 			}
+			t.embedColumns(x.dst, whole)
 		}
 	}
 	if t.master != nil {

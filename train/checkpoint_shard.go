@@ -71,9 +71,10 @@ func (t *Trainer) saveSharded(out string, keepLast int) (string, error) {
 
 	// Every rank: its shard of the weights and of the optimizer state.
 	var ws, os_ []model.F32Tensor
+	ei := t.embedIndex()
 	for i, p := range t.params {
 		np := t.Net.Params[t.idx[i]]
-		if !t.par.writes(t.Net, np) {
+		if i == ei || !t.par.writes(t.Net, np) {
 			continue // replicated: rank 0 (or the task group's first rank) writes it
 		}
 		shape := np.Shape
@@ -100,6 +101,22 @@ func (t *Trainer) saveSharded(out string, keepLast int) (string, error) {
 				model.F32Tensor{Name: f.p.Name + ".exp_avg_sq", Shape: f.p.Shape, Data: f.v})
 			if f.master != nil {
 				os_ = append(os_, model.F32Tensor{Name: f.p.Name + ".master", Shape: f.p.Shape, Data: f.master})
+			}
+		}
+	}
+	if ei >= 0 {
+		// The partitioned embedding whole, gathered by columns: a
+		// safetensors tensor is whole, so rank 0 writes it.
+		f, err := t.embedWhole(ctx)
+		if err != nil {
+			return "", fmt.Errorf("train: checkpoint: %w", err)
+		}
+		if r == 0 {
+			ws = append(ws, model.F32Tensor{Name: f.name, Shape: f.shape, Data: f.w})
+			os_ = append(os_, model.F32Tensor{Name: f.name + ".exp_avg", Shape: f.shape, Data: f.m},
+				model.F32Tensor{Name: f.name + ".exp_avg_sq", Shape: f.shape, Data: f.v})
+			if f.master != nil {
+				os_ = append(os_, model.F32Tensor{Name: f.name + ".master", Shape: f.shape, Data: f.master})
 			}
 		}
 	}

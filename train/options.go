@@ -72,6 +72,13 @@ type Options struct {
 	// whole weights are gathered one group ahead of their use.
 	ShardDense bool `json:"shard_dense,omitempty"`
 
+	// EmbedPartition splits the embedding table along the hidden dimension
+	// over the ranks of a parallel run (model.Net.SetEmbedPartition): rank
+	// r keeps columns [r*D/W, (r+1)*D/W) of the weights, gradient and
+	// optimizer state; forward and backward exchange ids, partial rows and
+	// gradients with all-to-alls. Checkpoints hold the whole table.
+	EmbedPartition bool `json:"embed_partition,omitempty"`
+
 	// Storage, when set, keeps the routed experts' optimizer state on an
 	// SSD tier with a RAM cache (hierarchical storage: storage.go).
 	Storage *StorageOptions `json:"storage,omitempty"`
@@ -130,6 +137,14 @@ func (o *Options) Validate() error {
 		return bad("shard_dense with tasks: the task experts' groups are not sharded yet")
 	case o.ShardDense && c.TieEmbeddings:
 		return bad("shard_dense with tied embeddings: the head would be gathered in two groups")
+	case o.EmbedPartition && o.Storage != nil:
+		return bad("embed_partition with storage: hierarchical storage runs in one process, the embedding partition over the ranks of a parallel run")
+	case o.EmbedPartition && len(o.Tasks) > 0:
+		return bad("embed_partition with tasks: a multi-task run's embedding partition is not supported yet")
+	case o.EmbedPartition && o.ShardDense:
+		return bad("embed_partition with shard_dense: both split the embedding over the ranks; use one or the other (shard_dense shards the embedding with the other dense parameters)")
+	case o.EmbedPartition && c.TieEmbeddings:
+		return bad("embed_partition with tied embeddings: the LM head tied to the embedding needs the whole table on every rank")
 	}
 	return o.validateTasks()
 }

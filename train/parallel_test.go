@@ -87,10 +87,15 @@ func TestParallelMatchesSingleProcess(t *testing.T) {
 		{"shard-dense-pregate-shared-recompute", func(o *Options) {
 			o.ShardDense, o.Model.PregateDist, o.Model.SharedFFN, o.Recompute, o.Clip = true, 1, 8, true, 0.05
 		}},
+		// The embedding split by columns over the ranks (embed.go): two
+		// micro-batches (its gradient accumulates without an all-reduce),
+		// then clipping (its slices counted once in the norm).
+		{"embed-partition", func(o *Options) { o.EmbedPartition, o.Accum = true, 2 }},
+		{"embed-partition-clip-pregate", func(o *Options) { o.EmbedPartition, o.Clip, o.Model.PregateDist = true, 0.05, 1 }},
 	} {
 		o := parallelOptions(tc.mod)
 		one := o
-		one.ShardDense = false // one process has nothing to shard over
+		one.ShardDense, one.EmbedPartition = false, false // one process has nothing to split over
 		ref, err := NewTrainer(one, corpus)
 		if err != nil {
 			t.Fatal(err)
@@ -119,13 +124,16 @@ func TestParallelMatchesSingleProcess(t *testing.T) {
 					return nil
 				}
 				trainers := make([]*Trainer, W)
-				whole := make([]map[string][]float32, W) // sharded dense tensors gathered, per rank
+				whole := make([]map[string][]float32, W) // sharded dense tensors or the partitioned embedding gathered, per rank
 				onRanks(t, W, func(r int, c dist.Comm) error {
 					tr, err := NewParallelTrainer(o, corpus, c)
 					if err != nil {
 						return err
 					}
 					trainers[r] = tr
+					if on, _, cols := tr.Net.EmbedPartitioned(); o.EmbedPartition && (!on || cols != o.Model.D/W) {
+						return fmt.Errorf("embedding partitioned %v, %d columns, want %d", on, cols, o.Model.D/W)
+					}
 					for s := range o.Steps {
 						got, err := tr.TrainStep(context.Background())
 						if err != nil {
@@ -176,6 +184,13 @@ func TestParallelMatchesSingleProcess(t *testing.T) {
 							whole[r][f.p.Name] = f.w
 						}
 					}
+					if o.EmbedPartition {
+						f, err := tr.embedWhole(context.Background())
+						if err != nil {
+							return err
+						}
+						whole[r] = map[string][]float32{f.name: f.w}
+					}
 					return near("validation loss", v, refVal)
 				})
 				// Final weights: dense ones on every rank, each expert on its
@@ -195,14 +210,12 @@ func TestParallelMatchesSingleProcess(t *testing.T) {
 							continue
 						}
 						holders++
-						if expert, _ := tr.Net.ExpertParam(p); expert && holders > 1 {
-							t.Fatalf("expert tensor %s is on several ranks", rp.Name)
+						w, gathered := whole[r][p.Name]
+						if !gathered {
+							w = p.W
 						}
-						w := p.W
-						if whole[r] != nil {
-							if expert, _ := tr.Net.ExpertParam(p); !expert {
-								w = whole[r][p.Name]
-							}
+						if expert, _ := tr.Net.ExpertParam(p); expert && !gathered && holders > 1 {
+							t.Fatalf("expert tensor %s is on several ranks", rp.Name)
 						}
 						if len(w) != len(rp.W) {
 							t.Fatalf("rank %d %s: %d weights, want %d", r, p.Name, len(w), len(rp.W))

@@ -82,6 +82,9 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm) (*Traine
 	if o.ShardDense && c == nil {
 		return nil, fmt.Errorf("%w: shard_dense shards the dense parameters over the ranks of a parallel run; one process has no ranks to shard over", ErrOptions)
 	}
+	if o.EmbedPartition && c == nil {
+		return nil, fmt.Errorf("%w: embed_partition splits the embedding over the ranks of a parallel run; one process has no ranks to split over", ErrOptions)
+	}
 	if c != nil {
 		var err error
 		if t.par, err = newParallel(o, net, c); err != nil {
