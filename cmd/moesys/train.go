@@ -70,6 +70,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	perNode := fs.Int("ranks-per-node", 0, "ranks per node for --alltoall hierarchical (default: from MPI's shared-memory split; in-process ranks are one node)")
 	bucketMB := fs.Float64("bucket-mb", 0, "fused gradient all-reduce bucket size in MiB (default 4)")
 	shardDense := fs.Bool("shard-dense", false, "shard the dense parameters (attention, norms, routers, embedding, head) over the ranks, ZeRO-3 style: each rank keeps 1/W of their weights, gradients and optimizer state, gathers each layer's weights one layer ahead of its use and reduce-scatters its gradients (path 1 of 2D prefetch); needs --ranks > 1 or mpirun; not with --storage, --task or tied embeddings; checkpoints are ordinary and resume with or without it")
+	embedPartition := fs.Bool("embed-partition", false, "split the embedding table along the hidden dimension over the ranks (each keeps [vocab, d_model/W] of its weights, gradients and optimizer state; all-to-alls of ids, rows and gradients), e.g. moesys train --preset tiny --ranks 2 --embed-partition; needs --ranks > 1 or mpirun and d_model divisible by the rank count; not with --shard-dense (which shards the embedding already), --storage, --task or tied embeddings; checkpoints hold the whole table and resume with or without it")
 	ranks := fs.Int("ranks", 1, "in-process ranks of data + expert parallel training (experts sharded over them); under mpirun each process is one rank instead")
 	// Overrides of the preset's options (0 / empty: keep).
 	steps := fs.Int("steps", 0, "optimizer steps")
@@ -110,6 +111,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(w, "  moesys train --from runs/tiny --convert-pregate --steps 100 --out runs/tiny-pregated")
 		fmt.Fprintln(w, "  moesys train --preset tiny --ranks 4                 # 4 in-process ranks, 2 experts each")
 		fmt.Fprintln(w, "  moesys train --preset tiny --ranks 2 --shard-dense   # dense parameters sharded too (ZeRO-3)")
+		fmt.Fprintln(w, "  moesys train --preset tiny --ranks 2 --embed-partition   # embedding split by columns over the ranks")
 		fmt.Fprintln(w, "  moesys train --preset small --bf16 --storage /ssd/moesys --sparse-mem 48MiB --plan")
 		fmt.Fprintln(w, "                                                       # where the state lives (expert state on SSD, 25% cached)")
 		fmt.Fprintln(w, "  mpirun -np 2 moesys train --preset tiny --out runs/tiny-mpi   # one rank per process (Open MPI)")
@@ -217,6 +219,19 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			return errors.New("--shard-dense shards the dense parameters over the ranks of a parallel run: add --ranks N (N > 1) or run under mpirun; one process has nothing to shard over")
 		}
 		o.ShardDense = false // a sharded run's checkpoint, resumed in one process: nothing to shard over
+	}
+	over("embed-partition", func() { o.EmbedPartition = *embedPartition })
+	if o.EmbedPartition && *ranks <= 1 && !dist.UnderMPI() {
+		if set["embed-partition"] {
+			return errors.New("--embed-partition splits the embedding over the ranks of a parallel run: add --ranks N (N > 1) or run under mpirun; one process has nothing to split over")
+		}
+		o.EmbedPartition = false // a partitioned run's checkpoint (whole table), resumed in one process
+	}
+	if o.EmbedPartition && (*storage != "" || *sparseMem != "" || *denseMem != "" || *planOnly) {
+		return errors.New("--embed-partition with --storage: hierarchical storage runs in one process, the embedding partition over ranks; use one or the other")
+	}
+	if o.EmbedPartition && o.ShardDense {
+		return errors.New("--embed-partition with --shard-dense: both split the embedding over the ranks (--shard-dense shards it with the other dense parameters); use one or the other")
 	}
 	if o.ShardDense && (*storage != "" || *sparseMem != "" || *denseMem != "" || *planOnly) {
 		return errors.New("--shard-dense with --storage: hierarchical storage runs in one process, dense sharding over ranks; use one or the other")

@@ -110,6 +110,10 @@ func (p *parallelRun) rank(ctx context.Context, c dist.Comm, abort context.Conte
 			fmt.Fprintf(p.stderr, "dense parameters sharded over %d ranks (ZeRO-3): %.2f MiB of dense state per rank, %.2f MiB of gathered-layer buffers\n",
 				c.Size(), float64(state)/(1<<20), float64(ring)/(1<<20))
 		}
+		if on, _, cols := tr.Net.EmbedPartitioned(); on {
+			fmt.Fprintf(p.stderr, "embedding partitioned over %d ranks: [%d, %d] per rank (%.2f MiB of embedding per rank)\n",
+				c.Size(), cfg.V, cols, float64(tr.Net.EmbedBytes())/(1<<20))
+		}
 		rc.Progress, rc.TTY = p.stderr, isTerminal(p.stderr)
 		if p.log != "" {
 			f, err := os.Create(p.log)

@@ -123,6 +123,11 @@ func TestTrainCommandErrors(t *testing.T) {
 		{"ranks-batch", []string{"--ranks", "2", "--batch", "3"}, "global batch must divide"},
 		{"shard-one-rank", []string{"--shard-dense"}, "add --ranks N"},
 		{"shard-storage", []string{"--shard-dense", "--ranks", "2", "--storage", dir}, "--shard-dense with --storage"},
+		{"embed-one-rank", []string{"--embed-partition"}, "one process has nothing to split over"},
+		{"embed-storage", []string{"--embed-partition", "--ranks", "2", "--storage", dir}, "--embed-partition with --storage"},
+		{"embed-shard", []string{"--embed-partition", "--ranks", "2", "--shard-dense"}, "--embed-partition with --shard-dense"},
+		{"embed-tied", []string{"--embed-partition", "--ranks", "2", "--config", write("t.json", `{"model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_local_experts": 2, "num_experts_per_tok": 1, "intermediate_size": 8, "vocab_size": 256, "tie_word_embeddings": true}}`)}, "tied embeddings"},
+		{"embed-indivisible", []string{"--embed-partition", "--ranks", "3", "--batch", "3", "--seq", "16", "--config", write("d.json", `{"model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_local_experts": 3, "num_experts_per_tok": 1, "intermediate_size": 8, "vocab_size": 256}}`)}, "hidden size 32 does not split over 3 ranks"},
 		{"vocab", []string{"--config", write("v.json", `{"model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_local_experts": 2, "num_experts_per_tok": 1, "intermediate_size": 8, "vocab_size": 64}}`)}, "vocab_size 64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,6 +178,16 @@ func TestTrainRanks(t *testing.T) {
 	code, _, stderr = runCmd("train", "--resume", out, "--steps", "5", "--data", data)
 	if code != 0 || !strings.Contains(stderr, "done: 5 steps") {
 		t.Fatalf("sharded run resumed in one process: exit %d\n%s", code, stderr)
+	}
+	// The embedding partitioned over the ranks, resuming that checkpoint;
+	// its checkpoint (the whole table) resumes in one process.
+	code, _, stderr = runCmd("train", "--resume", out, "--steps", "6", "--data", data, "--ranks", "2", "--embed-partition")
+	if code != 0 || !strings.Contains(stderr, "embedding partitioned over 2 ranks: [256, 64] per rank") || !strings.Contains(stderr, "done: 6 steps") {
+		t.Fatalf("resume with --ranks 2 --embed-partition: exit %d\n%s", code, stderr)
+	}
+	code, _, stderr = runCmd("train", "--resume", out, "--steps", "7", "--data", data)
+	if code != 0 || !strings.Contains(stderr, "done: 7 steps") {
+		t.Fatalf("partitioned run resumed in one process: exit %d\n%s", code, stderr)
 	}
 }
 
