@@ -39,13 +39,16 @@ func TestParallelMPI(t *testing.T) {
 		// The dense parameters sharded (zero.go): gathers and
 		// reduce-scatters on MPI's split communicator beside the exchanges.
 		{"shard-dense-pregate", func(o *Options) { o.ShardDense, o.Model.PregateDist = true, 1 }},
+		// The embedding split by columns (embed.go): its all-to-alls on
+		// MPI, its slices gathered for the check.
+		{"embed-partition-clip", func(o *Options) { o.EmbedPartition, o.Clip = true, 0.05 }},
 	} {
 		o := parallelOptions(tc.mod)
 		if o.RanksPerNode > 0 && c.Size() >= 4 {
 			o.RanksPerNode = 2
 		}
 		one := o
-		one.ShardDense = false
+		one.ShardDense, one.EmbedPartition = false, false
 		ref, err := NewTrainer(one, corpus)
 		if err != nil {
 			t.Fatal(err)
@@ -74,6 +77,13 @@ func TestParallelMPI(t *testing.T) {
 				whole[f.p.Name] = f.w
 			}
 		}
+		if o.EmbedPartition {
+			f, err := tr.embedWhole(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			whole[f.name] = f.w
+		}
 		worst, what := 0.0, ""
 		for _, rp := range ref.Net.Params {
 			p := tr.Net.Param(rp.Name)
@@ -84,9 +94,9 @@ func TestParallelMPI(t *testing.T) {
 			if p == nil {
 				t.Fatalf("%s rank %d: no dense tensor %s", tc.name, c.Rank(), rp.Name)
 			}
-			w := p.W
-			if !expert && o.ShardDense {
-				w = whole[p.Name]
+			w, gathered := whole[p.Name]
+			if !gathered {
+				w = p.W
 			}
 			if len(w) != len(rp.W) {
 				t.Fatalf("%s rank %d: %s has %d weights, want %d", tc.name, c.Rank(), p.Name, len(w), len(rp.W))
