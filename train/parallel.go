@@ -103,7 +103,7 @@ func newParallel(o Options, net *model.Net, c dist.Comm) (*parallel, error) {
 		// parameter (ExpertParam), whose gradient is already the global
 		// batch's (no all-reduce) and whose optimizer state is the slice's.
 		if net.Cfg.D%W != 0 {
-			return nil, fmt.Errorf("%w: embed_partition: hidden size %d does not split over %d ranks; use a rank count that divides it", ErrOptions, net.Cfg.D, W)
+			return nil, fmt.Errorf("%w: embed_partition: hidden size %d does not split over %d ranks; use a rank count that divides it (or drop the partition: --embed-partition=false)", ErrOptions, net.Cfg.D, W)
 		}
 		if err := net.SetEmbedPartition(c); err != nil {
 			return nil, fmt.Errorf("%w: embed_partition: %v", ErrOptions, err)
