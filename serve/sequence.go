@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,6 +81,13 @@ type Sequence struct {
 func (s *Sequence) Wait(ctx context.Context) (Update, error) {
 	for {
 		s.mu.Lock()
+		if s.upd.Done && s.upd.Finish == FinishError && errors.Is(s.upd.Err, ErrCancelled) && ctx.Err() != nil {
+			// The engine dropped the sequence because ctx ended before
+			// this Wait saw it: report ctx's error (a timeout, not a
+			// server error).
+			s.mu.Unlock()
+			return Update{}, ctx.Err()
+		}
 		if s.text.Len() > 0 || s.upd.Done {
 			u := s.upd
 			u.Text = s.text.String()
