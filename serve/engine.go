@@ -392,10 +392,11 @@ func (e *Engine) Stats() EngineStats {
 		PassFailures: e.passFailures.Load(), TokensPerSecond: e.rate.perSecond(time.Now())}
 }
 
-// rateMeter counts events in one-second buckets over rateWindow.
+// rateMeter counts events in one-second buckets over rateWindow, plus one
+// for the current second (so it never overwrites the window's oldest).
 type rateMeter struct {
 	mu      sync.Mutex
-	buckets [rateWindow / time.Second]struct{ sec, n int64 }
+	buckets [rateWindow/time.Second + 1]struct{ sec, n int64 }
 }
 
 func (r *rateMeter) add(now time.Time, n int64) {
@@ -416,7 +417,7 @@ func (r *rateMeter) perSecond(now time.Time) float64 {
 	var n int64
 	r.mu.Lock()
 	for _, b := range r.buckets {
-		if b.sec < sec && b.sec >= sec-int64(len(r.buckets)) {
+		if b.sec < sec && b.sec >= sec-int64(rateWindow/time.Second) {
 			n += b.n
 		}
 	}

@@ -46,3 +46,17 @@ func TestWaitAfterEngineDropsEndedContext(t *testing.T) {
 		}
 	}
 }
+
+// The rate is the last rateWindow complete seconds' count over the window,
+// also once the current second has counted events (its bucket must not be
+// the one holding the window's oldest second).
+func TestRateMeterWindow(t *testing.T) {
+	var r rateMeter
+	now := time.Unix(1_000_000, 0)
+	for s := int64(-int64(rateWindow / time.Second)); s <= 0; s++ {
+		r.add(now.Add(time.Duration(s)*time.Second), 5)
+	}
+	if got := r.perSecond(now); got != 5 {
+		t.Fatalf("steady 5 a second: %g a second", got)
+	}
+}
