@@ -238,7 +238,7 @@ func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 	mi := s.moeIx[l]
 	clear(s.routed)
 	for _, e := range idsTK {
-		s.routed[e], s.used[mi][e] = true, true
+		s.routed[e] = true
 	}
 	A := s.steps()
 	for e := 0; e < s.E; e++ {
@@ -247,6 +247,11 @@ func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 				return err
 			}
 		}
+	}
+	// Used only once caught up: after a failed pass, afterStep must not
+	// defer an update onto an expert still behind.
+	for e, r := range s.routed {
+		s.used[mi][e] = s.used[mi][e] || r
 	}
 	clear(s.hint[mi])
 	s.cache.DropAhead(s.layerGen[mi])

@@ -328,3 +328,50 @@ func mustNet(t *testing.T, c *model.Config) *model.Net {
 	}
 	return n
 }
+
+// TestStorageFailedPassThenStep: a pass that fails while catching experts
+// up (a cancelled context, a failed SSD read) leaves no expert marked used
+// this step unless it was caught up, so the steps after it neither panic
+// nor diverge from the in-memory run.
+func TestStorageFailedPassThenStep(t *testing.T) {
+	corpus := testCorpus(t)
+	tc := storageCases[2]
+	ref, err := NewTrainer(tc.options(""), corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := NewTrainer(tc.options(t.TempDir()), corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for range 3 {
+		mustStep(t, ref)
+		mustStep(t, tr)
+	}
+	s := tr.sparse
+	all := make([]int32, s.E)
+	for e := range all {
+		all[e] = int32(e)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Need(ctx, tr.Net.Cfg.MoELayers()[0], all); err == nil {
+		t.Fatal("Need with a cancelled context succeeded")
+	}
+	for mi := range s.used {
+		for e, u := range s.used[mi] {
+			if u && s.upTo[mi][e] != s.steps() {
+				t.Fatalf("layer %d expert %d marked used at step %d of %d", mi, e, s.upTo[mi][e], s.steps())
+			}
+		}
+	}
+	for range 3 {
+		mustStep(t, ref)
+		mustStep(t, tr)
+	}
+	if err := s.flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sameBits(t, "after a failed pass", ref.Net, tr.Net)
+}
