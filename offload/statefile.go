@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -36,8 +38,14 @@ type StateFile struct {
 	mu  sync.Mutex
 	cur []int8   // record -> its current slot (0, 1), -1: never written
 	seq []uint64 // record -> sequence number of its current slot
+	// durable is each record's slot that was current at the last Sync
+	// (or found at open), -1: none. Write never overwrites it without a
+	// Sync first, so a crash of the machine, not just of the process,
+	// leaves every record's last synced version.
+	durable []int8
 
 	read, written atomic.Int64 // bytes
+	syncs         atomic.Int64
 	closed        atomic.Bool
 }
 
@@ -99,6 +107,7 @@ func OpenStateFile(path string, n, payload int, wrap func(RecordIO) RecordIO) (*
 			}
 		}
 	}
+	copy(s.durable, s.cur) // what survived is on the device
 	return s, nil
 }
 
@@ -111,7 +120,7 @@ func openState(path string, n, payload int, wrap func(RecordIO) RecordIO, create
 		flag |= os.O_CREATE | os.O_TRUNC
 	}
 	s := &StateFile{path: path, direct: true, n: n, payload: payload, slot: StateSlotBytes(payload),
-		cur: make([]int8, n), seq: make([]uint64, n)}
+		cur: make([]int8, n), seq: make([]uint64, n), durable: make([]int8, n)}
 	f, err := os.OpenFile(path, flag|unix.O_DIRECT, 0o644)
 	if errors.Is(err, unix.EINVAL) { // no O_DIRECT here (tmpfs): through the page cache
 		s.direct = false
@@ -121,19 +130,41 @@ func openState(path string, n, payload int, wrap func(RecordIO) RecordIO, create
 		return nil, fmt.Errorf("offload: state file: %w", err)
 	}
 	if create {
-		if err := f.Truncate(2 * int64(n) * s.slot); err != nil {
+		// The file's size and its directory entry made durable, so a
+		// machine crash cannot take the file away under synced records.
+		err := f.Truncate(2 * int64(n) * s.slot)
+		if err == nil {
+			err = f.Sync()
+		}
+		if err == nil {
+			err = syncDir(filepath.Dir(path))
+		}
+		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("offload: state file: %w", err)
 		}
 	}
 	for i := range s.cur {
-		s.cur[i] = -1
+		s.cur[i], s.durable[i] = -1, -1
 	}
 	s.io = f
 	if wrap != nil {
 		s.io = wrap(f)
 	}
 	return s, nil
+}
+
+// syncDir makes dir's entries durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // AlignedBytes returns n zero bytes starting at a multiple of Align (an
@@ -205,7 +236,10 @@ func (s *StateFile) readSlot(buf []byte, r int, k int8) error {
 // Write makes buf's payload record r's current version: it fills buf's
 // header and writes the slot not holding the current version; only when
 // that write has returned does the new version become current. A failed
-// or torn write leaves the previous version current.
+// or torn write leaves the previous version current. When that slot holds
+// the record's last synced version (the record was written since the
+// last Sync), Write syncs first, so that version stays durable until a
+// newer one is. One goroutine at a time writes a given record.
 func (s *StateFile) Write(ctx context.Context, buf []byte, r int) error {
 	if err := s.check(ctx, buf, r); err != nil {
 		return err
@@ -215,7 +249,13 @@ func (s *StateFile) Write(ctx context.Context, buf []byte, r int) error {
 	if s.cur[r] < 0 {
 		k = 0
 	}
+	overwritesDurable := s.cur[r] >= 0 && k == s.durable[r]
 	s.mu.Unlock()
+	if overwritesDurable {
+		if err := s.Sync(); err != nil {
+			return err
+		}
+	}
 	h := buf[:StateHeader]
 	clear(h)
 	binary.LittleEndian.PutUint64(h, stateMagic)
@@ -256,9 +296,16 @@ func (s *StateFile) check(ctx context.Context, buf []byte, r int) error {
 
 // Sync makes the written versions durable (fdatasync).
 func (s *StateFile) Sync() error {
+	s.mu.Lock()
+	now := slices.Clone(s.cur) // versions complete before the sync
+	s.mu.Unlock()
 	if err := s.io.Sync(); err != nil {
 		return fmt.Errorf("offload: %s: sync: %w", s.path, err)
 	}
+	s.mu.Lock()
+	copy(s.durable, now)
+	s.mu.Unlock()
+	s.syncs.Add(1)
 	return nil
 }
 

@@ -122,7 +122,7 @@ func (p StoragePlan) String() string {
 	if p.SSDFree > 0 {
 		fmt.Fprintf(&b, ", %s free", fmtBytes(p.SSDFree))
 	}
-	b.WriteString("\n  2D prefetch path 1 (ZeRO-3 dense sharding across ranks): not built; dense state is replicated\n")
+	b.WriteString("\n  2D prefetch path 1 (ZeRO-3 dense sharding across ranks, --shard-dense): a multi-rank option; this one-process run keeps the dense state whole\n")
 	return b.String()
 }
 
