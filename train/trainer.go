@@ -175,6 +175,7 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 		busy0, reduce0 = t.Net.CommBusy(), t.par.fused.Busy()
 		t.par.wait = 0
 		if z := t.par.zero; z != nil {
+			z.settle() // before reading the chain's counters
 			z0 = zero{exposed: z.exposed, busy: z.busy, bytes: z.bytes}
 			z.zeroGrad()
 		}

@@ -226,6 +226,21 @@ func (z *zero) queue(f func() error) *zeroJob {
 	return j
 }
 
+// settle readies the chain for a step: it waits for every queued job
+// (a failed step can leave a gather in flight) and forgets a failure, the
+// read-ahead and the gathered groups, so a step after a failed one
+// starts clean. After a successful step it changes nothing: backward
+// drained the chain and step marked the slots stale.
+func (z *zero) settle() {
+	if z.last != nil {
+		_ = z.last.wait() // the failed step reported its error
+	}
+	z.last, z.ahead, z.cur = nil, nil, -1
+	for i := range z.slots {
+		z.slots[i].group = -1
+	}
+}
+
 // drain waits for every queued job.
 func (z *zero) drain() error {
 	if z.last == nil {

@@ -191,3 +191,22 @@ func TestShardDenseRefused(t *testing.T) {
 		})
 	}
 }
+
+// A failed job poisons the chain (later jobs fail with its error) until
+// the next step settles it: a step after a failed one can succeed.
+func TestZeroSettleAfterFailure(t *testing.T) {
+	z := &zero{}
+	boom := errors.New("boom")
+	z.queue(func() error { return boom })
+	if err := z.queue(func() error { return nil }).wait(); !errors.Is(err, boom) {
+		t.Fatalf("a job after a failed one: %v, want the failure", err)
+	}
+	z.slots[0].group, z.cur = 3, 0
+	z.settle()
+	if err := z.queue(func() error { return nil }).wait(); err != nil {
+		t.Fatalf("after settle: %v", err)
+	}
+	if z.cur != -1 || z.ahead != nil || z.slots[0].group != -1 {
+		t.Fatalf("settle kept state: cur %d, ahead %v, slot 0 group %d", z.cur, z.ahead, z.slots[0].group)
+	}
+}
