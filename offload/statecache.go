@@ -439,8 +439,9 @@ func (s *StateCache) Dirty() int {
 	return n
 }
 
-// Close stops the background goroutines (after their current read or
-// write) without writing dirty records: Flush first to keep them.
+// Close stops the background goroutines. Write-backs already queued
+// still run before it returns; records dirtied but not queued are not
+// written: Flush first to keep every dirty record.
 func (s *StateCache) Close() {
 	s.mu.Lock()
 	if s.closed {
