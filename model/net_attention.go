@@ -103,9 +103,12 @@ func addTo(dst, src []float32) {
 	}
 }
 
-func growF(s []float32, n int) []float32 {
+func growF(s []float32, n int) []float32 { return grow(s, n) }
+
+// grow returns s with length n, reallocated only when it must grow.
+func grow[T any](s []T, n int) []T {
 	if cap(s) < n {
-		return make([]float32, n)
+		return make([]T, n)
 	}
 	return s[:n]
 }

@@ -81,12 +81,7 @@ func (n *Net) setup(B, T int) {
 	}
 }
 
-func growI(s []int32, n int) []int32 {
-	if cap(s) < n {
-		return make([]int32, n)
-	}
-	return s[:n]
-}
+func growI(s []int32, n int) []int32 { return grow(s, n) }
 
 // slot returns the activation slot of layer l.
 func (n *Net) slot(l int) int {

@@ -253,23 +253,23 @@ func (b *Batch) attention(l int, ly *Layer, seqs []*Session, tokens [][]int32, h
 	kernel.RoPE(k, pos, T, c.G, c.Dh, c.RotaryDim, cos, sin)
 	att := sc.att[:T*qd]
 	scale := float32(1 / math.Sqrt(float64(c.Dh)))
-	// Each session's rows start at off[i] and need ws[i] floats of
-	// workspace (from wsAt[i]).
-	sc.off, sc.wsAt = resizeInts(sc.off, len(seqs)+1), resizeInts(sc.wsAt, len(seqs)+1)
+	// Session i's rows start at off[i]; in parallel its workspace is
+	// attW[wsAt[i]:wsAt[i+1]], in turn every session reuses the largest.
+	sc.off, sc.wsAt = grow(sc.off, len(seqs)+1), grow(sc.wsAt, len(seqs)+1)
 	decode := len(seqs) > 1 // every session a few rows: one session per thread
+	largest := 0
 	for i, s := range seqs {
 		n := len(tokens[i])
-		sc.off[i+1] = sc.off[i] + n
-		sc.wsAt[i+1] = sc.wsAt[i] + kernel.AttentionWorkspace(n, s.Pos+n, c.H, c.G, c.Dh)
+		w := kernel.AttentionWorkspace(n, s.Pos+n, c.H, c.G, c.Dh)
+		sc.off[i+1], sc.wsAt[i+1] = sc.off[i]+n, sc.wsAt[i]+w
+		largest = max(largest, w)
 		decode = decode && n <= sessionRows
 	}
-	if !decode { // one workspace, reused session after session
-		sc.wsAt[len(seqs)] = 0
-		for i, s := range seqs {
-			sc.wsAt[len(seqs)] = max(sc.wsAt[len(seqs)], kernel.AttentionWorkspace(len(tokens[i]), s.Pos+len(tokens[i]), c.H, c.G, c.Dh))
-		}
+	need := largest
+	if decode {
+		need = sc.wsAt[len(seqs)]
 	}
-	if need := sc.wsAt[len(seqs)]; len(sc.attW) < need {
+	if len(sc.attW) < need {
 		sc.attW = make([]float32, need)
 	}
 	one := func(i int) {
@@ -377,13 +377,6 @@ func (bt *Batch) moe(ctx context.Context, l int, ly *Layer, h, x []float32, T in
 // sessionRows is the most rows a session may bring to a pass for the
 // pass's attention to run one session per thread.
 const sessionRows = 4
-
-func resizeInts(s []int, n int) []int {
-	if cap(s) < n {
-		return make([]int, n)
-	}
-	return s[:n]
-}
 
 // ffn computes out (T, D) = down(silu(gate x) * up x) + beta*out.
 func ffn(out, x []float32, e *Expert, T, F int, b *scratch, beta float32) {

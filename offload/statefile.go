@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/moesys/moesys/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -137,7 +138,7 @@ func openState(path string, n, payload int, wrap func(RecordIO) RecordIO, create
 			err = f.Sync()
 		}
 		if err == nil {
-			err = syncDir(filepath.Dir(path))
+			err = atomicfile.SyncDir(filepath.Dir(path))
 		}
 		if err != nil {
 			f.Close()
@@ -152,19 +153,6 @@ func openState(path string, n, payload int, wrap func(RecordIO) RecordIO, create
 		s.io = wrap(f)
 	}
 	return s, nil
-}
-
-// syncDir makes dir's entries durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // AlignedBytes returns n zero bytes starting at a multiple of Align (an

@@ -1,7 +1,6 @@
 package train
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -61,15 +60,7 @@ func TestEmbedPartitionCheckpoint(t *testing.T) {
 	want := checkpointTensors(t, p4.dir)
 	same := func(dir string) {
 		t.Helper()
-		got := checkpointTensors(t, dir)
-		if len(got) != len(want) {
-			t.Fatalf("%s: %d tensors, want %d", dir, len(got), len(want))
-		}
-		for n, b := range want {
-			if !bytes.Equal(got[n], b) {
-				t.Fatalf("%s: %s differs after resharding", dir, n)
-			}
-		}
+		sameCheckpoint(t, dir, want, "after resharding")
 	}
 	plain := o
 	plain.EmbedPartition = false

@@ -284,6 +284,22 @@ func checkpointTensors(t *testing.T, dir string) map[string][]byte {
 	return got
 }
 
+// sameCheckpoint fails the test unless dir holds exactly the tensors of
+// want (checkpointTensors of another checkpoint), byte for byte; what
+// names the comparison in the message.
+func sameCheckpoint(t *testing.T, dir string, want map[string][]byte, what string) {
+	t.Helper()
+	got := checkpointTensors(t, dir)
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d tensors, want %d", dir, len(got), len(want))
+	}
+	for n, b := range want {
+		if !bytes.Equal(got[n], b) {
+			t.Fatalf("%s: %s differs %s", dir, n, what)
+		}
+	}
+}
+
 // Checkpoints reshard: a run at W = 4 saves (each rank its experts, rank 0
 // the dense parameters, the manifest last); resuming it at W = 2, then 1,
 // then 4 and saving each time gives back, bit for bit, the same weights
@@ -328,15 +344,7 @@ func TestShardedCheckpointReshards(t *testing.T) {
 	saveAt(4, dirs[2])
 	want := checkpointTensors(t, dirs[0])
 	for _, d := range dirs[1:] {
-		got := checkpointTensors(t, d)
-		if len(got) != len(want) {
-			t.Fatalf("%s: %d tensors, want %d", d, len(got), len(want))
-		}
-		for n, b := range want {
-			if !bytes.Equal(got[n], b) {
-				t.Fatalf("%s: %s differs after resharding", d, n)
-			}
-		}
+		sameCheckpoint(t, d, want, "after resharding")
 	}
 	// A sharded checkpoint is a Hugging Face sharded checkpoint: inference
 	// loads it.

@@ -114,15 +114,7 @@ func TestShardDense(t *testing.T) {
 			want := checkpointTensors(t, rep.dir)
 			same := func(dir string) {
 				t.Helper()
-				got := checkpointTensors(t, dir)
-				if len(got) != len(want) {
-					t.Fatalf("%s: %d tensors, want %d", dir, len(got), len(want))
-				}
-				for n, b := range want {
-					if !bytes.Equal(got[n], b) {
-						t.Fatalf("%s: %s differs from the replicated run's", dir, n)
-					}
-				}
+				sameCheckpoint(t, dir, want, "from the replicated run's")
 			}
 			same(sh.dir)
 

@@ -35,6 +35,7 @@ const (
 	netVeth1       = "moesys-bv1"
 	netSubnet      = "10.231.77.0/24"
 	netRate        = "1gbit"
+	netPerNode     = 2 // ranks per emulated node (the hostfile's slots)
 	fusedTarget    = 2.0
 	hierTarget     = 1.3
 )
@@ -136,7 +137,7 @@ func netCluster(exe string, args []string, progress io.Writer) (cleanup func(), 
 	hosts := filepath.Join(dir, "hosts")
 	err = os.WriteFile(agent, []byte("#!/bin/sh\n# rsh agent of the emulated cluster: the host is a network namespace\nhost=$1; shift\nexec ip netns exec \"$host\" unshare --uts /bin/sh -c \"hostname $host; $*\"\n"), 0o755)
 	if err == nil {
-		err = os.WriteFile(hosts, []byte("localhost slots=2\n"+netNS1+" slots=2\n"), 0o644)
+		err = os.WriteFile(hosts, fmt.Appendf(nil, "localhost slots=%d\n%s slots=%d\n", netPerNode, netNS1, netPerNode), 0o644)
 	}
 	if err != nil {
 		cleanup()
@@ -144,7 +145,7 @@ func netCluster(exe string, args []string, progress io.Writer) (cleanup func(), 
 	}
 	a := []string{"netns", "exec", netNS0, "mpirun", "--allow-run-as-root", "--hostfile", hosts, "--mca", "plm_rsh_agent", agent,
 		"--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", netSubnet, "--mca", "oob_tcp_if_include", netSubnet,
-		"-x", netModeEnv, "-x", benchMPIOut, "-np", "4", exe}
+		"-x", netModeEnv, "-x", benchMPIOut, "-np", fmt.Sprint(2 * netPerNode), exe}
 	fmt.Fprintf(progress, "comm-net: cluster: %s and %s, veth pair with tbf rate %s each way (this kernel has no netem: no added delay)\n", netNS0, netNS1, netRate)
 	return cleanup, exec.Command("ip", append(a, args...)...), nil
 }
@@ -298,7 +299,7 @@ func netFusionOf(c dist.Comm, preset string, opts benchOptions, progress io.Writ
 func netHier(c dist.Comm, opts benchOptions, progress io.Writer) ([]benchResult, error) {
 	ctx := context.Background()
 	const D, T = 1024, 1024 // hidden size, tokens per rank
-	h, err := dist.NewHier(ctx, c, 2)
+	h, err := dist.NewHier(ctx, c, netPerNode)
 	if err != nil {
 		return nil, err
 	}
@@ -340,12 +341,12 @@ func netHier(c dist.Comm, opts benchOptions, progress io.Writer) ([]benchResult,
 		// Rows that cross between nodes: every routed row to the other node
 		// (flat, two-level), one per token and node (deduplicated); summed
 		// over the ranks.
-		El, me := cfg.E/c.Size(), c.Rank()/2
+		El, me := cfg.E/c.Size(), c.Rank()/netPerNode
 		cross := []float32{0, 0}
 		for t := range T {
 			seen := false
 			for k := range cfg.K {
-				if (int(routing.IDsTK[t*cfg.K+k])/El)/2 != me {
+				if (int(routing.IDsTK[t*cfg.K+k])/El)/netPerNode != me {
 					cross[0]++
 					seen = true
 				}

@@ -95,14 +95,19 @@ func benchTrainer(name string, mod func(o *train.Options)) (*train.Trainer, trai
 	if mod != nil {
 		mod(&o)
 	}
+	tr, err := train.NewTrainer(o, randomCorpus(o))
+	return tr, o, err
+}
+
+// randomCorpus is 8 batches of o's shape of random tokens (the same on
+// every rank), a quarter held out.
+func randomCorpus(o train.Options) *train.Corpus {
 	rng := rand.New(rand.NewPCG(1, 2))
 	toks := make([]int32, 8*o.Batch*(o.Seq+1))
 	for i := range toks {
 		toks[i] = int32(rng.IntN(o.Model.V))
 	}
-	corpus := &train.Corpus{Train: toks[:len(toks)*3/4], Val: toks[len(toks)*3/4:], Source: "random bytes"}
-	tr, err := train.NewTrainer(o, corpus)
-	return tr, o, err
+	return &train.Corpus{Train: toks[:len(toks)*3/4], Val: toks[len(toks)*3/4:], Source: "random bytes"}
 }
 
 // stepTokS times steps optimizer steps after one warm-up step and returns

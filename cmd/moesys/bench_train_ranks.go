@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"sync"
@@ -43,13 +42,7 @@ func parallelBenchTrainer(c dist.Comm, shard bool) (*train.Trainer, train.Option
 		return nil, o, err
 	}
 	o.ShardDense = shard
-	rng := rand.New(rand.NewPCG(1, 2))
-	toks := make([]int32, 8*o.Batch*(o.Seq+1))
-	for i := range toks {
-		toks[i] = int32(rng.IntN(o.Model.V))
-	}
-	corpus := &train.Corpus{Train: toks[:len(toks)*3/4], Val: toks[len(toks)*3/4:], Source: "random bytes"}
-	tr, err := train.NewParallelTrainer(o, corpus, c)
+	tr, err := train.NewParallelTrainer(o, randomCorpus(o), c)
 	return tr, o, err
 }
 
