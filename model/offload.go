@@ -152,6 +152,9 @@ func (m *Model) expertMats(ex *Expert, l, e int, w *moe.ExpertWeights) error {
 	if w.Layer != l || w.Expert != e {
 		return fmt.Errorf("model: layer %d expert %d: the source returned layer %d expert %d", l, e, w.Layer, w.Expert)
 	}
+	if w.Data == nil && w.Addr != 0 {
+		return fmt.Errorf("model: layer %d expert %d: the source lends device memory (a GPU's), which the CPU model cannot read; run on the GPU backend (--device cuda)", l, e)
+	}
 	names := m.expertName[l][e]
 	dst := [3]*Mat{&ex.Gate, &ex.Up, &ex.Down}
 	shape := [3][2]int{{c.ExpertFFN, c.D}, {c.ExpertFFN, c.D}, {c.D, c.ExpertFFN}}

@@ -101,8 +101,12 @@ type ExpertWeights struct {
 	// up, down). Shared by every acquisition of the expert.
 	Tensors []ExpertTensor
 	// Data holds the tensors at their offsets, little-endian, starting on
-	// a 4 KiB boundary.
+	// a 4 KiB boundary; nil when the source's memory is a device's.
 	Data []byte
+	// Addr is the device address where Data would start, for a source
+	// whose memory is a GPU's (the tensors at the same offsets); 0 for
+	// host memory.
+	Addr uint64
 	// Ref is the source's handle for Release; the caller leaves it alone.
 	Ref any
 }

@@ -130,10 +130,13 @@ func (s *Scheduler) fetchAheadLocked(key Key) (Request, bool) {
 		return Request{}, false
 	}
 	s.reads.Add(1)
-	return Request{Dst: slot.Bytes()[:x.blk.Padded()], Off: x.blk.Offset, Ahead: true, Done: func(err error) {
+	req := slot.fill(x.blk)
+	req.Ahead = true
+	req.Done = func(err error) {
 		slot.Filled(err)
 		s.aheadDone(key, a, err)
-	}}, true
+	}
+	return req, true
 }
 
 // submitAhead issues the reads of fetches ahead.

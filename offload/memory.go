@@ -1,6 +1,7 @@
 package offload
 
 import (
+	"context"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -38,4 +39,20 @@ func (HostMemory) Free(region []byte) error {
 		return fmt.Errorf("offload: unmap %d bytes of slot memory: %w", len(region), err)
 	}
 	return nil
+}
+
+// DeviceMemory is a Memory the CPU cannot address: a GPU's. Its Alloc
+// returns a nil region (the memory keeps the allocation), a SlotPool over
+// it has slots without Bytes, and a Scheduler fills a slot by handing the
+// block's offset to Fill on a reader worker instead of reading into it.
+// The ExpertWeights a Scheduler over it lends carry the slot's device
+// address (Addr) and no Data. A DeviceMemory serves one pool.
+type DeviceMemory interface {
+	Memory
+	// Addr is the device address of byte off of the region.
+	Addr(off int64) uint64
+	// Fill moves the n bytes at off of store to byte dst of the region,
+	// returning once they are there (later work on any stream of the
+	// device sees them). It is called from several reader workers at once.
+	Fill(ctx context.Context, store Store, dst, off int64, n int) error
 }

@@ -352,6 +352,26 @@ func (s *Slot) Key() Key { return s.key }
 // other holders read it after Wait returns nil.
 func (s *Slot) Bytes() []byte { return s.buf }
 
+// Addr is the slot's device address when the pool's memory is a
+// DeviceMemory, else 0.
+func (s *Slot) Addr() uint64 {
+	if dm, ok := s.pool.mem.(DeviceMemory); ok {
+		return dm.Addr(int64(s.index) * s.pool.slotBytes)
+	}
+	return 0
+}
+
+// fill is the Request that fills the slot with blk: a read into Bytes, or,
+// in device memory, the memory's Fill.
+func (s *Slot) fill(blk Block) Request {
+	dm, ok := s.pool.mem.(DeviceMemory)
+	if !ok {
+		return Request{Dst: s.buf[:blk.Padded()], Off: blk.Offset}
+	}
+	dst, off, n := int64(s.index)*s.pool.slotBytes, blk.Offset, int(blk.Padded())
+	return Request{Off: off, Size: n, Fill: func(ctx context.Context, st Store) error { return dm.Fill(ctx, st, dst, off, n) }}
+}
+
 // Retain adds a reference; the caller must already hold one.
 func (s *Slot) Retain() {
 	p := s.pool

@@ -25,10 +25,18 @@ type ReaderConfig struct {
 	Stats      *Stats // counts reads and bytes; nil: the reader keeps its own
 }
 
-// Request is one read for a Reader: Dst filled from the store at Off.
+// Request is one read for a Reader: Dst filled from the store at Off, or,
+// for memory the CPU cannot address, Fill called with the store.
 type Request struct {
 	Dst []byte // the reader's from Submit until the Pending is done
 	Off int64
+	// Fill, when set, replaces the read into Dst: the worker calls it with
+	// the request's context and the reader's store, and it moves Size
+	// bytes at Off to where they go (a DeviceMemory slot: a copy from the
+	// store through the link to the device) and returns when they are
+	// there. Dst is then nil.
+	Fill func(ctx context.Context, store Store) error
+	Size int // bytes Fill moves (Stats); len(Dst) when Fill is nil
 	// Done, if set, is called once with the read's result when it
 	// finishes, fails or is cancelled, before the Pending is done; from a
 	// worker or a cancelling goroutine, so it must not block long. A fill
@@ -39,6 +47,14 @@ type Request struct {
 	// never waits behind reads for later layers) and fewer than
 	// ReaderConfig.AheadDepth reads are in flight.
 	Ahead bool
+}
+
+// size is the request's byte count.
+func (r *Request) size() int {
+	if r.Fill != nil {
+		return r.Size
+	}
+	return len(r.Dst)
 }
 
 // Reader issues a Store's reads asynchronously, Depth at a time: demand
@@ -138,12 +154,12 @@ func (r *Reader) Submit(ctx context.Context, req Request) *Pending {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		p.finish(readErr("reader", len(req.Dst), req.Off, ErrClosed))
+		p.finish(readErr("reader", req.size(), req.Off, ErrClosed))
 		return p
 	}
 	if err := ctx.Err(); err != nil {
 		r.mu.Unlock()
-		p.finish(readErr("reader", len(req.Dst), req.Off, err))
+		p.finish(readErr("reader", req.size(), req.Off, err))
 		return p
 	}
 	// Registered under the lock: the callback takes the lock, so it runs
@@ -169,7 +185,7 @@ func (r *Reader) cancel(p *Pending) {
 	p.state = finished // the worker that pops it skips it
 	r.mu.Unlock()
 	r.stats.ReadErrors.Add(1)
-	p.finish(readErr("reader", len(p.req.Dst), p.req.Off, p.ctx.Err()))
+	p.finish(readErr("reader", p.req.size(), p.req.Off, p.ctx.Err()))
 }
 
 // work is one worker: it pops requests, demands first, and reads them
@@ -200,7 +216,12 @@ func (r *Reader) work() {
 		r.mu.Unlock()
 
 		p.stop()
-		err := r.store.ReadAt(p.ctx, p.req.Dst, p.req.Off)
+		var err error
+		if p.req.Fill != nil {
+			err = p.req.Fill(p.ctx, r.store)
+		} else {
+			err = r.store.ReadAt(p.ctx, p.req.Dst, p.req.Off)
+		}
 		r.mu.Lock() // the read has ended: it is no longer in flight
 		if r.inFlight--; r.inFlight == 0 {
 			r.stats.BusyNanos.Add(int64(time.Since(r.busySince)))
@@ -215,7 +236,7 @@ func (r *Reader) work() {
 			r.stats.ReadErrors.Add(1)
 		} else {
 			r.stats.Reads.Add(1)
-			r.stats.BytesRead.Add(int64(len(p.req.Dst)))
+			r.stats.BytesRead.Add(int64(p.req.size()))
 		}
 		p.finish(err)
 		r.mu.Lock()
@@ -257,7 +278,7 @@ func (r *Reader) Close() error {
 	for _, p := range dropped {
 		p.stop()
 		r.stats.ReadErrors.Add(1)
-		p.finish(readErr("reader", len(p.req.Dst), p.req.Off, ErrClosed))
+		p.finish(readErr("reader", p.req.size(), p.req.Off, ErrClosed))
 	}
 	r.wg.Wait()
 	return nil

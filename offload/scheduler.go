@@ -197,7 +197,9 @@ func (s *Scheduler) loadAll(ctx context.Context) error {
 			break
 		}
 		s.pinned = append(s.pinned, slot)
-		s.reader.Submit(ctx, Request{Dst: slot.Bytes()[:b.Padded()], Off: b.Offset, Done: slot.Filled})
+		req := slot.fill(b)
+		req.Done = slot.Filled
+		s.reader.Submit(ctx, req)
 	}
 	// Every fill ends (the reader calls Filled even when ctx cancels it),
 	// so waiting without ctx is bounded.
@@ -281,10 +283,15 @@ func (s *Scheduler) AcquireThen(ctx context.Context, layer int, experts []int, w
 			break
 		}
 		if !cached {
-			s.reader.Submit(ctx, Request{Dst: slot.Bytes()[:x.blk.Padded()], Off: x.blk.Offset, Done: slot.Filled})
+			req := slot.fill(x.blk)
+			req.Done = slot.Filled
+			s.reader.Submit(ctx, req)
 		}
 		fills = append(fills, !cached)
-		w[i] = moe.ExpertWeights{Layer: layer, Expert: e, Tensors: x.tensors, Data: slot.Bytes()[:x.blk.Bytes], Ref: slot}
+		w[i] = moe.ExpertWeights{Layer: layer, Expert: e, Tensors: x.tensors, Ref: slot, Addr: slot.Addr()}
+		if b := slot.Bytes(); b != nil {
+			w[i].Data = b[:x.blk.Bytes]
+		}
 		n++
 	}
 	if ahead {
