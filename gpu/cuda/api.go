@@ -72,6 +72,8 @@ type Info struct {
 	TotalMem     int64 // bytes of device memory
 	SMs          int   // multiprocessors
 	Driver       int   // driver API version, e.g. 12040
-	NVRTC        [2]int
-	Cublas       int // cuBLAS version, 0 until Blas is first used
+	NVRTC        [2]int // NVRTC major, minor; zero until NVRTC is loaded
+	Cublas       int    // cuBLAS version, 0 until Blas is first used
+	MaxThreads   int    // threads per block
+	SharedOptin  int    // bytes of shared memory per block a kernel may opt in to (Function.SetMaxDynamicShared)
 }
