@@ -68,10 +68,10 @@ func (e *Error) Error() string {
 type Info struct {
 	Ordinal      int
 	Name         string
-	Major, Minor int   // compute capability
-	TotalMem     int64 // bytes of device memory
-	SMs          int   // multiprocessors
-	Driver       int   // driver API version, e.g. 12040
+	Major, Minor int    // compute capability
+	TotalMem     int64  // bytes of device memory
+	SMs          int    // multiprocessors
+	Driver       int    // driver API version, e.g. 12040
 	NVRTC        [2]int // NVRTC major, minor; zero until NVRTC is loaded
 	Cublas       int    // cuBLAS version, 0 until Blas is first used
 	MaxThreads   int    // threads per block
