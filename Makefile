@@ -15,7 +15,7 @@ MPITAGS := $(shell [ "$(CGO)" = 1 ] && pkg-config --exists ompi-c 2>/dev/null &&
 # cross-process memory copies); none is needed on the dev and CI machines.
 MPIRUN  ?= mpirun $(if $(filter 0,$(shell id -u)),--allow-run-as-root) $(MOESYS_MPIRUN_FLAGS)
 
-.PHONY: all build demo test test-mpi test-avx2 lint fuzz bench clean
+.PHONY: all build demo test test-mpi test-avx2 gpu-bins lint fuzz bench clean
 
 all: build
 
@@ -62,6 +62,14 @@ endif
 test-avx2:
 	$(GO) test -c -o bin/kernel.test ./kernel
 	cd kernel && qemu-x86_64 -cpu Haswell ../bin/kernel.test -test.short
+
+# The binaries scripts/gpu-check.sh runs on a GPU machine (which has no Go):
+# moesys and the GPU packages' test binaries, stripped to travel light.
+gpu-bins:
+	$(GO) build -ldflags '-s -w' -o $(BIN) ./cmd/moesys
+	$(GO) test -c -ldflags '-s -w' -o bin/gpu-cuda.test ./gpu/cuda
+	$(GO) test -c -ldflags '-s -w' -o bin/gpu-kernels.test ./gpu/kernels
+	$(GO) test -c -ldflags '-s -w' -o bin/gpu.test ./gpu
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }

@@ -75,6 +75,11 @@ func (m *Model) SetExpertSource(src moe.ExpertSource) {
 // ExpertSource returns the source set by SetExpertSource, or nil.
 func (m *Model) ExpertSource() moe.ExpertSource { return m.src }
 
+// SpeculationTargets returns, per layer, the MoE layer a Speculator is
+// told to expect from that layer's input, or -1 (see speculationTargets);
+// for other engines running this model's weights (the GPU backend).
+func (m *Model) SpeculationTargets() []int { return speculationTargets(m) }
+
 // speculationTargets returns, per layer, the MoE layer whose experts a
 // Speculator is told to expect from that layer's input: the next MoE layer,
 // when l is a MoE layer and that layer has its own router (one a pre-gate

@@ -271,6 +271,9 @@ func NewPlan(lay *Layout, cfg SchedulerConfig) (Plan, error) {
 	return p, nil
 }
 
+// FormatBytes prints n with a binary unit: "12 KiB", "1.5 GiB".
+func FormatBytes(n int64) string { return fmtBytes(n) }
+
 // fmtBytes prints n with a binary unit: "12 KiB", "1.5 GiB".
 func fmtBytes(n int64) string {
 	const unit = 1024

@@ -71,6 +71,8 @@ type benchOptions struct {
 	ranks    []int         // train: the parallel section's rank counts (--ranks)
 	steps    int           // train --ranks: timed steps per run (0: default)
 	shard    bool          // train --ranks: also each W > 1 with the dense parameters sharded (--shard-dense)
+	device   string        // decode, offload: "cpu" or "cuda" (--device)
+	compute  string        // --device cuda: bf16 or f32
 }
 
 // benchSections lists the sections of the suites that have them (--only).
@@ -91,8 +93,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	ranks := fs.String("ranks", "", "train: data + expert parallel training over these rank counts instead (e.g. 1,2): tokens/s and communication share, MPI processes and in-process ranks")
 	steps := fs.Int("steps", 0, "train --ranks: timed steps per run (default 5, --quick 3)")
 	shard := fs.Bool("shard-dense", false, "train --ranks: also run each W > 1 with the dense parameters sharded over the ranks (ZeRO-3, path 1 of 2D prefetch): tokens/s and the time path 1 was exposed per step")
+	device := fs.String("device", "cpu", "decode, offload: cpu, or cuda for the GPU suites (issue 9; an error without a GPU)")
+	compute := fs.String("compute", "bf16", "--device cuda: bf16 or f32 compute on the GPU")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: moesys bench SUITE [--quick] [--json] [--only SECTIONS] [--ranks 1,2]")
+		fmt.Fprintln(stderr, "Usage: moesys bench SUITE [--quick] [--json] [--only SECTIONS] [--ranks 1,2] [--device cuda]")
 		fmt.Fprintln(stderr, "\nSuites:")
 		names := make([]string, 0, len(benchSuites))
 		for n := range benchSuites {
@@ -104,7 +108,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stderr, "\nFlags:")
 		fs.PrintDefaults()
-		fmt.Fprintln(stderr, "\nExamples:\n  moesys bench kernels --quick\n  moesys bench kernels --json > kernels.json\n  moesys bench offload --only disk\n  moesys bench train --ranks 1,2")
+		fmt.Fprintln(stderr, "\nExamples:\n  moesys bench kernels --quick\n  moesys bench kernels --json > kernels.json\n  moesys bench offload --only disk\n  moesys bench train --ranks 1,2\n  moesys bench decode --device cuda\n  moesys bench offload --device cuda --json")
 	}
 	suiteName := ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -127,7 +131,13 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		return fmt.Errorf("unknown suite %q", suiteName)
 	}
-	opts := benchOptions{quick: *quick, model: *modelDir, steps: *steps, duration: *duration, shard: *shard}
+	opts := benchOptions{quick: *quick, model: *modelDir, steps: *steps, duration: *duration, shard: *shard, device: *device, compute: *compute}
+	if *device != "cpu" && *device != "cuda" {
+		return fmt.Errorf("--device %q: want cpu or cuda", *device)
+	}
+	if *device == "cuda" && suiteName != "decode" && suiteName != "offload" {
+		return fmt.Errorf("--device cuda: only the decode and offload suites run on the GPU")
+	}
 	if *shard && *ranks == "" {
 		return fmt.Errorf("--shard-dense: only bench train --ranks shards the dense parameters")
 	}

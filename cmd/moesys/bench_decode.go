@@ -109,6 +109,9 @@ func prefillFlops(m *model.Model, T int) float64 {
 }
 
 func benchDecode(opts benchOptions, progress io.Writer) ([]benchResult, error) {
+	if opts.device == "cuda" {
+		return benchDecodeGPU(opts, progress)
+	}
 	dir := opts.model
 	var err error
 	if dir == "" {

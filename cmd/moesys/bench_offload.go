@@ -27,6 +27,9 @@ func init() {
 		run     func(opts benchOptions, progress io.Writer) ([]benchResult, error)
 	}{"expert offloading policies on the disk (O_DIRECT) and on a simulated link: the Pre-gated MoE and SE-MoE evaluations",
 		func(opts benchOptions, progress io.Writer) ([]benchResult, error) {
+			if opts.device == "cuda" {
+				return benchOffloadGPU(context.Background(), opts, progress)
+			}
 			b := defaultOffloadBench(opts.quick)
 			b.only = opts.only
 			return benchOffload(context.Background(), b, progress)

@@ -124,8 +124,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 	asJSON := fs.Bool("json", false, "print one JSON object with the text and speeds (and the offload plan and report) instead of streaming")
 	var off offloadFlags
 	off.register(fs)
+	var dev deviceFlags
+	dev.register(fs)
 	usage := func(w io.Writer) {
-		fmt.Fprintln(w, "Usage: moesys generate --model DIR --prompt TEXT [sampling flags] [--json]")
+		fmt.Fprintln(w, "Usage: moesys generate --model DIR --prompt TEXT [sampling flags] [--device cuda [--compute bf16|f32]] [--json]")
 		fmt.Fprintln(w, "       moesys generate --model DIR --offload POLICY --expert-mem BYTES [--cache NAME] [--dry-run] [--no-measure] ...")
 		fmt.Fprintln(w, "\nStreams the continuation to stdout, then prefill and decode tokens/s to stderr.")
 		fmt.Fprintln(w, "\nOffloaded (--offload, or DIR in the layout `moesys convert` writes): the routed experts")
@@ -136,6 +138,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 		fmt.Fprintln(w, "bound (its read bandwidth, measured at --read-depth first, over the bytes read per token),")
 		fmt.Fprintln(w, "bytes per token, slot hit rate, predictor precision/recall, stall time, overlap and peak")
 		fmt.Fprintln(w, "expert memory (in --json too).")
+		fmt.Fprintln(w, "\nOn a GPU (--device cuda): the weights go to device memory in --compute precision; with")
+		fmt.Fprintln(w, "--offload the slots are device memory, filled over PCIe from pinned host RAM (--host-tier")
+		fmt.Fprintln(w, "pinned) or from disk through pinned bounce buffers (--host-tier disk). Without a GPU, or a")
+		fmt.Fprintln(w, "binary built without cgo, it says so in one line and runs on the CPU.")
 		fmt.Fprintln(w, "\nFlags:")
 		fs.VisitAll(func(f *flag.Flag) { fmt.Fprintf(w, "  --%-19s %s (default %q)\n", f.Name, f.Usage, f.DefValue) })
 		fmt.Fprintln(w, "\nExamples:\n  moesys generate --model testdata/hf/mixtral_f32 --prompt hello --temperature 0")
@@ -143,6 +149,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 		fmt.Fprintln(w, "  moesys convert --model ~/models/OLMoE-1B-7B --out ~/models/olmoe.offload")
 		fmt.Fprintln(w, "  moesys generate --model ~/models/olmoe.offload --offload ondemand --expert-mem 2GiB --dry-run")
 		fmt.Fprintln(w, "  moesys generate --model ~/models/olmoe.offload --offload ondemand --expert-mem 1.5G --prompt hello --temperature 0")
+		fmt.Fprintln(w, "  moesys generate --model ~/models/olmoe.offload --device cuda --offload pregated --expert-mem 4GiB --prompt hello")
 	}
 	if done, err := parseFlags(fs, args, "generate", usage, stdout, stderr); done {
 		return err
@@ -154,17 +161,38 @@ func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 		return errUsage
 	}
 	p.StopStrings = stops
-	ctx := context.Background()
-	m, offRun, closeModel, err := openModel(ctx, fs, *dir, &off, 1, *precision, *asJSON, stdout, stderr)
-	if err != nil || m == nil { // m == nil: --dry-run printed the plan
+	if err := dev.check(); err != nil {
 		return err
 	}
+	ctx := context.Background()
+	var cfg *model.Config
+	var newSeq func(maxT int) (seqRunner, error)
+	var offRun *offloadRun
+	var closeModel func() error
+	note := kernel.Note()
+	if dev.device == "cuda" && !off.dryRun {
+		gr, err := openGPU(ctx, fs, *dir, &off, &dev, stderr)
+		if err != nil {
+			return err
+		}
+		if gr != nil { // nil: no GPU, the notice is out, run on the CPU
+			cfg, newSeq, offRun, closeModel, note = gr.cfg, gr.newSeq, gr.off, gr.close, ""
+		}
+	}
+	if newSeq == nil {
+		m, or, cm, err := openModel(ctx, fs, *dir, &off, 1, *precision, *asJSON, stdout, stderr)
+		if err != nil || m == nil { // m == nil: --dry-run printed the plan
+			return err
+		}
+		cfg, offRun, closeModel = m.Cfg, or, cm
+		newSeq = func(maxT int) (seqRunner, error) { return cpuSeq{m.NewSession(maxT)}, nil }
+	}
 	defer func() { err = errors.Join(err, closeModel()) }()
-	tok, err := loadTokenizer(*dir, m.Cfg)
+	tok, err := loadTokenizer(*dir, cfg)
 	if err != nil {
 		return err
 	}
-	p.EOS = append(append([]int32(nil), tok.EOS()...), m.Cfg.EOS...)
+	p.EOS = append(append([]int32(nil), tok.EOS()...), cfg.EOS...)
 	sampler, err := sample.New(p)
 	if err != nil {
 		return err
@@ -180,14 +208,20 @@ func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 	if p.MaxTokens == 0 {
 		maxT = len(ids) + 4096
 	}
-	if m.Cfg.MaxPos > 0 {
-		maxT = min(maxT, m.Cfg.MaxPos)
+	if cfg.MaxPos > 0 {
+		maxT = min(maxT, cfg.MaxPos)
 	}
 	if len(ids) >= maxT {
 		return fmt.Errorf("prompt of %d tokens leaves no room in the %d-position context", len(ids), maxT)
 	}
-	fmt.Fprintln(stderr, kernel.Note())
-	s := m.NewSession(maxT)
+	if note != "" {
+		fmt.Fprintln(stderr, note)
+	}
+	s, err := newSeq(maxT)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, s.Close()) }()
 	stopper := sample.NewStopper(p)
 	dec := tokenizer.NewDecoder(tok, true)
 	var text strings.Builder
@@ -209,7 +243,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 		prefillReport = offRun.interval("prefill", len(ids), ttft)
 	}
 	history := append([]int32(nil), ids...)
-	V := m.Cfg.V
+	V := cfg.V
 	var decodeTime time.Duration
 	var n int
 	for {
@@ -218,7 +252,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 		n++
 		out, done := stopper.Push(next, dec.Push(next))
 		emit(out)
-		if done || s.Pos >= maxT {
+		if done || s.Position() >= maxT {
 			break
 		}
 		t := time.Now()
