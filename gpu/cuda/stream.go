@@ -96,7 +96,9 @@ func (s *Stream) Wait(e *Event) error {
 // dynamic shared memory. args are the kernel's parameters in order: DevPtr
 // (a pointer parameter), int (passed as a 32-bit int; an error if it does
 // not fit), int32, uint32, int64, uint64 or float32; any other type is an
-// error naming the argument.
+// error naming the argument. The arguments must match the kernel's
+// parameters in number and size: the driver reads as many as the kernel
+// declares and cannot check.
 func (s *Stream) Launch(f *Function, grid, block Dim3, sharedBytes int, args ...any) error {
 	slots, err := packArgs(args)
 	if err != nil {
