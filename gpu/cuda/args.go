@@ -138,20 +138,7 @@ func (u *unavailable) Unwrap() []error {
 	return []error{ErrUnavailable}
 }
 
-// Driver status codes the package acts on (CUresult).
-const (
-	errNoDevice = 100 // CUDA_ERROR_NO_DEVICE
-	errNotReady = 600 // CUDA_ERROR_NOT_READY
-)
-
-// Flags and attributes (values from the CUDA driver API).
-const (
-	eventDisableTiming          = 2  // CU_EVENT_DISABLE_TIMING
-	attrMaxThreadsPerBlock      = 1  // CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK
-	attrMultiprocessorCount     = 16 // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
-	attrComputeCapabilityMajor  = 75 // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
-	attrComputeCapabilityMinor  = 76 // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
-	attrMaxSharedPerBlockOptin  = 97 // CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
-	funcAttrMaxDynamicSharedMem = 8  // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-	nvrtcErrorInvalidOption     = 5  // NVRTC_ERROR_INVALID_OPTION
-)
+// isELF reports whether image is an ELF file (a CUBIN).
+func isELF(image []byte) bool {
+	return len(image) >= 4 && string(image[:4]) == "\x7fELF"
+}

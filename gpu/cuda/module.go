@@ -130,11 +130,6 @@ func (d *Device) LoadImage(image []byte) (*Module, error) {
 	return &Module{d: d, h: uintptr(h)}, nil
 }
 
-// isELF reports whether image is an ELF file (a CUBIN).
-func isELF(image []byte) bool {
-	return len(image) >= 4 && string(image[:4]) == "\x7fELF"
-}
-
 // Function returns the kernel called name (an extern "C" name, or the
 // mangled one).
 func (m *Module) Function(name string) (*Function, error) {

@@ -25,8 +25,32 @@ func CompileImage(src, name, arch string, opts []string) ([]byte, string, error)
 // Elapsed returns an error wrapping ErrUnavailable in this build.
 func Elapsed(start, end *Event) (time.Duration, error) { return 0, errStub }
 
+// Device is an opened GPU; this build never opens one.
+type Device struct{}
+
+// Stream is a CUDA stream; this build has none.
+type Stream struct{}
+
+// Event marks a point in a stream; this build has none.
+type Event struct{}
+
+// Module is loaded device code; this build has none.
+type Module struct{}
+
+// Function is a kernel of a Module; this build has none.
+type Function struct{}
+
+// Blas is a device's cuBLAS handle; this build has none.
+type Blas struct{}
+
 // The methods below cannot be reached (Open never returns a Device) but
 // keep the API identical across builds.
+
+// Ordinal returns 0 in this build.
+func (d *Device) Ordinal() int { return 0 }
+
+// Name returns "" in this build.
+func (f *Function) Name() string { return "" }
 
 // Info returns the zero Info in this build.
 func (d *Device) Info() Info { return Info{} }
