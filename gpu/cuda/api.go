@@ -26,6 +26,7 @@ const (
 	BF16 DataType = 14 // CUDA_R_16BF
 )
 
+// String returns the type's short name: "f32", "f16" or "bf16".
 func (t DataType) String() string {
 	switch t {
 	case F32:
@@ -57,6 +58,7 @@ type Error struct {
 	Name string // e.g. "CUDA_ERROR_OUT_OF_MEMORY"; may be empty
 }
 
+// Error formats the call, status name and code.
 func (e *Error) Error() string {
 	if e.Name != "" {
 		return fmt.Sprintf("cuda: %s: %s (%d)", e.Call, e.Name, e.Code)

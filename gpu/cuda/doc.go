@@ -13,4 +13,10 @@
 // asynchronous copy must stay valid and unmoved until the copy's stream
 // has passed it: use pinned memory from Device.HostAlloc (not the Go
 // heap) for asynchronous copies.
+//
+// The libraries are searched for in the directories of MOESYS_CUDA_LIBDIR
+// (colon-separated), then by the dynamic loader; cuBLAS and NVRTC are
+// loaded on first use (Device.Blas, Device.Build, CompileImage). Tests run
+// the shim against a fake driver built from testdata/fakecuda, and the
+// TestGPU* tests run on a real GPU when there is one.
 package cuda
