@@ -36,13 +36,13 @@ func TestExpertsGemv(t *testing.T) {
 			beta    float32
 			maxRows int
 		}{
-			{[]int{1}, 40, 64, 0, 1},           // plain GEMV
-			{[]int{3}, 70, 256, 1, 3},          // beta accumulates; N not a multiple of 32
+			{[]int{1}, 40, 64, 0, 1},             // plain GEMV
+			{[]int{3}, 70, 256, 1, 3},            // beta accumulates; N not a multiple of 32
 			{[]int{0, 2, 0, 1, 4}, 33, 96, 0, 4}, // empty experts
-			{[]int{5, 8}, 64, 520, 0.5, 8},     // Kd spans several x tiles at M = 8
-			{[]int{17, 1}, 36, 72, 0, 16},      // more rows than a pass: two passes
-			{[]int{2, 3}, 31, 30, 0, 3},        // Kd not a multiple of 4 or 8: scalar loads
-			{[]int{1, 1}, 45, 1100, 0, 1},      // long rows at M = 1
+			{[]int{5, 8}, 64, 520, 0.5, 8},       // Kd spans several x tiles at M = 8
+			{[]int{17, 1}, 36, 72, 0, 16},        // more rows than a pass: two passes
+			{[]int{2, 3}, 31, 30, 0, 3},          // Kd not a multiple of 4 or 8: scalar loads
+			{[]int{1, 1}, 45, 1100, 0, 1},        // long rows at M = 1
 		} {
 			for _, wt := range []cuda.DataType{cuda.BF16, cuda.F32} {
 				nE := len(c.rows)
