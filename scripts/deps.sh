@@ -17,6 +17,8 @@ if ! have_cc && can_apt; then
 	echo "moesys: installing gcc and libc6-dev (C compiler for the SIMD kernels, via cgo)" >&2
 	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev) >&2 || true
 fi
+# clang-16 compile-checks the GPU kernels' CUDA C with no CUDA toolkit, and its clang++-16 builds their CPU emulator (gpu/kernels tests).
+command -v clang-16 >/dev/null 2>&1 || ! can_apt || { echo "moesys: installing clang-16 (compile check and CPU emulator of the GPU kernels)" >&2; (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang-16) >&2 || true; }
 if ! have_cc; then
 	echo "moesys: no C compiler: building the portable Go kernels (several times slower), without MPI" >&2
 	echo 0
