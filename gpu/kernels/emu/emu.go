@@ -12,6 +12,10 @@
 // writing past a buffer's end (beyond its size rounded up to 256 bytes)
 // crashes the test instead of passing silently.
 //
+// Threads run in index order from barrier to barrier, so a missing
+// __syncthreads between a shared-memory write and another thread's read
+// usually shows: the reader runs before a higher-numbered writer.
+//
 // It is slow (a launch of 100k threads takes a fraction of a second) and
 // meant for small shapes. Launches run synchronously, in call order; the
 // stream argument is ignored.
