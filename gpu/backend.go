@@ -14,10 +14,17 @@ import (
 // Options configure Open.
 type Options struct {
 	Ordinal int // device number
-	// Compute is the precision of weights, GEMM inputs and the KV cache on
-	// the device: "bf16" (the default) or "f32". The residual stream,
-	// GEMM outputs and router logits are f32 in both.
+	// Compute is the precision of the weights on the device: "bf16" (the
+	// default) or "f32". Activations, the KV cache, GEMM outputs and router
+	// logits are f32 in both: the GEMV kernel widens bf16 weights exactly,
+	// as the CPU path does, so bf16 compute costs only the weights'
+	// rounding; products of more than gemvRows rows (prefill) run in cuBLAS
+	// on bf16 copies of their inputs.
 	Compute string
+
+	// kernels, when set, replaces kernels.Load (the test that runs this
+	// package over the fake driver and the kernel emulator).
+	kernels func(d *cuda.Device, act cuda.DataType) (*kernels.Set, error)
 }
 
 // Backend is an opened GPU: device, streams, kernels and cuBLAS, with the
@@ -28,7 +35,8 @@ type Backend struct {
 	Copy    *cuda.Stream // expert fills (DeviceSlots)
 	K       *kernels.Set
 	Blas    *cuda.Blas
-	act     cuda.DataType
+	wt      cuda.DataType // weights
+	act     cuda.DataType // activations and KV cache (the kernel set's)
 
 	mu       sync.Mutex
 	sizes    map[cuda.DevPtr]int64
@@ -39,7 +47,7 @@ type Backend struct {
 	notices  []string
 }
 
-// ParseCompute maps "bf16" or "f32" ("" is bf16) to the activation type.
+// ParseCompute maps "bf16" or "f32" ("" is bf16) to the weight type.
 func ParseCompute(s string) (cuda.DataType, error) {
 	switch strings.ToLower(s) {
 	case "", "bf16":
@@ -53,15 +61,16 @@ func ParseCompute(s string) (cuda.DataType, error) {
 // Open opens device o.Ordinal and loads the kernels. Without a usable GPU
 // the error wraps cuda.ErrUnavailable.
 func Open(o Options) (*Backend, error) {
-	act, err := ParseCompute(o.Compute)
+	wt, err := ParseCompute(o.Compute)
 	if err != nil {
 		return nil, err
 	}
+	act := cuda.F32
 	dev, err := cuda.Open(o.Ordinal)
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{Dev: dev, act: act, sizes: map[cuda.DevPtr]int64{}}
+	b := &Backend{Dev: dev, wt: wt, act: act, sizes: map[cuda.DevPtr]int64{}}
 	fail := func(err error) (*Backend, error) {
 		b.Close()
 		return nil, err
@@ -72,7 +81,11 @@ func Open(o Options) (*Backend, error) {
 	if b.Copy, err = dev.NewStream(); err != nil {
 		return fail(err)
 	}
-	if b.K, err = kernels.Load(dev, act); err != nil {
+	load := kernels.Load
+	if o.kernels != nil {
+		load = o.kernels
+	}
+	if b.K, err = load(dev, act); err != nil {
 		return fail(fmt.Errorf("gpu: kernels: %w", err))
 	}
 	if b.Blas, err = dev.Blas(); err != nil {
@@ -90,8 +103,11 @@ func Notice(err error) string {
 	return fmt.Sprintf("moesys: GPU backend failed (%v): running on the CPU", err)
 }
 
-// Act is the device compute type (cuda.BF16 or cuda.F32).
+// Act is the activations' and KV cache's type on the device (cuda.F32).
 func (b *Backend) Act() cuda.DataType { return b.act }
+
+// Weights is the weights' type on the device (cuda.BF16 or cuda.F32).
+func (b *Backend) Weights() cuda.DataType { return b.wt }
 
 // Malloc allocates device memory, counted in Live and Peak.
 func (b *Backend) Malloc(bytes int64) (cuda.DevPtr, error) {
@@ -190,7 +206,7 @@ func (b *Backend) Notices() []string {
 // Describe is a one-line description of the device for reports.
 func (b *Backend) Describe() string {
 	in := b.Dev.Info()
-	return fmt.Sprintf("%s (sm_%d%d, %d SMs, %s), %s compute", in.Name, in.Major, in.Minor, in.SMs, fmtBytes(in.TotalMem), b.act)
+	return fmt.Sprintf("%s (sm_%d%d, %d SMs, %s), %s weights, %s activations", in.Name, in.Major, in.Minor, in.SMs, fmtBytes(in.TotalMem), b.wt, b.act)
 }
 
 // Close releases the streams, cuBLAS and the device. Memory still

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -22,7 +23,11 @@ import (
 // machine without one (CI); scripts/gpu-check.sh runs these on a GPU.
 func openOrSkip(t *testing.T, compute string) *Backend {
 	t.Helper()
-	b, err := Open(Options{Compute: compute})
+	o := Options{Compute: compute}
+	if os.Getenv(emulatedEnv) != "" {
+		o.kernels = emulatedKernels
+	}
+	b, err := Open(o)
 	if errors.Is(err, cuda.ErrUnavailable) {
 		t.Skipf("no GPU: %v", err)
 	}
@@ -121,12 +126,20 @@ func session(t *testing.T, g *Model, maxT int) *Session {
 
 // Every fixture's logits within 1e-4 (f32 compute) and 1e-3 (bf16 compute)
 // relative to the float64 reference, and the same routing, token by token.
+// bf16 compute stores the weights in bf16: the bound of 1e-3 is for a
+// checkpoint in bf16 (mixtral_bf16, whose reference is computed from its
+// bf16 values); an f32 checkpoint's weights are rounded on upload, which
+// alone moves its logits by ~5e-3 (measured with the kernel emulator), so
+// those are held to 1e-2 and the same routing.
 func TestFixturesGPU(t *testing.T) {
 	for _, compute := range []string{"f32", "bf16"} {
-		tol := map[string]float64{"f32": 1e-4, "bf16": 1e-3}[compute]
 		t.Run(compute, func(t *testing.T) {
 			b := openOrSkip(t, compute)
 			for _, name := range []string{"mixtral_f32", "mixtral_bf16", "qwen2_moe"} {
+				tol := 1e-4
+				if compute == "bf16" {
+					tol = map[bool]float64{true: 1e-3, false: 1e-2}[name == "mixtral_bf16"]
+				}
 				t.Run(name, func(t *testing.T) {
 					dir := filepath.Join("..", "testdata", "hf", name)
 					var in struct{ Sequences [][]int32 }
@@ -152,12 +165,18 @@ func TestFixturesGPU(t *testing.T) {
 						var routing struct{ Layers [][][]int32 }
 						readJSON(t, filepath.Join(dir, "expected", fmt.Sprintf("routing_%d.json", i)), &routing)
 						K := g.Cfg.K
+						// Rounded weights may swap two experts of near-equal
+						// weight: then the same set is required, else the order.
+						rounded := tol > 1e-3
 						for l, layer := range routing.Layers {
 							for tok, ids := range layer {
-								for k, id := range ids {
-									if s.Routing[l][tok*K+k] != id {
-										t.Fatalf("seq %d layer %d token %d: experts %v, want %v", i, l, tok, s.Routing[l][tok*K:(tok+1)*K], ids)
-									}
+								got, want := slices.Clone(s.Routing[l][tok*K:(tok+1)*K]), slices.Clone(ids)
+								if rounded {
+									slices.Sort(got)
+									slices.Sort(want)
+								}
+								if !slices.Equal(got, want) {
+									t.Fatalf("seq %d layer %d token %d: experts %v, want %v", i, l, tok, s.Routing[l][tok*K:(tok+1)*K], ids)
 								}
 							}
 						}
@@ -225,7 +244,7 @@ func TestOffloadPoliciesGPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	toks := [][]int32{{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {13}, {14}, {15}, {16}}
-	run := func(g *Model) [][]float32 {
+	run := func(t *testing.T, g *Model) [][]float32 {
 		s := session(t, g, 32)
 		var out [][]float32
 		for _, tk := range toks {
@@ -237,7 +256,7 @@ func TestOffloadPoliciesGPU(t *testing.T) {
 		}
 		return out
 	}
-	want := run(upload(t, b, plain))
+	want := run(t, upload(t, b, plain))
 	lay, err := offload.OpenLayout(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +298,7 @@ func TestOffloadPoliciesGPU(t *testing.T) {
 				}
 				defer g.Close()
 				g.SetExpertSource(sched)
-				got := run(g)
+				got := run(t, g)
 				for i := range want {
 					for j := range want[i] {
 						if got[i][j] != want[i][j] {

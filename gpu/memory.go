@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"unsafe"
 
 	"github.com/moesys/moesys/gpu/cuda"
 	"github.com/moesys/moesys/offload"
@@ -100,10 +101,12 @@ func (d *DeviceSlots) Fill(ctx context.Context, store offload.Store, dst, off in
 			return err
 		}
 		defer d.giveBounce(buf, pinned)
-		if err := store.ReadAt(ctx, buf[:n], off); err != nil {
+		// A direct-I/O store wants an aligned buffer.
+		at := int((offload.Align - uintptr(unsafe.Pointer(unsafe.SliceData(buf)))%offload.Align) % offload.Align)
+		src = buf[at : at+n]
+		if err := store.ReadAt(ctx, src, off); err != nil {
 			return err
 		}
-		src = buf[:n]
 	}
 	ev, err := d.takeEvent()
 	if err != nil {
@@ -119,8 +122,10 @@ func (d *DeviceSlots) Fill(ctx context.Context, store offload.Store, dst, off in
 	return ev.Sync()
 }
 
-// takeBounce returns a free bounce buffer of at least n bytes.
+// takeBounce returns a free bounce buffer with n bytes past its first
+// offload.Align boundary.
 func (d *DeviceSlots) takeBounce(n int) ([]byte, bool, error) {
+	n += offload.Align
 	d.mu.Lock()
 	for i := len(d.bounce) - 1; i >= 0; i-- {
 		if len(d.bounce[i]) >= n {

@@ -16,7 +16,7 @@ import (
 // (kernels.ExpertsGemv); more go to cuBLAS.
 const gemvRows = 16
 
-// mat is a weight matrix on the device in the backend's compute type,
+// mat is a weight matrix on the device in the backend's weight type,
 // row-major (Rows outputs x Cols inputs) like model.Mat; cell is a device
 // word holding p, the one-entry pointer array of a single-matrix GEMV.
 type mat struct {
@@ -158,7 +158,7 @@ func (u *uploader) copyMat(p cuda.DevPtr, m *model.Mat, name string) error {
 func Upload(b *Backend, m *model.Model) (*Model, error) {
 	c := m.Cfg
 	g := &Model{b: b, Cfg: c}
-	u := &uploader{b: b, act: b.act, plan: true}
+	u := &uploader{b: b, act: b.wt, plan: true}
 	g.place(u, m)
 	if u.err != nil {
 		return nil, u.err
@@ -172,7 +172,7 @@ func Upload(b *Backend, m *model.Model) (*Model, error) {
 	}
 	g.arena, g.bytes = arena, u.off
 	cellAt := u.off
-	u2 := &uploader{b: b, act: b.act, base: arena, cellAt: cellAt}
+	u2 := &uploader{b: b, act: b.wt, base: arena, cellAt: cellAt}
 	g.place(u2, m)
 	if u2.err == nil {
 		u2.err = b.Compute.CopyHtoD(arena.Add(cellAt), u64Bytes(u2.cells))
@@ -313,7 +313,7 @@ func (g *Model) sourcedMats(l, e int, w *moe.ExpertWeights) (expert, error) {
 		return expert{}, fmt.Errorf("gpu: layer %d expert %d: the source lends host memory; give its scheduler gpu.DeviceSlots as Memory", l, e)
 	}
 	want := tensor.BF16
-	if g.b.act == cuda.F32 {
+	if g.b.wt == cuda.F32 {
 		want = tensor.F32
 	}
 	names := g.expertName[l][e]
@@ -331,7 +331,7 @@ func (g *Model) sourcedMats(l, e int, w *moe.ExpertWeights) (expert, error) {
 		rows, cols := shape[j][0], shape[j][1]
 		if !tensor.Shape(t.Shape).Equal(tensor.Shape{rows, cols}) || t.DType != want || t.Offset%16 != 0 {
 			return expert{}, fmt.Errorf("%w: offloaded tensor %s: %v %v at offset %d, want (%d, %d) %v (the device computes in %v; convert the checkpoint to it) at a 16-byte offset",
-				model.ErrWeights, t.Name, t.DType, t.Shape, t.Offset, rows, cols, want, g.b.act)
+				model.ErrWeights, t.Name, t.DType, t.Shape, t.Offset, rows, cols, want, g.b.wt)
 		}
 		out[j] = mat{p: cuda.DevPtr(w.Addr).Add(t.Offset), rows: rows, cols: cols}
 	}

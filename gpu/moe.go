@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"unsafe"
 
-	"github.com/moesys/moesys/gpu/cuda"
 	"github.com/moesys/moesys/moe"
 )
 
@@ -206,10 +205,10 @@ func (t *turns) run(mats []expert, experts []int) {
 	s.run(b.K.Gather(b.Compute, routed, sc.h, sc.plan, rows, D))
 	offsDev, ptrDev := sc.plan.Add(int64(4*R)), sc.plan.Add(int64(ptrAt))
 	if maxRows <= gemvRows {
-		s.run(b.K.ExpertsGemv(b.Compute, gp, routed, ptrDev, b.act, offsDev, n, maxRows, F, D, 0))
-		s.run(b.K.ExpertsGemv(b.Compute, up, routed, ptrDev.Add(int64(8*n)), b.act, offsDev, n, maxRows, F, D, 0))
+		s.run(b.K.ExpertsGemv(b.Compute, gp, routed, ptrDev, b.wt, offsDev, n, maxRows, F, D, 0))
+		s.run(b.K.ExpertsGemv(b.Compute, up, routed, ptrDev.Add(int64(8*n)), b.wt, offsDev, n, maxRows, F, D, 0))
 		s.run(b.K.SwiGLU(b.Compute, a, gp, up, rows, F))
-		s.run(b.K.ExpertsGemv(b.Compute, out, a, ptrDev.Add(int64(16*n)), b.act, offsDev, n, maxRows, D, F, 0))
+		s.run(b.K.ExpertsGemv(b.Compute, out, a, ptrDev.Add(int64(16*n)), b.wt, offsDev, n, maxRows, D, F, 0))
 	} else {
 		for i := range n {
 			r0, m := int64(offs[i]), int(offs[i+1]-offs[i])
@@ -217,8 +216,8 @@ func (t *turns) run(mats []expert, experts []int) {
 				continue
 			}
 			x := routed.Add(r0 * int64(D) * act)
-			s.run(b.Blas.Gemm(b.Compute, true, false, F, m, D, 1, mats[i].gate.p, b.act, D, x, b.act, D, 0, gp.Add(r0*int64(F)*4), cuda.F32, F))
-			s.run(b.Blas.Gemm(b.Compute, true, false, F, m, D, 1, mats[i].up.p, b.act, D, x, b.act, D, 0, up.Add(r0*int64(F)*4), cuda.F32, F))
+			s.gemm(mats[i].gate.p, F, gp.Add(r0*int64(F)*4), x, m, D, 0)
+			s.gemm(mats[i].up.p, F, up.Add(r0*int64(F)*4), x, m, D, 0)
 		}
 		s.run(b.K.SwiGLU(b.Compute, a, gp, up, rows, F))
 		for i := range n {
@@ -226,7 +225,7 @@ func (t *turns) run(mats []expert, experts []int) {
 			if m == 0 {
 				continue
 			}
-			s.run(b.Blas.Gemm(b.Compute, true, false, D, m, F, 1, mats[i].down.p, b.act, F, a.Add(r0*int64(F)*act), b.act, F, 0, out.Add(r0*int64(D)*4), cuda.F32, D))
+			s.gemm(mats[i].down.p, D, out.Add(r0*int64(D)*4), a.Add(r0*int64(F)*act), m, F, 0)
 		}
 	}
 	t.done += rows

@@ -41,6 +41,7 @@ type scratch struct {
 	mem cuda.DevPtr
 
 	x, q, k, v, logits, router, spec, g, u, out, shared, gate cuda.DevPtr   // f32
+	cast                                                      cuda.DevPtr   // bf16 copy of a cuBLAS product's input
 	h, att, a, routed                                         cuda.DevPtr   // compute type
 	pregate                                                   []cuda.DevPtr // per target layer (T, E) f32
 	ids, pos                                                  cuda.DevPtr   // int32 (T)
@@ -144,6 +145,7 @@ func (s *Session) grow(T int) error {
 		4 * R * F, 4 * R * F, 4 * R * D, 4 * TT * D, 4 * TT, // g u out shared gate
 		act * TT * D, act * TT * qd, act * R * F, act * R * D, // h att a routed
 		4 * TT, 4 * TT, planBytes, // ids pos plan
+		2 * max(R*max(F, D), TT*max(D, qd)), // cast
 	}
 	for range targets {
 		sizes = append(sizes, 4*TT*E)
@@ -165,7 +167,7 @@ func (s *Session) grow(T int) error {
 		return p
 	}
 	ptrs := []*cuda.DevPtr{&sc.x, &sc.q, &sc.k, &sc.v, &sc.logits, &sc.router, &sc.spec, &sc.g, &sc.u, &sc.out, &sc.shared, &sc.gate,
-		&sc.h, &sc.att, &sc.a, &sc.routed, &sc.ids, &sc.pos, &sc.plan}
+		&sc.h, &sc.att, &sc.a, &sc.routed, &sc.ids, &sc.pos, &sc.plan, &sc.cast}
 	for i, p := range ptrs {
 		*p = next(i)
 	}
@@ -198,10 +200,23 @@ func (s *Session) run(err error) {
 func (s *Session) apply(m mat, y, x cuda.DevPtr, T int, beta float32) {
 	b := s.g.b
 	if T <= gemvRows && m.cell != 0 {
-		s.run(b.K.ExpertsGemv(b.Compute, y, x, m.cell, b.act, s.g.rowOff.Add(int64(8*T)), 1, T, m.rows, m.cols, beta))
+		s.run(b.K.ExpertsGemv(b.Compute, y, x, m.cell, b.wt, s.g.rowOff.Add(int64(8*T)), 1, T, m.rows, m.cols, beta))
 		return
 	}
-	s.run(b.Blas.Gemm(b.Compute, true, false, m.rows, T, m.cols, 1, m.p, b.act, m.cols, x, b.act, m.cols, beta, y, cuda.F32, m.rows))
+	s.gemm(m.p, m.rows, y, x, T, m.cols, beta)
+}
+
+// gemm launches y (T, N) f32 = x (T, K) * W^T + beta*y through cuBLAS, W
+// (N, K) in the weight type at w; x, in the activation type, is first
+// copied to the weight type when they differ (cuBLAS multiplies equal
+// types).
+func (s *Session) gemm(w cuda.DevPtr, N int, y, x cuda.DevPtr, T, K int, beta float32) {
+	b := s.g.b
+	if b.act != b.wt {
+		s.run(b.K.Cast(b.Compute, s.sc.cast, b.wt, x, b.act, T*K))
+		x = s.sc.cast
+	}
+	s.run(b.Blas.Gemm(b.Compute, true, false, N, T, K, 1, w, b.wt, K, x, b.wt, K, beta, y, cuda.F32, N))
 }
 
 // Forward runs tokens at the session's next positions and returns their
@@ -244,7 +259,7 @@ func (s *Session) ForwardContext(ctx context.Context, tokens []int32) ([]float32
 	}
 	s.run(b.Compute.CopyHtoD(sc.ids, i32Bytes(ids[:T])))
 	s.run(b.Compute.CopyHtoD(sc.pos, i32Bytes(ids[T:])))
-	s.run(b.K.Embed(b.Compute, sc.x, g.embed.p, b.act, sc.ids, T, c.D))
+	s.run(b.K.Embed(b.Compute, sc.x, g.embed.p, b.wt, sc.ids, T, c.D))
 	eps := float32(c.NormEps)
 	for l := range g.layers {
 		if err := ctx.Err(); err != nil {

@@ -332,7 +332,8 @@ func (p *SlotPool) Close() error {
 	region := p.region
 	p.region = nil
 	p.mu.Unlock()
-	if region != nil {
+	// Device memory has no region; the memory frees its own allocation.
+	if _, device := p.mem.(DeviceMemory); region != nil || device {
 		return p.mem.Free(region)
 	}
 	return nil

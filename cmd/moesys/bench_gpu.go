@@ -76,8 +76,9 @@ func gpuCopyBandwidth(b *gpu.Backend) (float64, error) {
 
 // gpuDecodeBytes is what one batch-1 decode step reads on the device: the
 // dense weights, K routed experts per MoE layer, the head, and ctx
-// positions of K and V per layer, at act bytes per element.
-func gpuDecodeBytes(c *model.Config, ctx, act int) float64 {
+// positions of K and V per layer: weights at wt bytes per element, the
+// cache at act.
+func gpuDecodeBytes(c *model.Config, ctx, wt, act int) float64 {
 	qd, kd := c.H*c.Dh, c.G*c.Dh
 	var p float64
 	for l := range c.L {
@@ -92,7 +93,7 @@ func gpuDecodeBytes(c *model.Config, ctx, act int) float64 {
 		}
 	}
 	p += float64(c.V * c.D)
-	return p*float64(act) + float64(c.L*2*ctx*kd*act)
+	return p*float64(wt) + float64(c.L*2*ctx*kd*act)
 }
 
 // gpuDecode times steps decode steps after a prompt of n tokens; it returns
@@ -169,7 +170,7 @@ func benchDecodeGPU(opts benchOptions, progress io.Writer) ([]benchResult, error
 		return nil, err
 	}
 	tps := 1 / sec
-	bytes := gpuDecodeBytes(c, prompt+steps/2, b.Act().Size())
+	bytes := gpuDecodeBytes(c, prompt+steps/2, b.Weights().Size(), b.Act().Size())
 	bound := bw * 1e9 / bytes
 	name := filepath.Base(dir)
 	res := []benchResult{
