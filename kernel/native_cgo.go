@@ -102,6 +102,11 @@ func nativeGemvPacked(y []float32, b unsafe.Pointer, bkind, N, K int, x []float3
 	C.mk_gemv_packed(f32p(y), b, C.int(bkind), C.long(N), C.long(K), f32p(x), C.float(alpha), C.float(beta))
 }
 
+func nativeGemvPackedRows(y []float32, ldy int, b unsafe.Pointer, bkind, N, K int, x []float32, ldx, M, p0, p1 int, alpha, beta float32) {
+	C.mk_gemv_packed_rows(f32p(y), C.long(ldy), b, C.int(bkind), C.long(N), C.long(K), f32p(x), C.long(ldx),
+		C.long(M), C.long(p0), C.long(p1), C.float(alpha), C.float(beta))
+}
+
 // The elementwise bindings run mk_* at LevelAVX512 and above, mk2_* at
 // LevelAVX2; callers check useNative. Each is one cgo call for the whole
 // operand (see nativeMinElems).

@@ -47,6 +47,9 @@ func ptr[T any](s []T) unsafe.Pointer {
 func nativeGemvPacked(y []float32, b unsafe.Pointer, bkind, N, K int, x []float32, alpha, beta float32) {
 	panic("kernel: native kernels not built")
 }
+func nativeGemvPackedRows(y []float32, ldy int, b unsafe.Pointer, bkind, N, K int, x []float32, ldx, M, p0, p1 int, alpha, beta float32) {
+	panic("kernel: native kernels not built")
+}
 
 func nativeAdamW(p, g, m, v []float32, decay, w1 float32, lerpLow bool, beta2, c2, negStep, bc2Sqrt, eps float32) {
 	panic("kernel: native kernels not built")

@@ -111,4 +111,10 @@ void mk2_exp_rows(float* p, long rows, long n, const float* lse, long diag, long
 // (f32 or bf16-dot panels from mk_pack_b), N columns, K rows; AVX-512 only.
 void mk_gemv_packed(float* y, const void* Bp, int bkind, long N, long K, const float* x,
                     float alpha, float beta);
+// mk_gemv_packed_rows is mk_gemv_packed for M rows over panels [p0, p1): row r
+// of x at x + r*ldx, of y at y + r*ldy (y at column 0); each row's result is
+// bit-identical to mk_gemv_packed on that row alone. AVX-512 only.
+void mk_gemv_packed_rows(float* y, long ldy, const void* Bp, int bkind, long N, long K,
+                         const float* x, long ldx, long M, long p0, long p1, float alpha,
+                         float beta);
 #endif

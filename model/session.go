@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
+	"sync/atomic"
 
 	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/moe"
@@ -53,6 +55,13 @@ type scratch struct {
 	off, wsAt                  []int // attention: each session's first row and workspace offset
 	pos, toks                  []int32
 	active                     []int // experts with rows in the current plan
+	// The pass's rows as each session alone would compute them (rowSeg):
+	// rowSeq[t] is row t's session, segs the pass's segments, and jobs,
+	// items, gemms and eseg the per-call lists built from them.
+	rowSeq       []int32
+	segs, eseg   []rowSeg
+	jobs         []kernel.PackedGemv
+	items, gemms []ffnItem
 	// pregateTE holds, per MoE layer a pre-gate routes, its routing logits
 	// (T, E), written earlier in the pass by the source layer's pre-gate;
 	// nil for every other layer (all of them in a model without pre-gates).
@@ -176,12 +185,15 @@ func (b *Batch) ForwardContext(ctx context.Context, seqs []*Session, tokens [][]
 	b.s.grow(c, T)
 	sc := &b.s
 	toks, pos := sc.toks[:0], sc.pos[:0]
+	sc.rowSeq = grow(sc.rowSeq, T)
 	for i, s := range seqs {
-		toks = append(toks, tokens[i]...)
 		for j := range tokens[i] {
+			sc.rowSeq[len(toks)+j] = int32(i)
 			pos = append(pos, int32(s.Pos+j))
 		}
+		toks = append(toks, tokens[i]...)
 	}
+	sc.segs = appendSegs(sc.segs[:0], 0, T, func(r int) int32 { return sc.rowSeq[r] })
 	x, h := sc.x[:T*c.D], sc.h[:T*c.D]
 	if m.Embed.BF16 != nil {
 		kernel.EmbeddingBF16(x, m.Embed.BF16, toks, T, c.D)
@@ -200,12 +212,12 @@ func (b *Batch) ForwardContext(ctx context.Context, seqs []*Session, tokens [][]
 			}
 		} else {
 			b.Routing[l] = nil
-			ffn(x, h, ly.Dense, T, c.DenseFFN, sc, 1)
+			b.ffn(x, h, ly.Dense, T, c.DenseFFN, 1)
 		}
 	}
 	kernel.RMSNorm(h, nil, x, m.Norm, T, c.D, eps)
 	logits := sc.logits[:T*c.V]
-	m.Head.Apply(logits, h, T, 0)
+	b.apply(h, T, 0, matY{&m.Head, logits})
 	out := make([][]float32, len(seqs))
 	o := 0
 	for i, s := range seqs {
@@ -223,9 +235,7 @@ func (b *Batch) attention(l int, ly *Layer, seqs []*Session, tokens [][]int32, h
 	c, sc := b.m.Cfg, &b.s
 	qd, kd := c.H*c.Dh, c.G*c.Dh
 	q, k, v := sc.q[:T*qd], sc.k[:T*kd], sc.v[:T*kd]
-	ly.Q.Apply(q, h, T, 0)
-	ly.K.Apply(k, h, T, 0)
-	ly.V.Apply(v, h, T, 0)
+	b.apply(h, T, 0, matY{&ly.Q, q}, matY{&ly.K, k}, matY{&ly.V, v})
 	if ly.QB != nil {
 		addBias(q, ly.QB, T)
 		addBias(k, ly.KB, T)
@@ -296,7 +306,7 @@ func (b *Batch) attention(l int, ly *Layer, seqs []*Session, tokens [][]int32, h
 			one(i)
 		}
 	}
-	ly.O.Apply(x, att, T, 1)
+	b.apply(att, T, 1, matY{&ly.O, x})
 }
 
 // moe adds the MoE block's output for h (T, D) into x: routed experts
@@ -312,12 +322,12 @@ func (bt *Batch) moe(ctx context.Context, l int, ly *Layer, h, x []float32, T in
 	var logits []float32
 	if ly.Router.Rows > 0 {
 		logits = b.routerTE[:T*c.E]
-		ly.Router.Apply(logits, h, T, 0)
+		bt.apply(h, T, 0, matY{&ly.Router, logits})
 	} else {
 		logits = b.pregateTE[l][:T*c.E]
 	}
 	if ly.Pregate.Rows > 0 {
-		ly.Pregate.Apply(b.pregateTE[ly.PregateTarget][:T*c.E], h, T, 0)
+		bt.apply(h, T, 0, matY{&ly.Pregate, b.pregateTE[ly.PregateTarget][:T*c.E]})
 	}
 	routing := moe.Router{K: c.K, Normalize: c.NormTopK}.Route(logits, T, c.E)
 	if bt.RecordRouting {
@@ -338,14 +348,35 @@ func (bt *Batch) moe(ctx context.Context, l int, ly *Layer, h, x []float32, T in
 	}
 	b.active = active
 	F := c.ExpertFFN
-	if bt.m.src == nil {
+	switch {
+	case bt.m.src == nil && len(active) > 0 && ly.Experts[active[0]].Gate.Packed != nil:
+		// Packed weights: every expert's rows as their sessions alone
+		// would compute them (see rowSeg), the GEMVs of all experts split
+		// over the threads by work in two parallel calls.
+		items, gemms := b.items[:0], b.gemms[:0]
+		for _, e := range active {
+			segs := appendSegs(b.eseg[:0], plan.Offsets[e], plan.Offsets[e+1], func(r int) int32 {
+				return b.rowSeq[int(plan.RowSlot[r])/c.K]
+			})
+			for _, s := range segs {
+				if s.each {
+					items = append(items, ffnItem{&ly.Experts[e], s.r0, s.n})
+				} else {
+					gemms = append(gemms, ffnItem{&ly.Experts[e], s.r0, s.n})
+				}
+			}
+			b.eseg = segs
+		}
+		bt.ffnEach(items, gemms, out, routed, F, 0)
+		b.items, b.gemms = items[:0], gemms[:0]
+	case bt.m.src == nil:
 		kernel.Parallel(len(active), func(i int) {
 			e := active[i]
 			r0, r1 := plan.Offsets[e], plan.Offsets[e+1]
 			ffnRows(out[r0*c.D:r1*c.D], routed[r0*c.D:r1*c.D], &ly.Experts[e], r1-r0, F,
 				b.ffnG[r0*F:r1*F], b.ffnU[r0*F:r1*F], b.ffnA[r0*F:r1*F], 0)
 		})
-	} else {
+	default:
 		var ahead func() // the prefetch hints, sent once l's experts are acquired
 		if bt.m.prefetch != nil {
 			ahead = func() { bt.hintAhead(ctx, l, ly, h, T) }
@@ -361,8 +392,8 @@ func (bt *Batch) moe(ctx context.Context, l int, ly *Layer, h, x []float32, T in
 	moe.Combine(x, out, plan, routing, c.D)
 	if ly.Shared != nil {
 		gate, sh := b.gateT[:T], b.sharedOut[:T*c.D]
-		ly.SharedGate.Apply(gate, h, T, 0)
-		ffn(sh, h, ly.Shared, T, c.SharedFFN, b, 0)
+		bt.apply(h, T, 0, matY{&ly.SharedGate, gate})
+		bt.ffn(sh, h, ly.Shared, T, c.SharedFFN, 0)
 		for t := 0; t < T; t++ {
 			g := float32(1 / (1 + math.Exp(-float64(gate[t]))))
 			xr, sr := x[t*c.D:(t+1)*c.D], sh[t*c.D:(t+1)*c.D]
@@ -372,6 +403,152 @@ func (bt *Batch) moe(ctx context.Context, l int, ly *Layer, h, x []float32, T in
 		}
 	}
 	return nil
+}
+
+// rowSeg is a run of a pass's rows [r0, r0+n) computed one way, the way
+// their sessions would compute them alone, so that a sequence's numbers do
+// not depend on the batch it runs in: with each set, rows of sessions that
+// bring one row each, through the one-row GEMV (kernel.GemvPackedRows is
+// GemvPacked row by row, bit for bit); else the n rows of one session,
+// through the product a session of n rows runs (Mat.Apply with T = n).
+type rowSeg struct {
+	r0, n int
+	each  bool
+}
+
+// appendSegs appends the segments of rows [r0, r1), whose sessions are
+// seq(r); a session's rows are contiguous.
+func appendSegs(segs []rowSeg, r0, r1 int, seq func(r int) int32) []rowSeg {
+	for i := r0; i < r1; {
+		j := i + 1
+		for j < r1 && seq(j) == seq(i) {
+			j++
+		}
+		switch n := len(segs); {
+		case j-i > 1:
+			segs = append(segs, rowSeg{i, j - i, false})
+		case n > 0 && segs[n-1].each && segs[n-1].r0+segs[n-1].n == i:
+			segs[n-1].n++
+		default:
+			segs = append(segs, rowSeg{i, 1, true})
+		}
+		i = j
+	}
+	return segs
+}
+
+// matY is a product of Batch.apply: y = x * m^T (+ beta y).
+type matY struct {
+	m *Mat
+	y []float32
+}
+
+// apply computes each y = x (T, Cols) * m^T + beta*y over the pass's rows,
+// every row as its session alone would: packed weights take the rows of
+// one-row sessions through one GemvPackedJobs call for all the products
+// (one fork and join: the Q, K and V projections share it), and every other
+// session's rows through Apply with its row count. Unpacked weights apply
+// to all rows at once (a multi-row product rounds as a different summation
+// order: close to, not bit for bit, the sessions alone).
+func (bt *Batch) apply(x []float32, T int, beta float32, ms ...matY) {
+	sc := &bt.s
+	jobs := sc.jobs[:0]
+	for _, p := range ms {
+		m := p.m
+		if m.Packed == nil || (len(sc.segs) == 1 && !sc.segs[0].each) {
+			m.Apply(p.y, x, T, beta)
+			continue
+		}
+		for _, s := range sc.segs {
+			xs, ys := x[s.r0*m.Cols:(s.r0+s.n)*m.Cols], p.y[s.r0*m.Rows:(s.r0+s.n)*m.Rows]
+			if s.each {
+				jobs = append(jobs, kernel.PackedGemv{B: m.Packed, X: xs, Y: ys, LdX: m.Cols, LdY: m.Rows, M: s.n, Alpha: 1, Beta: beta})
+			} else {
+				m.Apply(ys, xs, s.n, beta)
+			}
+		}
+	}
+	kernel.GemvPackedJobs(jobs)
+	sc.jobs = jobs[:0]
+}
+
+// ffnItem is a run of rows [r0, r0+n) through expert e's FFN.
+type ffnItem struct {
+	e     *Expert
+	r0, n int
+}
+
+// ffn computes out (T, D) = down(silu(gate x) * up x) + beta*out over the
+// pass's rows, every row as its session alone would (see apply).
+func (bt *Batch) ffn(out, x []float32, e *Expert, T, F int, beta float32) {
+	sc := &bt.s
+	if e.Gate.Packed == nil || (len(sc.segs) == 1 && !sc.segs[0].each) {
+		ffn(out, x, e, T, F, sc, beta)
+		return
+	}
+	items, gemms := sc.items[:0], sc.gemms[:0]
+	for _, s := range sc.segs {
+		if s.each {
+			items = append(items, ffnItem{e, s.r0, s.n})
+		} else {
+			gemms = append(gemms, ffnItem{e, s.r0, s.n})
+		}
+	}
+	bt.ffnEach(items, gemms, out, x, F, beta)
+	sc.items, sc.gemms = items[:0], gemms[:0]
+}
+
+// ffnEach runs FFN items with packed weights: out rows = down(silu(gate x)
+// * up x) + beta*out for x and out rows indexed like the scratch rows. The
+// items hold rows of one-row sessions, through GemvPackedRows (bit for bit
+// the one-row GEMV) and SwiGLU row by row, as one row alone runs them. Two
+// or more items (the experts of a decode step, 1 to 8 rows each) run whole
+// on one thread each, handed out in one parallel call to whichever thread
+// is free, the most rows first; a single item (a dense or shared FFN) splits
+// its products over the threads instead. The gemms each hold one session's
+// rows, run as that session alone runs them (ffnRows).
+func (bt *Batch) ffnEach(items, gemms []ffnItem, out, x []float32, F int, beta float32) {
+	sc, D := &bt.s, bt.m.Cfg.D
+	g, u, a := sc.ffnG, sc.ffnU, sc.ffnA
+	job := func(m *Mat, x, y []float32, n int, beta float32) kernel.PackedGemv {
+		return kernel.PackedGemv{B: m.Packed, X: x, Y: y, LdX: m.Cols, LdY: m.Rows, M: n, Alpha: 1, Beta: beta}
+	}
+	swiglu := func(it ffnItem) {
+		for r := it.r0; r < it.r0+it.n; r++ {
+			kernel.SwiGLU(a[r*F:(r+1)*F], g[r*F:(r+1)*F], u[r*F:(r+1)*F])
+		}
+	}
+	if len(items) == 1 {
+		it := items[0]
+		r0, r1 := it.r0, it.r0+it.n
+		jobs := append(sc.jobs[:0], job(&it.e.Gate, x[r0*D:r1*D], g[r0*F:r1*F], it.n, 0), job(&it.e.Up, x[r0*D:r1*D], u[r0*F:r1*F], it.n, 0))
+		kernel.GemvPackedJobs(jobs)
+		swiglu(it)
+		kernel.GemvPackedJobs(append(jobs[:0], job(&it.e.Down, a[r0*F:r1*F], out[r0*D:r1*D], it.n, beta)))
+		sc.jobs = jobs[:0]
+	} else if len(items) > 1 {
+		slices.SortStableFunc(items, func(p, q ffnItem) int { return q.n - p.n })
+		var next atomic.Int32
+		kernel.Parallel(min(kernel.Threads(), len(items)), func(int) {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(items) {
+					return
+				}
+				it := items[i]
+				r0, r1 := it.r0, it.r0+it.n
+				// Nested in a parallel part: each product runs on this thread.
+				kernel.GemvPackedRows(g[r0*F:r1*F], F, it.e.Gate.Packed, x[r0*D:r1*D], D, it.n, 1, 0)
+				kernel.GemvPackedRows(u[r0*F:r1*F], F, it.e.Up.Packed, x[r0*D:r1*D], D, it.n, 1, 0)
+				swiglu(it)
+				kernel.GemvPackedRows(out[r0*D:r1*D], D, it.e.Down.Packed, a[r0*F:r1*F], F, it.n, 1, beta)
+			}
+		})
+	}
+	for _, it := range gemms {
+		r0, r1 := it.r0, it.r0+it.n
+		ffnRows(out[r0*D:r1*D], x[r0*D:r1*D], it.e, it.n, F, g[r0*F:r1*F], u[r0*F:r1*F], a[r0*F:r1*F], beta)
+	}
 }
 
 // sessionRows is the most rows a session may bring to a pass for the
