@@ -506,7 +506,8 @@ func (bt *Batch) ffn(out, x []float32, e *Expert, T, F int, beta float32) {
 // on one thread each, handed out in one parallel call to whichever thread
 // is free, the most rows first; a single item (a dense or shared FFN) splits
 // its products over the threads instead. The gemms each hold one session's
-// rows, run as that session alone runs them (ffnRows).
+// rows, run as that session alone runs them (ffnRows), in the same parallel
+// call (each on one thread) when there is other work.
 func (bt *Batch) ffnEach(items, gemms []ffnItem, out, x []float32, F int, beta float32) {
 	sc, D := &bt.s, bt.m.Cfg.D
 	g, u, a := sc.ffnG, sc.ffnU, sc.ffnA
@@ -518,7 +519,8 @@ func (bt *Batch) ffnEach(items, gemms []ffnItem, out, x []float32, F int, beta f
 			kernel.SwiGLU(a[r*F:(r+1)*F], g[r*F:(r+1)*F], u[r*F:(r+1)*F])
 		}
 	}
-	if len(items) == 1 {
+	switch {
+	case len(items)+len(gemms) == 1 && len(items) == 1:
 		it := items[0]
 		r0, r1 := it.r0, it.r0+it.n
 		jobs := append(sc.jobs[:0], job(&it.e.Gate, x[r0*D:r1*D], g[r0*F:r1*F], it.n, 0), job(&it.e.Up, x[r0*D:r1*D], u[r0*F:r1*F], it.n, 0))
@@ -526,28 +528,36 @@ func (bt *Batch) ffnEach(items, gemms []ffnItem, out, x []float32, F int, beta f
 		swiglu(it)
 		kernel.GemvPackedJobs(append(jobs[:0], job(&it.e.Down, a[r0*F:r1*F], out[r0*D:r1*D], it.n, beta)))
 		sc.jobs = jobs[:0]
-	} else if len(items) > 1 {
-		slices.SortStableFunc(items, func(p, q ffnItem) int { return q.n - p.n })
+	case len(items)+len(gemms) == 1:
+		it := gemms[0]
+		r0, r1 := it.r0, it.r0+it.n
+		ffnRows(out[r0*D:r1*D], x[r0*D:r1*D], it.e, it.n, F, g[r0*F:r1*F], u[r0*F:r1*F], a[r0*F:r1*F], beta)
+	default:
+		// One work list: the gemms first (a session's several rows), then
+		// the one-row items, the most rows first.
+		work := append(gemms, items...)
+		slices.SortStableFunc(work[len(gemms):], func(p, q ffnItem) int { return q.n - p.n })
+		nEach := len(gemms) // work[nEach:] are one-row items
 		var next atomic.Int32
-		kernel.Parallel(min(kernel.Threads(), len(items)), func(int) {
+		kernel.Parallel(min(kernel.Threads(), len(work)), func(int) {
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= len(items) {
+				if i >= len(work) {
 					return
 				}
-				it := items[i]
+				it := work[i]
 				r0, r1 := it.r0, it.r0+it.n
 				// Nested in a parallel part: each product runs on this thread.
+				if i < nEach {
+					ffnRows(out[r0*D:r1*D], x[r0*D:r1*D], it.e, it.n, F, g[r0*F:r1*F], u[r0*F:r1*F], a[r0*F:r1*F], beta)
+					continue
+				}
 				kernel.GemvPackedRows(g[r0*F:r1*F], F, it.e.Gate.Packed, x[r0*D:r1*D], D, it.n, 1, 0)
 				kernel.GemvPackedRows(u[r0*F:r1*F], F, it.e.Up.Packed, x[r0*D:r1*D], D, it.n, 1, 0)
 				swiglu(it)
 				kernel.GemvPackedRows(out[r0*D:r1*D], D, it.e.Down.Packed, a[r0*F:r1*F], F, it.n, 1, beta)
 			}
 		})
-	}
-	for _, it := range gemms {
-		r0, r1 := it.r0, it.r0+it.n
-		ffnRows(out[r0*D:r1*D], x[r0*D:r1*D], it.e, it.n, F, g[r0*F:r1*F], u[r0*F:r1*F], a[r0*F:r1*F], beta)
 	}
 }
 
