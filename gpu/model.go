@@ -57,10 +57,11 @@ type Model struct {
 	bytes  int64       // weight bytes on the device
 	rowOff cuda.DevPtr // int32 pairs {0, t} for t = 0..gemvRows
 
-	src        moe.ExpertSource
-	prefetch   moe.Prefetcher
-	speculate  []int
-	expertName [][][3]string
+	src         moe.ExpertSource
+	prefetch    moe.Prefetcher
+	speculate   []int
+	specTargets []int // model.Model.SpeculationTargets, kept from the upload
+	expertName  [][][3]string
 }
 
 // arenaAlign is the alignment of each tensor in the weight arena (cuBLAS
@@ -117,7 +118,7 @@ func (u *uploader) vec(v []float32) cuda.DevPtr {
 	}
 	p := u.take(int64(4 * len(v)))
 	if !u.plan {
-		u.err = u.b.Compute.CopyHtoD(p, f32Bytes(v))
+		u.err = u.b.Compute.CopyHtoD(p, asBytes(v))
 	}
 	return p
 }
@@ -126,9 +127,9 @@ func (u *uploader) vec(v []float32) cuda.DevPtr {
 func (u *uploader) copyMat(p cuda.DevPtr, m *model.Mat, name string) error {
 	switch {
 	case u.act == cuda.BF16 && m.BF16 != nil:
-		return u.b.Compute.CopyHtoD(p, u16Bytes(m.BF16))
+		return u.b.Compute.CopyHtoD(p, asBytes(m.BF16))
 	case u.act == cuda.F32 && m.F32 != nil:
-		return u.b.Compute.CopyHtoD(p, f32Bytes(m.F32))
+		return u.b.Compute.CopyHtoD(p, asBytes(m.F32))
 	}
 	const chunk = 1 << 22 // elements converted at a time
 	total := m.Rows * m.Cols
@@ -138,11 +139,11 @@ func (u *uploader) copyMat(p cuda.DevPtr, m *model.Mat, name string) error {
 		if u.act == cuda.BF16 {
 			dst := make([]uint16, n)
 			tensor.F32SliceToBF16(dst, m.F32[at:at+n])
-			b = u16Bytes(dst)
+			b = asBytes(dst)
 		} else {
 			dst := make([]float32, n)
 			tensor.BF16SliceToF32(dst, m.BF16[at:at+n])
-			b = f32Bytes(dst)
+			b = asBytes(dst)
 		}
 		// A pageable source: the copy has left b when CopyHtoD returns.
 		if err := u.b.Compute.CopyHtoD(p.Add(int64(at*u.act.Size())), b); err != nil {
@@ -157,7 +158,7 @@ func (u *uploader) copyMat(p cuda.DevPtr, m *model.Mat, name string) error {
 // of one from model.LoadOffloaded (then SetExpertSource before Forward).
 func Upload(b *Backend, m *model.Model) (*Model, error) {
 	c := m.Cfg
-	g := &Model{b: b, Cfg: c}
+	g := &Model{b: b, Cfg: c, specTargets: m.SpeculationTargets()}
 	u := &uploader{b: b, act: b.wt, plan: true}
 	g.place(u, m)
 	if u.err != nil {
@@ -175,7 +176,7 @@ func Upload(b *Backend, m *model.Model) (*Model, error) {
 	u2 := &uploader{b: b, act: b.wt, base: arena, cellAt: cellAt}
 	g.place(u2, m)
 	if u2.err == nil {
-		u2.err = b.Compute.CopyHtoD(arena.Add(cellAt), u64Bytes(u2.cells))
+		u2.err = b.Compute.CopyHtoD(arena.Add(cellAt), asBytes(u2.cells))
 	}
 	g.rowOff = arena.Add(cellAt + int64(8*cells))
 	if u2.err == nil {
@@ -183,7 +184,7 @@ func Upload(b *Backend, m *model.Model) (*Model, error) {
 		for t := range gemvRows + 1 {
 			pairs[2*t+1] = int32(t)
 		}
-		u2.err = b.Compute.CopyHtoD(g.rowOff, i32Bytes(pairs))
+		u2.err = b.Compute.CopyHtoD(g.rowOff, asBytes(pairs))
 	}
 	if u2.err == nil {
 		u2.err = b.Compute.Sync()
@@ -266,7 +267,7 @@ func (g *Model) SetExpertSource(src moe.ExpertSource) {
 	}
 	g.prefetch, _ = src.(moe.Prefetcher)
 	if sp, ok := src.(moe.Speculator); ok && sp.WantsPrediction() {
-		g.speculate = speculationTargets(g)
+		g.speculate = g.specTargets
 	}
 	c, sp := g.Cfg, model.SpecFor(g.Cfg.Arch)
 	g.expertName = make([][][3]string, c.L)
@@ -282,93 +283,39 @@ func (g *Model) SetExpertSource(src moe.ExpertSource) {
 	}
 }
 
-// speculationTargets is model's rule: the next MoE layer, when it has its
-// own router.
-func speculationTargets(g *Model) []int {
-	t := make([]int, len(g.layers))
-	next := -1
-	for l := len(g.layers) - 1; l >= 0; l-- {
-		t[l] = -1
-		if !g.layers[l].moe {
-			continue
-		}
-		if next >= 0 && g.layers[next].router.ok() {
-			t[l] = next
-		}
-		next = l
-	}
-	return t
-}
-
 // sourcedMats finds the gate, up and down tensors of layer l's expert e in
 // w (lent in device memory), checking names, dtypes and shapes: the slots
 // hold the experts file's bytes as stored, so they must already be in the
 // compute type.
 func (g *Model) sourcedMats(l, e int, w *moe.ExpertWeights) (expert, error) {
-	c := g.Cfg
-	if w.Layer != l || w.Expert != e {
-		return expert{}, fmt.Errorf("gpu: layer %d expert %d: the source returned layer %d expert %d", l, e, w.Layer, w.Expert)
-	}
 	if w.Addr == 0 {
 		return expert{}, fmt.Errorf("gpu: layer %d expert %d: the source lends host memory; give its scheduler gpu.DeviceSlots as Memory", l, e)
+	}
+	ts, err := model.ExpertTensors(w, l, e, g.expertName[l][e], g.Cfg.ExpertFFN, g.Cfg.D)
+	if err != nil {
+		return expert{}, err
 	}
 	want := tensor.BF16
 	if g.b.wt == cuda.F32 {
 		want = tensor.F32
 	}
-	names := g.expertName[l][e]
-	shape := [3][2]int{{c.ExpertFFN, c.D}, {c.ExpertFFN, c.D}, {c.D, c.ExpertFFN}}
 	var out [3]mat
-	for ti := range w.Tensors {
-		t := &w.Tensors[ti]
-		j := 0
-		for j < 3 && t.Name != names[j] {
-			j++
+	for j, t := range ts {
+		if t.DType != want || t.Offset%16 != 0 {
+			return expert{}, fmt.Errorf("%w: offloaded tensor %s: %v at offset %d, want %v (the device's weights are %v; convert the checkpoint) at a 16-byte offset",
+				model.ErrWeights, t.Name, t.DType, t.Offset, want, g.b.wt)
 		}
-		if j == 3 {
-			continue
-		}
-		rows, cols := shape[j][0], shape[j][1]
-		if !tensor.Shape(t.Shape).Equal(tensor.Shape{rows, cols}) || t.DType != want || t.Offset%16 != 0 {
-			return expert{}, fmt.Errorf("%w: offloaded tensor %s: %v %v at offset %d, want (%d, %d) %v (the device computes in %v; convert the checkpoint to it) at a 16-byte offset",
-				model.ErrWeights, t.Name, t.DType, t.Shape, t.Offset, rows, cols, want, g.b.wt)
-		}
-		out[j] = mat{p: cuda.DevPtr(w.Addr).Add(t.Offset), rows: rows, cols: cols}
-	}
-	for j, m := range out {
-		if !m.ok() {
-			return expert{}, fmt.Errorf("%w: offloaded expert (%d, %d) has no tensor %s", model.ErrWeights, l, e, names[j])
-		}
+		out[j] = mat{p: cuda.DevPtr(w.Addr).Add(t.Offset), rows: t.Shape[0], cols: t.Shape[1]}
 	}
 	return expert{out[0], out[1], out[2]}, nil
 }
 
-func f32Bytes(v []float32) []byte {
+// asBytes views v's memory as bytes (for copies to and from the device).
+func asBytes[T any](v []T) []byte {
 	if len(v) == 0 {
 		return nil
 	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
-}
-
-func u16Bytes(v []uint16) []byte {
-	if len(v) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 2*len(v))
-}
-
-func i32Bytes(v []int32) []byte {
-	if len(v) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
-}
-
-func u64Bytes(v []uint64) []byte {
-	if len(v) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 8*len(v))
+	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), len(v)*int(unsafe.Sizeof(v[0])))
 }
 
 // float32s reads little-endian float32s from b into dst.

@@ -45,7 +45,8 @@ func (s *Session) moe(ctx context.Context, l int, gl *layer, T int) error {
 	if s.err != nil {
 		return fmt.Errorf("gpu: layer %d router: %w", l, s.err)
 	}
-	host := make([]float32, 3*TE)
+	s.hostTE = growTo(s.hostTE, 3*TE)
+	host := s.hostTE
 	float32s(host, sc.down[:12*TE])
 	routing := moe.Router{K: K, Normalize: c.NormTopK}.Route(host[:TE], T, E)
 	if s.RecordRouting {
@@ -64,7 +65,8 @@ func (s *Session) moe(ctx context.Context, l int, gl *layer, T int) error {
 			}
 		}
 	}
-	t := turns{s: s, plan: &plan, T: T, slotRow: make([]int32, T*K)}
+	s.slotRow = growTo(s.slotRow, T*K)
+	t := turns{s: s, plan: &plan, T: T, slotRow: s.slotRow}
 	for i := range t.slotRow {
 		t.slotRow[i] = -1
 	}
@@ -245,6 +247,14 @@ func unionTopK(logits []float32, T, E, K int, norm bool) []int {
 		}
 	}
 	return out
+}
+
+// growTo returns b with length n, reallocated only when it is too small.
+func growTo[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, n)
+	}
+	return b[:n]
 }
 
 // unsafeSlice views the start of b as n values of T (b is pinned or Go

@@ -31,6 +31,11 @@ type Session struct {
 	cos, sin cuda.DevPtr   // (MaxT, RotaryDim/2) f32
 	sc       scratch
 	err      error // the first launch error of the pass
+
+	// Host buffers of a MoE layer, reused: the logits copied back (router,
+	// pre-gate target, speculation) and each assignment's routed row.
+	hostTE  []float32
+	slotRow []int32
 }
 
 // scratch is a pass's device buffers for up to T rows, and its pinned host
@@ -76,8 +81,8 @@ func (g *Model) NewSession(maxT int) (*Session, error) {
 	s.sin = s.cos.Add(tables)
 	cos, sin := make([]float32, maxT*half), make([]float32, maxT*half)
 	kernel.RoPEFreqs(cos, sin, maxT, c.RotaryDim, c.RopeTheta)
-	if err = g.b.Compute.CopyHtoD(s.cos, f32Bytes(cos)); err == nil {
-		err = g.b.Compute.CopyHtoD(s.sin, f32Bytes(sin))
+	if err = g.b.Compute.CopyHtoD(s.cos, asBytes(cos)); err == nil {
+		err = g.b.Compute.CopyHtoD(s.sin, asBytes(sin))
 	}
 	if err == nil {
 		err = g.b.Compute.Sync()
@@ -252,13 +257,13 @@ func (s *Session) ForwardContext(ctx context.Context, tokens []int32) ([]float32
 	sc := &s.sc
 	// Token ids and positions, staged in pinned memory (the last pass
 	// ended with a synchronisation, so the staging is free).
-	ids := asI32(sc.up, 2*T)
+	ids := unsafeSlice[int32](sc.up, 2*T)
 	copy(ids, tokens)
 	for t := range T {
 		ids[T+t] = int32(s.Pos + t)
 	}
-	s.run(b.Compute.CopyHtoD(sc.ids, i32Bytes(ids[:T])))
-	s.run(b.Compute.CopyHtoD(sc.pos, i32Bytes(ids[T:])))
+	s.run(b.Compute.CopyHtoD(sc.ids, asBytes(ids[:T])))
+	s.run(b.Compute.CopyHtoD(sc.pos, asBytes(ids[T:])))
 	s.run(b.K.Embed(b.Compute, sc.x, g.embed.p, b.wt, sc.ids, T, c.D))
 	eps := float32(c.NormEps)
 	for l := range g.layers {
@@ -346,10 +351,6 @@ func (s *Session) ffn(e *expert, out cuda.DevPtr, T int, beta float32) {
 	s.apply(e.up, sc.u, sc.h, T, 0)
 	s.run(b.K.SwiGLU(b.Compute, sc.a, sc.g, sc.u, T, F))
 	s.apply(e.down, out, sc.a, T, beta)
-}
-
-func asI32(b []byte, n int) []int32 {
-	return unsafeSlice[int32](b, n)
 }
 
 // sortedActive returns the experts with rows in p, ascending.

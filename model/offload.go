@@ -153,34 +153,20 @@ func (bt *Batch) sourcedExperts(ctx context.Context, l int, active []int, run fu
 // expert e, checking names, dtypes, shapes and alignment: a source with a
 // mismatched layout gives an error, not wrong products.
 func (m *Model) expertMats(ex *Expert, l, e int, w *moe.ExpertWeights) error {
-	c := m.Cfg
-	if w.Layer != l || w.Expert != e {
-		return fmt.Errorf("model: layer %d expert %d: the source returned layer %d expert %d", l, e, w.Layer, w.Expert)
-	}
 	if w.Data == nil && w.Addr != 0 {
 		return fmt.Errorf("model: layer %d expert %d: the source lends device memory (a GPU's), which the CPU model cannot read; run on the GPU backend (--device cuda)", l, e)
 	}
-	names := m.expertName[l][e]
+	ts, err := ExpertTensors(w, l, e, m.expertName[l][e], m.Cfg.ExpertFFN, m.Cfg.D)
+	if err != nil {
+		return err
+	}
 	dst := [3]*Mat{&ex.Gate, &ex.Up, &ex.Down}
-	shape := [3][2]int{{c.ExpertFFN, c.D}, {c.ExpertFFN, c.D}, {c.D, c.ExpertFFN}}
-	found := 0
-	for ti := range w.Tensors {
-		t := &w.Tensors[ti]
-		j := 0
-		for j < 3 && t.Name != names[j] {
-			j++
+	for j, t := range ts {
+		if t.Offset < 0 || t.Offset+t.Bytes > int64(len(w.Data)) {
+			return fmt.Errorf("%w: offloaded tensor %s: %d bytes at %d of %d", ErrWeights, t.Name, t.Bytes, t.Offset, len(w.Data))
 		}
-		if j == 3 {
-			continue
-		}
-		rows, cols := shape[j][0], shape[j][1]
-		if !tensor.Shape(t.Shape).Equal(tensor.Shape{rows, cols}) || t.Bytes != int64(rows*cols*t.DType.Size()) ||
-			t.Offset < 0 || t.Offset+t.Bytes > int64(len(w.Data)) {
-			return fmt.Errorf("%w: offloaded tensor %s: shape %v, %d bytes at %d of %d, want (%d, %d) %v",
-				ErrWeights, t.Name, t.Shape, t.Bytes, t.Offset, len(w.Data), rows, cols, t.DType)
-		}
-		data := t.View(w.Data)
-		p := unsafe.Pointer(unsafe.SliceData(data))
+		rows, cols := t.Shape[0], t.Shape[1]
+		p := unsafe.Pointer(unsafe.SliceData(t.View(w.Data)))
 		x := Mat{Rows: rows, Cols: cols, Mode: m.expertMode}
 		switch {
 		case t.DType == tensor.BF16 && uintptr(p)%2 == 0:
@@ -192,12 +178,44 @@ func (m *Model) expertMats(ex *Expert, l, e int, w *moe.ExpertWeights) error {
 				ErrWeights, t.Name, t.DType, t.Offset)
 		}
 		*dst[j] = x
-		found |= 1 << j
-	}
-	if found != 7 {
-		return fmt.Errorf("%w: layer %d expert %d: the source lacks tensors of %v", ErrWeights, l, e, names)
 	}
 	return nil
+}
+
+// ExpertTensors finds the gate, up and down tensors (names, in that
+// order) of layer l's expert e in w, lent by an ExpertSource: it checks
+// that the source returned that expert, and each tensor's shape ((F, D),
+// (F, D), (D, F)) and byte count. Every engine running lent experts uses it
+// (this package's Batch, the GPU's Session); each then checks what its
+// memory needs (bounds, dtype, alignment).
+func ExpertTensors(w *moe.ExpertWeights, l, e int, names [3]string, F, D int) ([3]*moe.ExpertTensor, error) {
+	var out [3]*moe.ExpertTensor
+	if w.Layer != l || w.Expert != e {
+		return out, fmt.Errorf("model: layer %d expert %d: the source returned layer %d expert %d", l, e, w.Layer, w.Expert)
+	}
+	shape := [3][2]int{{F, D}, {F, D}, {D, F}}
+	for ti := range w.Tensors {
+		t := &w.Tensors[ti]
+		j := 0
+		for j < 3 && t.Name != names[j] {
+			j++
+		}
+		if j == 3 {
+			continue
+		}
+		rows, cols := shape[j][0], shape[j][1]
+		if !tensor.Shape(t.Shape).Equal(tensor.Shape{rows, cols}) || t.Bytes != int64(rows*cols*t.DType.Size()) {
+			return out, fmt.Errorf("%w: offloaded tensor %s: shape %v, %d bytes, want (%d, %d) %v",
+				ErrWeights, t.Name, t.Shape, t.Bytes, rows, cols, t.DType)
+		}
+		out[j] = t
+	}
+	for _, t := range out {
+		if t == nil {
+			return out, fmt.Errorf("%w: layer %d expert %d: the source lacks tensors of %v", ErrWeights, l, e, names)
+		}
+	}
+	return out, nil
 }
 
 // hintAhead sends MoE layer l's prefetch hints (the source is a

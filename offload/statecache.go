@@ -316,7 +316,10 @@ func (s *StateCache) tryBuffer(demand bool) ([]byte, bool) {
 			return AlignedBytes(s.f.SlotBytes()), true
 		}
 		v := s.victim(demand)
-		if v == nil {
+		if v == nil || v.writing {
+			// The least-hit record is being written back: wait for it
+			// rather than evict a hotter one (buffer waits while a write
+			// is in flight; a fetch ahead is skipped).
 			return nil, false
 		}
 		if v.dirty {
@@ -331,13 +334,14 @@ func (s *StateCache) tryBuffer(demand bool) ([]byte, bool) {
 	}
 }
 
-// victim is the least-hit record nobody references, reads or writes
-// (clean before dirty on ties, then the lowest id: deterministic); held
-// ahead ones only when ahead is true.
+// victim is the least-hit record nobody references or reads (clean before
+// dirty on ties, then the lowest id: deterministic); held ahead ones only
+// when ahead is true. It may be one being written back, which the caller
+// waits for: the choice does not depend on the background writer's timing.
 func (s *StateCache) victim(ahead bool) *stateEntry {
 	var v *stateEntry
 	for _, e := range s.ents {
-		if e.pins > 0 || e.ahead && !ahead || e.loading || e.writing {
+		if e.pins > 0 || e.ahead && !ahead || e.loading {
 			continue
 		}
 		if v == nil || s.hits[e.id] < s.hits[v.id] ||
