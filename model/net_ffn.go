@@ -89,6 +89,11 @@ func (n *Net) ffnForward(ctx context.Context, l int, a *ffnActs, xOut, xMid []fl
 	if err := ly.experts.Forward(ctx, xOut, a.h, n.acts.route[l], N, &a.moe); err != nil {
 		return fmt.Errorf("layer %d: %w", l, err)
 	}
+	if n.Watch != nil {
+		if err := n.Watch.Done(ctx, l, false); err != nil {
+			return fmt.Errorf("layer %d: %w", l, err)
+		}
+	}
 	if ly.shared != nil {
 		a.sg, a.sOut = growF(a.sg, N), growF(a.sOut, N*D)
 		linear(a.sg, a.h, ly.sharedGate, N, 1, D, 0)
@@ -121,8 +126,18 @@ func (n *Net) ffnBackward(ctx context.Context, l int, a *ffnActs, dx, xMid []flo
 		E := c.E
 		clear(g.dh)
 		n.acts.droute[l] = growF(n.acts.droute[l], N*E)
+		if n.Watch != nil {
+			if err := n.Watch.NeedGrad(ctx, l); err != nil {
+				return fmt.Errorf("layer %d: %w", l, err)
+			}
+		}
 		if err := ly.experts.Backward(ctx, g.dh, n.acts.droute[l], dx, &a.moe, &ly.expertsG, n.auxDProb, n.zScale); err != nil {
 			return fmt.Errorf("layer %d: %w", l, err)
+		}
+		if n.Watch != nil {
+			if err := n.Watch.Done(ctx, l, true); err != nil {
+				return fmt.Errorf("layer %d: %w", l, err)
+			}
 		}
 		if ly.shared != nil {
 			g.dsOut, g.dsg = growF(g.dsOut, N*D), growF(g.dsg, N)

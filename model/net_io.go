@@ -19,6 +19,14 @@ const WeightsFile = "model.safetensors"
 // config.json and model.safetensors (f32, or bf16 when bf16 is set), each
 // replaced atomically. The inference path (Load) reads it.
 func (n *Net) SaveWeights(dir string, bf16 bool, metadata map[string]string) error {
+	return n.SaveWeightsFrom(dir, bf16, metadata, nil)
+}
+
+// SaveWeightsFrom is SaveWeights where fill, when set, may supply a
+// Param's values instead of its W (a function that fills dst, the whole
+// tensor, or nil to use W): the weights an owner keeps outside the Net
+// are written one tensor at a time.
+func (n *Net) SaveWeightsFrom(dir string, bf16 bool, metadata map[string]string, fill func(p *Param) func(dst []float32) error) error {
 	if n.Sharded() {
 		return fmt.Errorf("%w: SaveWeights: this Net holds experts [%d, %d) of %d only (a parallel run saves sharded checkpoints)", ErrConfig, n.heldFirst, n.heldFirst+n.heldN, n.Cfg.E)
 	}
@@ -31,7 +39,13 @@ func (n *Net) SaveWeights(dir string, bf16 bool, metadata map[string]string) err
 	}
 	ts := make([]F32Tensor, 0, len(n.Params))
 	for _, p := range n.Params {
-		ts = append(ts, F32Tensor{Name: p.Name, Shape: p.Shape, Data: p.W})
+		t := F32Tensor{Name: p.Name, Shape: p.Shape, Data: p.W}
+		if fill != nil {
+			if f := fill(p); f != nil {
+				t.Data, t.Fill = nil, f
+			}
+		}
+		ts = append(ts, t)
 	}
 	if metadata == nil {
 		metadata = map[string]string{}
@@ -46,11 +60,14 @@ func (n *Net) SaveWeights(dir string, bf16 bool, metadata map[string]string) err
 	return nil
 }
 
-// F32Tensor is a named f32 tensor to write.
+// F32Tensor is a named f32 tensor to write: Data, or with Data nil, what
+// Fill writes into a buffer of the shape's size when the tensor's turn
+// comes (one such buffer at a time).
 type F32Tensor struct {
 	Name  string
 	Shape []int
 	Data  []float32
+	Fill  func(dst []float32) error
 }
 
 // writeChunk is how many elements WriteF32Tensors encodes at a time: the
@@ -75,9 +92,24 @@ func WriteF32Tensors(path string, ts []F32Tensor, bf16 bool, metadata map[string
 	}
 	defer w.Abort()
 	buf := make([]byte, writeChunk*esz)
+	var filled []float32
 	for _, t := range ts {
-		for lo := 0; lo < len(t.Data); lo += writeChunk {
-			chunk := t.Data[lo:min(lo+writeChunk, len(t.Data))]
+		data := t.Data
+		if data == nil && t.Fill != nil {
+			n := 1
+			for _, d := range t.Shape {
+				n *= d
+			}
+			if cap(filled) < n {
+				filled = make([]float32, n)
+			}
+			data = filled[:n]
+			if err := t.Fill(data); err != nil {
+				return fmt.Errorf("%s: %w", t.Name, err)
+			}
+		}
+		for lo := 0; lo < len(data); lo += writeChunk {
+			chunk := data[lo:min(lo+writeChunk, len(data))]
 			b := buf[:len(chunk)*esz]
 			for i, v := range chunk {
 				if bf16 {

@@ -20,6 +20,15 @@ type ExpertWatch interface {
 	// an earlier block chose it (pre-gated models), before that block's
 	// own Need.
 	Hint(l int, idsTK []int32)
+	// NeedGrad is called in Backward before MoE layer l's experts compute
+	// their gradients: the experts its Forward used need their weights
+	// (and the gradients accumulated so far) in the Net again.
+	NeedGrad(ctx context.Context, l int) error
+	// Done is called once MoE layer l's experts have finished Forward
+	// (backward false) or Backward (true: their weight gradients are
+	// complete): the owner may take the weights (and gradients) away
+	// until the next Need or NeedGrad of l.
+	Done(ctx context.Context, l int, backward bool) error
 }
 
 // watchExperts routes layer l's logits (and, with a pre-gate, its

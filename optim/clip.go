@@ -18,26 +18,44 @@ func GradNorm(params []*Param) float64 { return math.Sqrt(GradSq(params)) }
 // other parts' before taking the root.
 func GradSq(params []*Param) float64 {
 	sums := make([]float64, len(params))
-	kernel.Parallel(len(params), func(i int) {
-		var s0, s1, s2, s3 float64
-		g := params[i].G
-		j := 0
-		for ; j+4 <= len(g); j += 4 {
-			s0 += float64(g[j]) * float64(g[j])
-			s1 += float64(g[j+1]) * float64(g[j+1])
-			s2 += float64(g[j+2]) * float64(g[j+2])
-			s3 += float64(g[j+3]) * float64(g[j+3])
-		}
-		for ; j < len(g); j++ {
-			s0 += float64(g[j]) * float64(g[j])
-		}
-		sums[i] = (s0 + s1) + (s2 + s3)
-	})
+	kernel.Parallel(len(params), func(i int) { sums[i] = SqSum(params[i].G) })
+	return SumInOrder(sums)
+}
+
+// SqSum is one gradient tensor's sum of squares in float64, as GradSq
+// sums each Param: a tensor kept outside the Param list (train's
+// hierarchical storage) gives the bit-identical figure.
+func SqSum(g []float32) float64 {
+	var s0, s1, s2, s3 float64
+	j := 0
+	for ; j+4 <= len(g); j += 4 {
+		s0 += float64(g[j]) * float64(g[j])
+		s1 += float64(g[j+1]) * float64(g[j+1])
+		s2 += float64(g[j+2]) * float64(g[j+2])
+		s3 += float64(g[j+3]) * float64(g[j+3])
+	}
+	for ; j < len(g); j++ {
+		s0 += float64(g[j]) * float64(g[j])
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// SumInOrder adds per-tensor sums of squares in their order, as GradSq
+// does.
+func SumInOrder(sums []float64) float64 {
 	var s float64
 	for _, v := range sums {
 		s += v
 	}
 	return s
+}
+
+// ClipScale returns the factor ClipTo scales the gradients by (1: none).
+func ClipScale(norm, maxNorm float64) float32 {
+	if maxNorm <= 0 || math.IsNaN(norm) || math.IsInf(norm, 0) || norm <= maxNorm {
+		return 1
+	}
+	return float32(maxNorm / (norm + 1e-6))
 }
 
 // ClipGradNorm scales all gradients by maxNorm/(norm+1e-6) when their global
@@ -55,10 +73,10 @@ func ClipGradNorm(params []*Param, maxNorm float64) float64 {
 // shares of the parameters), exceeds maxNorm, as ClipGradNorm does.
 // maxNorm <= 0 or a non-finite norm leaves them alone.
 func ClipTo(params []*Param, norm, maxNorm float64) {
-	if maxNorm <= 0 || math.IsNaN(norm) || math.IsInf(norm, 0) || norm <= maxNorm {
+	scale := ClipScale(norm, maxNorm)
+	if scale == 1 {
 		return
 	}
-	scale := float32(maxNorm / (norm + 1e-6))
 	kernel.Parallel(len(params), func(i int) {
 		g := params[i].G
 		for j := range g {

@@ -78,7 +78,11 @@ func (t *Trainer) Save(out string, keepLast int) (string, error) {
 			return "", fmt.Errorf("train: checkpoint: %w", err)
 		}
 	}
-	if err := t.Net.SaveWeights(tmp, t.Opts.BF16, meta); err != nil {
+	var fill func(p *model.Param) func([]float32) error
+	if t.sparse != nil { // the experts' weights come from their records
+		fill = func(p *model.Param) func([]float32) error { return t.sparse.fill(p, partW) }
+	}
+	if err := t.Net.SaveWeightsFrom(tmp, t.Opts.BF16, meta, fill); err != nil {
 		return "", err
 	}
 	var ts []model.F32Tensor
@@ -91,10 +95,7 @@ func (t *Trainer) Save(out string, keepLast int) (string, error) {
 		}
 	}
 	if t.sparse != nil {
-		var err error
-		if ts, err = t.sparse.appendTensors(ts); err != nil {
-			return "", fmt.Errorf("train: checkpoint: %w", err)
-		}
+		ts = t.sparse.appendTensors(ts)
 	}
 	if err := model.WriteF32Tensors(filepath.Join(tmp, OptimizerFile), ts, false, map[string]string{"adam_steps": strconv.Itoa(t.adam.Steps())}); err != nil {
 		return "", fmt.Errorf("train: checkpoint optimizer: %w", err)

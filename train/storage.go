@@ -6,7 +6,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 	"unsafe"
 
@@ -24,18 +23,27 @@ const StateFileName = "sparse-state.bin"
 // this disk reads ~2x faster at depth 8 than at 1 (docs/BENCHMARKS.md).
 const storageReaders = 4
 
-// sparseStore keeps the routed experts' optimizer state (fp32 masters in
-// bf16 training, AdamW m and v) on the SSD tier with a RAM cache, and
-// updates experts lazily: an expert's AdamW update of step s (its
-// gradient, clipped) is applied when its layer is next reached in a
-// forward pass (Need), its zero-gradient updates of steps it was not
+// sparseStore keeps the routed experts' parameters on the SSD tier with a
+// RAM cache: each expert's record holds, per tensor, its fp32 master
+// weights, AdamW m and v, and its deferred gradient. The Net computes in
+// compute-tier buffers (layerTier) that hold only the layer in use: a MoE
+// layer's routed experts are copied in from their records when it is
+// reached (forward: Need; backward: NeedGrad, with the gradient
+// accumulated so far) and the pages are freed when it is done (Done), the
+// backward's gradients first written to the records.
+//
+// Updates are lazy: an expert's AdamW update of step s (its gradient,
+// clipped by the step's global factor) is applied when its layer is next
+// reached in a forward pass, its zero-gradient updates of steps it was not
 // routed in are replayed when it is next routed, and everything is caught
 // up before a checkpoint. Each replayed or deferred update is the same
-// kernel.AdamW call on the same values as the in-memory optimizer's, so
+// kernel.AdamW call on the same values as the in-memory optimizer's, and
+// the gradient norm adds the same per-tensor sums in the same order, so
 // weights and losses are bit-identical to in-memory training. While a
-// layer computes, the next MoE layer's state is read ahead (SSD -> RAM):
-// exactly the experts with a deferred update, plus those it lags for
-// that a pre-gate chose (exact) or that it used last step (predicted).
+// layer computes, the next MoE layer's records are read ahead (SSD -> RAM):
+// exactly the experts with a deferred update, plus those it lags for that
+// a pre-gate chose (exact) or that it used last step (predicted); in
+// backward, the previous layer's (exact: its forward chose them).
 type sparseStore struct {
 	net              *model.Net
 	plan             StoragePlan
@@ -45,20 +53,34 @@ type sparseStore struct {
 	bf16             bool
 	E, FD            int
 	moeIx            []int // layer -> MoE index, -1 for a dense layer
+	layers           []int // MoE index -> layer
 	next             []int // MoE index -> the next one (wrapping)
 	views            [][][3]*model.Param
+	tiers            []*layerTier
 	upTo             [][]int  // the adam step each expert's state and weights reflect
-	pend             [][]bool // its update of step upTo+1 waits, with its gradient in G
+	pend             [][]bool // its update of step upTo+1 waits, with its gradient in its record
+	gradAt           [][]int  // the store step whose gradient its record holds (-1: none)
+	fwd              [][]bool // the experts the layer's last forward loaded (its backward's)
 	used, prev, hint [][]bool
-	lrs              []float64 // lrs[k-base-1]: adam step k's learning rate
+	sq               [][][3]float64 // this step's per-tensor gradient sums of squares
+	lrs              []float64      // lrs[k-base-1]: adam step k's learning rate
+	scales           []float32      // scales[k-base-1]: its clipping factor
 	base             int
-	zero             []float32
+	stepNo           int  // the step under way (store steps, applied or not, start at 1)
+	last             bool // the backward under way is the step's last micro-batch
+	zero, tmp        []float32
 	gen              uint64
 	layerGen         []uint64
 	routed           []bool
+	paramAt          map[*model.Param][3]int // expert Param -> (MoE index, expert, tensor)
+	// onLoad, when set (tests), is called after every load into the
+	// compute tier.
+	onLoad func()
 
-	wait, update time.Duration // exposed state waits and update compute, this step
-	stats0       offload.CacheStats
+	wait, update, copying time.Duration // exposed state waits, update compute and compute-tier copies, this step
+	fwdHits, fwdMisses int64         // this step's forward acquisitions (the prefetch's figure)
+	peak               int64         // the most compute-tier bytes resident after a load, this step
+	stats0             offload.CacheStats
 }
 
 // StorageStep is one step's hierarchical-storage figures.
@@ -68,15 +90,25 @@ type StorageStep struct {
 	// sparse updates' compute (on the critical path).
 	ExposedSeconds float64 `json:"exposed_seconds"`
 	UpdateSeconds  float64 `json:"update_seconds"`
+	// LoadSeconds is the copying of experts into the compute tier (and
+	// their gradients back), on the critical path.
+	LoadSeconds float64 `json:"load_seconds"`
 	ReadBytes      int64   `json:"ssd_read_bytes"`    // SSD -> RAM
 	WriteBytes     int64   `json:"ssd_written_bytes"` // RAM -> SSD
 	Hits           int64   `json:"hits"`
 	Misses         int64   `json:"misses"`
 	HitRate        float64 `json:"hit_rate"`
+	// ForwardHitRate counts only the forward pass's acquisitions (a
+	// layer's backward finds its experts' records again, mostly in RAM).
+	ForwardHitRate float64 `json:"forward_hit_rate"`
+	// ComputeTierBytes is the most compute-tier memory resident after a
+	// load this step (mincore; the plan's ComputeBytes bounds it).
+	ComputeTierBytes int64 `json:"compute_tier_bytes"`
 }
 
 // newSparseStore creates the SSD tier for t.Net under so and fills it
-// from the Net's current weights (moments zero, adam step base).
+// from the Net's current weights (moments zero, adam step base), then
+// moves the Net's expert buffers to the compute tier, empty.
 func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.AdamWConfig, wrap func(offload.RecordIO) offload.RecordIO) (*sparseStore, error) {
 	c := net.Cfg
 	if net.Sharded() {
@@ -100,7 +132,8 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 		return nil, err
 	}
 	s := &sparseStore{net: net, plan: p, file: f, adam: adam, bf16: bf16, E: c.E, FD: c.ExpertFFN * c.D,
-		moeIx: make([]int, c.L), zero: make([]float32, c.ExpertFFN*c.D), routed: make([]bool, c.E)}
+		moeIx: make([]int, c.L), zero: make([]float32, c.ExpertFFN*c.D), tmp: make([]float32, c.ExpertFFN*c.D),
+		routed: make([]bool, c.E), paramAt: map[*model.Param][3]int{}}
 	s.cache = offload.NewStateCache(f, offload.StateCacheConfig{Cap: p.CacheRecords, Beta: so.Beta, Every: so.Every, Readers: storageReaders})
 	sp := model.SpecFor(c.Arch)
 	for l := range s.moeIx {
@@ -108,14 +141,20 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 	}
 	for mi, l := range c.MoELayers() {
 		s.moeIx[l] = mi
+		s.layers = append(s.layers, l)
 		vs := make([][3]*model.Param, c.E)
 		for e := range vs {
 			g, u, d := sp.Expert(l, e)
 			vs[e] = [3]*model.Param{net.Param(g), net.Param(u), net.Param(d)}
+			for j, q := range vs[e] {
+				s.paramAt[q] = [3]int{mi, e, j}
+			}
 		}
 		s.views = append(s.views, vs)
 		s.upTo = append(s.upTo, make([]int, c.E))
-		for _, b := range []*[][]bool{&s.pend, &s.used, &s.prev, &s.hint} {
+		s.gradAt = append(s.gradAt, make([]int, c.E))
+		s.sq = append(s.sq, make([][3]float64, c.E))
+		for _, b := range []*[][]bool{&s.pend, &s.used, &s.prev, &s.hint, &s.fwd} {
 			*b = append(*b, make([]bool, c.E))
 		}
 	}
@@ -123,6 +162,9 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 	s.next, s.layerGen = make([]int, nm), make([]uint64, nm)
 	for mi := range s.next {
 		s.next[mi] = (mi + 1) % nm
+		for e := range s.gradAt[mi] {
+			s.gradAt[mi][e] = -1
+		}
 	}
 	// Fresh state: masters are the weights as initialised, moments zero.
 	buf := offload.AlignedBytes(f.SlotBytes())
@@ -130,17 +172,30 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 		for e := range s.views[mi] {
 			st := s.state(f.Payload(buf))
 			clear(st)
-			for j, p := range s.views[mi][e] {
-				if bf16 {
-					copy(s.tensor(st, j, 0), p.W)
-				}
+			for j, q := range s.views[mi][e] {
+				copy(s.part(st, j, partW), q.W)
 			}
-			s.syncWeights(mi, e, st)
 			if err := f.Write(context.Background(), buf, s.id(mi, e)); err != nil {
 				s.close()
 				return nil, err
 			}
 		}
+		// The layer's buffers move to the compute tier, which holds them
+		// only while the layer computes.
+		l := s.layers[mi]
+		t, err := newLayerTier(net.ExpertBuffersOf(l))
+		if err == nil {
+			err = net.SetExpertBuffers(l, t.bufs)
+		}
+		if err != nil {
+			if t != nil {
+				t.free()
+			}
+			s.close()
+			return nil, err
+		}
+		t.release()
+		s.tiers = append(s.tiers, t)
 	}
 	return s, nil
 }
@@ -152,32 +207,32 @@ func (s *sparseStore) state(b []byte) []float32 {
 	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
 }
 
-// tensor returns part k (master, m, v in bf16 training; m, v in f32) of
-// tensor j (gate, up, down) of an expert's state.
-func (s *sparseStore) tensor(st []float32, j, k int) []float32 {
-	parts := 2
-	if s.bf16 {
-		parts = 3
-	}
-	o := (j*parts + k) * s.FD
+// A record's parts per tensor.
+const (
+	partW     = iota // fp32 master weights
+	partM            // AdamW m
+	partV            // AdamW v
+	partG            // the deferred gradient
+	statParts        // parts per tensor
+)
+
+// part returns part k of tensor j (gate, up, down) of an expert's state.
+func (s *sparseStore) part(st []float32, j, k int) []float32 {
+	o := (j*statParts + k) * s.FD
 	return st[o : o+s.FD]
 }
 
-func (s *sparseStore) moments(st []float32, j int) (w, m, v []float32, ok bool) {
-	if s.bf16 {
-		return s.tensor(st, j, 0), s.tensor(st, j, 1), s.tensor(st, j, 2), true
-	}
-	return nil, s.tensor(st, j, 0), s.tensor(st, j, 1), false
-}
-
-// syncWeights sets the expert's working weights from its masters (bf16:
-// their rounding and the bf16 copy, as Trainer.syncBF16 does).
-func (s *sparseStore) syncWeights(mi, e int, st []float32) {
-	if !s.bf16 {
-		return
-	}
+// loadWeights sets expert e's working weights in the compute tier from its
+// masters (bf16: their rounding and the bf16 copy, as Trainer.syncBF16
+// does).
+func (s *sparseStore) loadWeights(mi, e int, st []float32) {
 	for j, p := range s.views[mi][e] {
-		for i, v := range s.tensor(st, j, 0) {
+		w := s.part(st, j, partW)
+		if !s.bf16 {
+			copy(p.W, w)
+			continue
+		}
+		for i, v := range w {
 			h := tensor.F32ToBF16(v)
 			p.W[i] = math.Float32frombits(uint32(h) << 16)
 			if p.B != nil {
@@ -189,74 +244,182 @@ func (s *sparseStore) syncWeights(mi, e int, st []float32) {
 
 func (s *sparseStore) steps() int { return s.base + len(s.lrs) }
 
-// catchUp brings expert e of MoE layer mi to the current adam step:
-// its deferred update (with its gradient) and zero-gradient replays.
-func (s *sparseStore) catchUp(ctx context.Context, mi, e int) error {
-	A := s.steps()
-	if s.upTo[mi][e] >= A && !s.pend[mi][e] {
-		return nil
-	}
+// acquire pins expert e of MoE layer mi's record, brought up to the
+// current adam step: its deferred update (with its clipped gradient) and
+// zero-gradient replays. Release it with s.cache.Release(id, dirty).
+func (s *sparseStore) acquire(ctx context.Context, mi, e int) (st []float32, dirty bool, err error) {
 	t0 := time.Now()
 	b, err := s.cache.Acquire(ctx, s.id(mi, e))
 	t1 := time.Now()
 	s.wait += t1.Sub(t0)
 	if err != nil {
-		return fmt.Errorf("storage: layer %d expert %d: %w", s.net.Cfg.MoELayers()[mi], e, err)
+		return nil, false, fmt.Errorf("storage: layer %d expert %d: %w", s.layers[mi], e, err)
 	}
-	st := s.state(b)
+	st = s.state(b)
+	A := s.steps()
+	if s.upTo[mi][e] >= A && !s.pend[mi][e] {
+		return st, false, nil
+	}
 	c := s.adam
 	for k := s.upTo[mi][e] + 1; k <= A; k++ {
 		lr := s.lrs[k-s.base-1]
-		for j, p := range s.views[mi][e] {
+		for j := range 3 {
 			g := s.zero
 			if s.pend[mi][e] && k == s.upTo[mi][e]+1 {
-				g = p.G
+				g = s.part(st, j, partG)
+				if sc := s.scales[k-s.base-1]; sc != 1 { // ClipTo's scaling, on a copy
+					for i, v := range g {
+						s.tmp[i] = v * sc
+					}
+					g = s.tmp
+				}
 			}
-			w, m, v, master := s.moments(st, j)
-			if !master {
-				w = p.W
-			}
-			kernel.AdamW(w, g, m, v, k, float32(lr), float32(c.Beta1), float32(c.Beta2), float32(c.Eps), float32(c.WeightDecay))
+			kernel.AdamW(s.part(st, j, partW), g, s.part(st, j, partM), s.part(st, j, partV), k, float32(lr), float32(c.Beta1), float32(c.Beta2), float32(c.Eps), float32(c.WeightDecay))
 		}
 	}
-	if s.pend[mi][e] {
-		for _, p := range s.views[mi][e] {
-			clear(p.G)
-		}
-	}
-	s.syncWeights(mi, e, st)
 	s.upTo[mi][e], s.pend[mi][e] = A, false
-	s.cache.Release(s.id(mi, e), true)
 	s.update += time.Since(t1)
-	return nil
+	return st, true, nil
+}
+
+// catchUp brings expert e of MoE layer mi to the current adam step.
+func (s *sparseStore) catchUp(ctx context.Context, mi, e int) error {
+	_, dirty, err := s.acquire(ctx, mi, e)
+	if err == nil {
+		s.cache.Release(s.id(mi, e), dirty)
+	}
+	return err
 }
 
 // Need implements model.ExpertWatch: before MoE layer l computes, apply
-// its deferred updates and catch up the experts it routes to, then start
-// reading the next MoE layer's state.
+// its deferred updates, catch up the experts it routes to and copy their
+// weights into the compute tier, then start reading the next MoE layer's
+// state.
 func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 	mi := s.moeIx[l]
 	clear(s.routed)
 	for _, e := range idsTK {
 		s.routed[e] = true
 	}
-	A := s.steps()
+	st0 := s.cache.Stats()
+	defer func() {
+		st := s.cache.Stats()
+		s.fwdHits += st.Hits - st0.Hits
+		s.fwdMisses += st.Misses - st0.Misses
+	}()
+	clear(s.fwd[mi])
 	for e := 0; e < s.E; e++ {
-		if s.pend[mi][e] || s.routed[e] && s.upTo[mi][e] < A {
-			if err := s.catchUp(ctx, mi, e); err != nil {
-				return err
-			}
+		if !s.pend[mi][e] && !s.routed[e] {
+			continue
 		}
+		st, dirty, err := s.acquire(ctx, mi, e)
+		if err != nil {
+			return err
+		}
+		if s.routed[e] {
+			t := time.Now()
+			s.loadWeights(mi, e, st)
+			s.copying += time.Since(t)
+			s.fwd[mi][e] = true
+		}
+		s.cache.Release(s.id(mi, e), dirty)
 	}
 	// Used only once caught up: after a failed pass, afterStep must not
 	// defer an update onto an expert still behind.
 	for e, r := range s.routed {
 		s.used[mi][e] = s.used[mi][e] || r
 	}
+	s.loaded()
 	clear(s.hint[mi])
 	s.cache.DropAhead(s.layerGen[mi])
 	s.prefetch(s.next[mi])
 	return nil
+}
+
+// NeedGrad implements model.ExpertWatch: before MoE layer l's backward,
+// copy its forward's experts back into the compute tier with the gradient
+// they accumulated in this step's earlier micro-batches, and start reading
+// the previous MoE layer's records (exact: its forward chose them).
+func (s *sparseStore) NeedGrad(ctx context.Context, l int) error {
+	mi := s.moeIx[l]
+	for e, in := range s.fwd[mi] {
+		if !in {
+			continue
+		}
+		st, dirty, err := s.acquire(ctx, mi, e)
+		if err != nil {
+			return err
+		}
+		t := time.Now()
+		s.loadWeights(mi, e, st)
+		if s.gradAt[mi][e] == s.stepNo {
+			for j, p := range s.views[mi][e] {
+				copy(p.G, s.part(st, j, partG))
+			}
+		}
+		s.copying += time.Since(t)
+		s.cache.Release(s.id(mi, e), dirty)
+	}
+	s.loaded()
+	if mi > 0 {
+		s.gen++
+		s.layerGen[mi-1] = s.gen
+		for e, in := range s.fwd[mi-1] {
+			if in {
+				s.cache.Prefetch(s.id(mi-1, e), s.gen)
+			}
+		}
+	}
+	return nil
+}
+
+// Done implements model.ExpertWatch: MoE layer l's compute-tier pages are
+// freed, after a backward's gradients are written to the records (with,
+// on the step's last micro-batch, their sums of squares for the norm).
+func (s *sparseStore) Done(ctx context.Context, l int, backward bool) error {
+	mi := s.moeIx[l]
+	defer s.tiers[mi].release()
+	if !backward {
+		return nil
+	}
+	for e, in := range s.fwd[mi] {
+		if !in {
+			continue
+		}
+		b, err := s.cache.Acquire(ctx, s.id(mi, e))
+		if err != nil {
+			return fmt.Errorf("storage: layer %d expert %d: %w", l, e, err)
+		}
+		t := time.Now()
+		st := s.state(b)
+		for j, p := range s.views[mi][e] {
+			copy(s.part(st, j, partG), p.G)
+			if s.last {
+				s.sq[mi][e][j] = optim.SqSum(p.G)
+			}
+		}
+		s.gradAt[mi][e] = s.stepNo
+		s.copying += time.Since(t)
+		s.cache.Release(s.id(mi, e), true)
+	}
+	return nil
+}
+
+// loaded records the compute tier's resident bytes after a load.
+func (s *sparseStore) loaded() {
+	s.peak = max(s.peak, s.residentBytes())
+	if s.onLoad != nil {
+		s.onLoad()
+	}
+}
+
+// residentBytes is the compute tier's memory in use (mincore).
+func (s *sparseStore) residentBytes() int64 {
+	var n int64
+	for _, t := range s.tiers {
+		n += t.resident()
+	}
+	return n
 }
 
 // Hint implements model.ExpertWatch: a pre-gate's exact choice of layer l.
@@ -279,37 +442,51 @@ func (s *sparseStore) prefetch(mi int) {
 		hinted = hinted || h
 	}
 	for e := 0; e < s.E; e++ {
-		lag := s.upTo[mi][e] < A && (s.hint[mi][e] || !hinted && s.prev[mi][e])
-		if s.pend[mi][e] || lag {
+		want := s.hint[mi][e] || !hinted && s.prev[mi][e]
+		if s.pend[mi][e] || want && (s.upTo[mi][e] < A || !hinted) {
 			s.cache.Prefetch(s.id(mi, e), s.gen)
 		}
 	}
 }
 
-// zeroGrads clears the gradients a step accumulates into: every dense
-// one and every expert's without a deferred update.
+// zeroGrads starts a step: a new store step number (the gradients
+// records hold from an earlier, perhaps failed, step are not this one's)
+// and cleared dense gradients (the experts' start from their records, or
+// zero).
 func (s *sparseStore) zeroGrads() {
+	s.stepNo++
 	for _, p := range s.net.Params {
 		if expert, _ := s.net.ExpertParam(p); !expert {
 			clear(p.G)
 		}
 	}
-	for mi := range s.views {
-		for e, vs := range s.views[mi] {
-			if !s.pend[mi][e] {
-				for _, p := range vs {
-					clear(p.G)
-				}
-			}
-		}
-	}
 }
 
-// afterStep ends an optimizer step: applied with learning rate lr (the
-// experts routed this step then have their update deferred), or skipped.
-func (s *sparseStore) afterStep(applied bool, lr float64) {
+// gradSq returns the step's global sum of squared gradients: every
+// Param's sum in Net order, the experts' from their records, added as
+// optim.GradSq adds them.
+func (s *sparseStore) gradSq() float64 {
+	ps := s.net.Params
+	sums := make([]float64, len(ps))
+	kernel.Parallel(len(ps), func(i int) {
+		if at, ok := s.paramAt[ps[i]]; ok {
+			if s.gradAt[at[0]][at[1]] == s.stepNo {
+				sums[i] = s.sq[at[0]][at[1]][at[2]]
+			}
+			return
+		}
+		sums[i] = optim.SqSum(ps[i].G)
+	})
+	return optim.SumInOrder(sums)
+}
+
+// afterStep ends an optimizer step: applied with learning rate lr and
+// clipping factor scale (the experts with a gradient this step then have
+// their update deferred), or skipped.
+func (s *sparseStore) afterStep(applied bool, lr float64, scale float32) {
 	if applied {
 		s.lrs = append(s.lrs, lr)
+		s.scales = append(s.scales, scale)
 	}
 	A := s.steps()
 	for mi := range s.used {
@@ -318,7 +495,9 @@ func (s *sparseStore) afterStep(applied bool, lr float64) {
 				if s.upTo[mi][e] != A-1 || s.pend[mi][e] {
 					panic(fmt.Sprintf("train: storage: layer %d expert %d at step %d (pending %v) after step %d", mi, e, s.upTo[mi][e], s.pend[mi][e], A))
 				}
-				s.pend[mi][e] = true
+				// Used in a validation pass only: no gradient, a
+				// zero-gradient replay later.
+				s.pend[mi][e] = s.gradAt[mi][e] == s.stepNo
 			}
 		}
 		s.prev[mi], s.used[mi] = s.used[mi], s.prev[mi]
@@ -330,7 +509,7 @@ func (s *sparseStore) afterStep(applied bool, lr float64) {
 }
 
 // flush catches every expert up, writes the cache back and syncs the file:
-// the weights and state are then the in-memory optimizer's.
+// the state is then the in-memory optimizer's.
 func (s *sparseStore) flush(ctx context.Context) error {
 	for mi := range s.views {
 		for e := range s.views[mi] {
@@ -345,27 +524,36 @@ func (s *sparseStore) flush(ctx context.Context) error {
 	return s.file.Sync()
 }
 
-// each calls fn with every expert tensor's name and its state parts
-// (master or nil, m, v), caught up (flush first), reading through the cache.
-func (s *sparseStore) each(ctx context.Context, write bool, fn func(p *model.Param, master, m, v []float32) error) error {
+// loadAll copies every expert's working weights into the Net (tests: the
+// compute tier then holds them all until their layers are next done).
+func (s *sparseStore) loadAll(ctx context.Context) error {
 	for mi := range s.views {
 		for e := range s.views[mi] {
-			b, err := s.cache.Acquire(ctx, s.id(mi, e))
+			st, dirty, err := s.acquire(ctx, mi, e)
 			if err != nil {
 				return err
 			}
-			st := s.state(b)
-			for j, p := range s.views[mi][e] {
-				w, m, v, _ := s.moments(st, j)
-				if err = fn(p, w, m, v); err != nil {
-					break
+			s.loadWeights(mi, e, st)
+			s.cache.Release(s.id(mi, e), dirty)
+		}
+	}
+	return nil
+}
+
+// each calls fn with every expert tensor's Param and its state parts
+// (master, m, v), caught up (flush first), reading through the cache; with
+// write, the parts fn changed are kept.
+func (s *sparseStore) each(ctx context.Context, write bool, fn func(p *model.Param, master, m, v []float32) error) error {
+	for mi := range s.views {
+		for e := range s.views[mi] {
+			if err := s.with(ctx, mi, e, write, func(st []float32) error {
+				for j, p := range s.views[mi][e] {
+					if err := fn(p, s.part(st, j, partW), s.part(st, j, partM), s.part(st, j, partV)); err != nil {
+						return err
+					}
 				}
-			}
-			if write && err == nil {
-				s.syncWeights(mi, e, st)
-			}
-			s.cache.Release(s.id(mi, e), write)
-			if err != nil {
+				return nil
+			}); err != nil {
 				return err
 			}
 		}
@@ -373,12 +561,38 @@ func (s *sparseStore) each(ctx context.Context, write bool, fn func(p *model.Par
 	return nil
 }
 
+// with calls fn with expert e of MoE layer mi's record, caught up.
+func (s *sparseStore) with(ctx context.Context, mi, e int, write bool, fn func(st []float32) error) error {
+	st, dirty, err := s.acquire(ctx, mi, e)
+	if err != nil {
+		return err
+	}
+	err = fn(st)
+	s.cache.Release(s.id(mi, e), dirty || write && err == nil)
+	return err
+}
+
+// fill returns, for an expert Param, a function that writes part k of its
+// state (caught up: flush first) into dst; nil for other Params.
+func (s *sparseStore) fill(p *model.Param, k int) func(dst []float32) error {
+	at, ok := s.paramAt[p]
+	if !ok {
+		return nil
+	}
+	return func(dst []float32) error {
+		return s.with(context.Background(), at[0], at[1], false, func(st []float32) error {
+			copy(dst, s.part(st, at[2], k))
+			return nil
+		})
+	}
+}
+
 // resume sets the adam step count the state reflects (a checkpoint's).
 func (s *sparseStore) resume(steps int) {
-	s.base, s.lrs = steps, nil
+	s.base, s.lrs, s.scales = steps, nil, nil
 	for mi := range s.upTo {
 		for e := range s.upTo[mi] {
-			s.upTo[mi][e], s.pend[mi][e] = steps, false
+			s.upTo[mi][e], s.pend[mi][e], s.gradAt[mi][e] = steps, false, -1
 		}
 	}
 }
@@ -386,13 +600,16 @@ func (s *sparseStore) resume(steps int) {
 // stepFigures returns this step's figures and starts the next step's.
 func (s *sparseStore) stepFigures() *StorageStep {
 	st := s.cache.Stats()
-	d := &StorageStep{ExposedSeconds: s.wait.Seconds(), UpdateSeconds: s.update.Seconds(),
+	d := &StorageStep{ExposedSeconds: s.wait.Seconds(), UpdateSeconds: s.update.Seconds(), LoadSeconds: s.copying.Seconds(),
 		ReadBytes: st.ReadBytes - s.stats0.ReadBytes, WriteBytes: st.WriteBytes - s.stats0.WriteBytes,
-		Hits: st.Hits - s.stats0.Hits, Misses: st.Misses - s.stats0.Misses}
+		Hits: st.Hits - s.stats0.Hits, Misses: st.Misses - s.stats0.Misses, ComputeTierBytes: s.peak}
 	if d.Hits+d.Misses > 0 {
 		d.HitRate = float64(d.Hits) / float64(d.Hits+d.Misses)
 	}
-	s.stats0, s.wait, s.update = st, 0, 0
+	if s.fwdHits+s.fwdMisses > 0 {
+		d.ForwardHitRate = float64(s.fwdHits) / float64(s.fwdHits+s.fwdMisses)
+	}
+	s.stats0, s.wait, s.update, s.copying, s.fwdHits, s.fwdMisses, s.peak = st, 0, 0, 0, 0, 0, 0
 	return d
 }
 
@@ -401,7 +618,7 @@ func (s *sparseStore) close() error {
 	return s.file.Close()
 }
 
-// openStorage moves the experts' optimizer state to the storage tiers.
+// openStorage moves the experts' parameters to the storage tiers.
 func (t *Trainer) openStorage(acfg optim.AdamWConfig) error {
 	if t.par != nil {
 		return fmt.Errorf("%w: hierarchical storage runs in one process (not with --ranks or mpirun yet)", ErrOptions)
@@ -411,9 +628,6 @@ func (t *Trainer) openStorage(acfg optim.AdamWConfig) error {
 		return err
 	}
 	t.Net.Watch = t.sparse
-	for _, p := range t.Net.Params {
-		t.clip = append(t.clip, &optim.Param{Name: p.Name, W: p.W, G: p.G})
-	}
 	return nil
 }
 
@@ -434,7 +648,8 @@ func (t *Trainer) StorageStats() offload.CacheStats {
 }
 
 // Close releases the storage tiers (their file stays; a run resumes from
-// its checkpoints, not from the file).
+// its checkpoints, not from the file). The compute tier stays mapped: the
+// Net's expert buffers remain valid (and empty).
 func (t *Trainer) Close() error {
 	if t.sparse == nil {
 		return nil
@@ -444,23 +659,27 @@ func (t *Trainer) Close() error {
 
 // appendTensors adds every expert's state to a checkpoint's optimizer
 // tensors, named as the in-memory optimizer names them (so either kind of
-// run resumes the other's checkpoints). Call flush first. The copies are
-// held until the checkpoint is written.
-func (s *sparseStore) appendTensors(ts []model.F32Tensor) ([]model.F32Tensor, error) {
-	err := s.each(context.Background(), false, func(p *model.Param, w, m, v []float32) error {
-		ts = append(ts, model.F32Tensor{Name: p.Name + ".exp_avg", Shape: p.Shape, Data: slices.Clone(m)},
-			model.F32Tensor{Name: p.Name + ".exp_avg_sq", Shape: p.Shape, Data: slices.Clone(v)})
-		if w != nil {
-			ts = append(ts, model.F32Tensor{Name: p.Name + ".master", Shape: p.Shape, Data: slices.Clone(w)})
+// run resumes the other's checkpoints), each read from its record when it
+// is written. Call flush first.
+func (s *sparseStore) appendTensors(ts []model.F32Tensor) []model.F32Tensor {
+	for mi := range s.views {
+		for e := range s.views[mi] {
+			for _, p := range s.views[mi][e] {
+				ts = append(ts, model.F32Tensor{Name: p.Name + ".exp_avg", Shape: p.Shape, Fill: s.fill(p, partM)},
+					model.F32Tensor{Name: p.Name + ".exp_avg_sq", Shape: p.Shape, Fill: s.fill(p, partV)})
+				if s.bf16 {
+					ts = append(ts, model.F32Tensor{Name: p.Name + ".master", Shape: p.Shape, Fill: s.fill(p, partW)})
+				}
+			}
 		}
-		return nil
-	})
-	return ts, err
+	}
+	return ts
 }
 
 // load fills the state from a checkpoint's optimizer tensors (read) taken
-// after adam step steps, and sets the experts' working weights from the
-// masters.
+// after adam step steps: the moments, and in bf16 training the masters
+// (in f32 the weights are the masters, written by newSparseStore from the
+// Net as the checkpoint loaded it).
 func (s *sparseStore) load(read func(name string, dst []float32) error, steps int) error {
 	s.resume(steps)
 	err := s.each(context.Background(), true, func(p *model.Param, w, m, v []float32) error {
@@ -470,7 +689,7 @@ func (s *sparseStore) load(read func(name string, dst []float32) error, steps in
 		if err := read(p.Name+".exp_avg_sq", v); err != nil {
 			return err
 		}
-		if w != nil {
+		if s.bf16 {
 			return read(p.Name+".master", w)
 		}
 		return nil

@@ -42,12 +42,12 @@ type StoragePlan struct {
 	DenseParams, SparseParams int64
 	MoELayers, Experts        int   // routed experts of a layer (E), records = MoELayers*E
 	Records                   int   // expert states on the SSD tier
-	RecordBytes               int64 // state of one expert (fp32 master when bf16, AdamW m and v)
-	StateBytesPerParam        int   // 12 (bf16: master + m + v) or 8 (fp32: m + v; the weights are the master)
+	RecordBytes               int64 // state of one expert (fp32 master, AdamW m and v, deferred gradient)
+	StateBytesPerParam        int   // 16: fp32 master + m + v (the paper's 12) + the deferred gradient
 	DenseBytesPerParam        int   // weights, gradients, moments (+ bf16 copy and master)
-	ComputeBytesPerParam      int   // working copies of every expert: weights, gradient (+ bf16 copy)
+	ComputeBytesPerParam      int   // working copies: weights, gradient (+ bf16 copy)
 	DenseBytes                int64 // dense state in RAM
-	ComputeBytes              int64 // the compute tier: every expert's working weights and gradients
+	ComputeBytes              int64 // the compute tier: one MoE layer's experts' working copies
 	StateBytes                int64 // all sparse state (on the SSD tier)
 	CacheRecords              int   // expert states the RAM cache holds
 	CacheBytes                int64
@@ -79,13 +79,15 @@ func PlanStorage(c *model.Config, bf16 bool, so StorageOptions) (StoragePlan, er
 	p.MoELayers, p.Experts, p.Records = moeL, c.E, moeL*c.E
 	p.SparseParams = int64(p.Records) * 3 * FD
 	p.DenseParams = total - p.SparseParams
-	p.StateBytesPerParam, p.DenseBytesPerParam, p.ComputeBytesPerParam = 8, 16, 8
+	p.StateBytesPerParam, p.DenseBytesPerParam, p.ComputeBytesPerParam = 16, 16, 8
 	if bf16 {
-		p.StateBytesPerParam, p.DenseBytesPerParam, p.ComputeBytesPerParam = 12, 22, 10
+		p.DenseBytesPerParam, p.ComputeBytesPerParam = 22, 10
 	}
 	p.RecordBytes = 3 * FD * int64(p.StateBytesPerParam)
 	p.DenseBytes = p.DenseParams * int64(p.DenseBytesPerParam)
-	p.ComputeBytes = p.SparseParams * int64(p.ComputeBytesPerParam)
+	// A layer's buffers are filled when it computes and freed when it is
+	// done (forward or backward), before the next layer's are filled.
+	p.ComputeBytes = int64(c.E) * 3 * FD * int64(p.ComputeBytesPerParam)
 	p.StateBytes = int64(p.Records) * p.RecordBytes
 	slot := offload.StateSlotBytes(int(p.RecordBytes))
 	p.SSDBytes = 2 * int64(p.Records) * slot
@@ -115,8 +117,8 @@ func (p StoragePlan) String() string {
 	fmt.Fprintf(&b, "hierarchical storage plan\n")
 	fmt.Fprintf(&b, "  dense params   %12d  RAM: %s (%d B/param: weights, gradients, AdamW moments)\n", p.DenseParams, fmtBytes(p.DenseBytes), p.DenseBytesPerParam)
 	fmt.Fprintf(&b, "  sparse params  %12d  %d MoE layers x %d experts\n", p.SparseParams, p.MoELayers, p.Experts)
-	fmt.Fprintf(&b, "    compute tier  RAM: %s (%d B/param: working weights and gradients of every expert)\n", fmtBytes(p.ComputeBytes), p.ComputeBytesPerParam)
-	fmt.Fprintf(&b, "    state         %s (%d B/param: %s), %s per expert\n", fmtBytes(p.StateBytes), p.StateBytesPerParam, map[bool]string{true: "fp32 master + AdamW m, v", false: "AdamW m, v"}[p.StateBytesPerParam == 12], fmtBytes(p.RecordBytes))
+	fmt.Fprintf(&b, "    compute tier  RAM: %s (%d B/param: working weights and gradients of the one MoE layer computing)\n", fmtBytes(p.ComputeBytes), p.ComputeBytesPerParam)
+	fmt.Fprintf(&b, "    state         %s (%d B/param: fp32 master, AdamW m, v, deferred gradient), %s per expert\n", fmtBytes(p.StateBytes), p.StateBytesPerParam, fmtBytes(p.RecordBytes))
 	fmt.Fprintf(&b, "    RAM cache     %s: %d of %d expert states (%.0f%%), LFU with decay, write-back\n", fmtBytes(p.CacheBytes), p.CacheRecords, p.Records, 100*float64(p.CacheRecords)/float64(p.Records))
 	fmt.Fprintf(&b, "    SSD tier      %s (two slots per expert state, O_DIRECT)", fmtBytes(p.SSDBytes))
 	if p.SSDFree > 0 {

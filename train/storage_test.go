@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sync"
 	"testing"
 
@@ -18,16 +19,23 @@ type storageCase struct {
 	pregate int
 	bf16    bool
 	E, K    int // 0: testOptions' 4 experts top-2
+	recomp  bool
+	clip    float64 // 0: testOptions'
 }
 
 var storageCases = []storageCase{
-	{"f32", 0, false, 0, 0},
-	{"pregate-bf16", 1, true, 0, 0},
-	{"lagging-top1-of-8", 0, true, 8, 1}, // experts skip steps: zero-gradient replays
+	{"f32", 0, false, 0, 0, false, 0},
+	{"pregate-bf16", 1, true, 0, 0, false, 0},
+	{"lagging-top1-of-8", 0, true, 8, 1, false, 0}, // experts skip steps: zero-gradient replays
+	{"recompute-clipped", 1, false, 0, 0, true, 0.05}, // every step clipped
 }
 
 func (c storageCase) options(dir string) Options {
 	o := testOptions(c.pregate, c.bf16)
+	o.Recompute = c.recomp
+	if c.clip > 0 {
+		o.Clip = c.clip
+	}
 	if c.E > 0 {
 		m := byteModel(16, 3, 2, 1, c.E, c.K, 24)
 		m.MoE, m.ZCoef, m.Jitter, m.PregateDist = []bool{true, false, true}, 1e-3, 0.05, c.pregate
@@ -35,7 +43,7 @@ func (c storageCase) options(dir string) Options {
 		o.Batch, o.Accum = 1, 1
 	}
 	if dir != "" {
-		slot := offload.StateSlotBytes(3 * o.Model.ExpertFFN * o.Model.D * map[bool]int{true: 12, false: 8}[c.bf16])
+		slot := offload.StateSlotBytes(3 * o.Model.ExpertFFN * o.Model.D * 16)
 		o.Storage = &StorageOptions{Dir: dir, SparseMem: int64(o.Model.E) * slot, Beta: 0.5, Every: 2} // one layer's experts: evictions every step
 	}
 	return o
@@ -79,10 +87,14 @@ func TestStorageBitIdentical(t *testing.T) {
 			}
 			defer st.Close()
 			var misses int64
+			clipped := 0
 			for i := 0; i < 10; i++ {
 				a, b := mustStep(t, ref), mustStep(t, st)
 				if math.Float64bits(a.Loss) != math.Float64bits(b.Loss) || math.Float64bits(a.GradNorm) != math.Float64bits(b.GradNorm) {
 					t.Fatalf("step %d: loss %v norm %v, want %v %v", i+1, b.Loss, b.GradNorm, a.Loss, a.GradNorm)
+				}
+				if a.GradNorm > st.Opts.Clip {
+					clipped++
 				}
 				misses += b.Storage.Misses
 				if i == 4 {
@@ -96,20 +108,29 @@ func TestStorageBitIdentical(t *testing.T) {
 					if _, err := st.Save(t.TempDir(), 0); err != nil {
 						t.Fatal(err)
 					}
+					if err := st.sparse.loadAll(ctx); err != nil {
+						t.Fatal(err)
+					}
 					sameBits(t, "after checkpoint", ref.Net, st.Net)
 				}
 			}
 			if misses == 0 {
 				t.Errorf("no state was read from the SSD tier: the test does not exercise it")
 			}
+			if tc.clip > 0 && clipped == 0 {
+				t.Errorf("no step was clipped: the test does not exercise the deferred clipping")
+			}
 			if err := st.sparse.flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.sparse.loadAll(ctx); err != nil {
 				t.Fatal(err)
 			}
 			sameBits(t, "after 10 steps", ref.Net, st.Net)
 			// The optimizer state equals the in-memory optimizer's.
 			want := map[string][3][]float32{}
 			for i, p := range ref.params {
-				var m []float32
+				m := p.W // f32: the weights are the masters
 				if ref.master != nil {
 					m = ref.master[i]
 				}
@@ -226,6 +247,9 @@ func TestStorageCrashResume(t *testing.T) {
 				if err := rt.sparse.flush(context.Background()); err != nil {
 					t.Fatal(err)
 				}
+				if err := rt.sparse.loadAll(context.Background()); err != nil {
+					t.Fatal(err)
+				}
 				sameBits(t, "resumed", ref.Net, rt.Net)
 			})
 		}
@@ -278,7 +302,7 @@ func TestStorageResumesInMemoryCheckpoint(t *testing.T) {
 func TestPlanStorage(t *testing.T) {
 	o := testOptions(0, true)
 	c := o.Model
-	slot := offload.StateSlotBytes(3 * c.ExpertFFN * c.D * 12)
+	slot := offload.StateSlotBytes(3 * c.ExpertFFN * c.D * 16)
 	for _, tc := range []struct {
 		name string
 		so   StorageOptions
@@ -301,7 +325,7 @@ func TestPlanStorage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p.SparseParams != int64(2*4*3*c.ExpertFFN*c.D) || p.StateBytes != p.SparseParams*12 || p.CacheRecords != int(min(tc.so.SparseMem/slot, 8)) {
+			if p.SparseParams != int64(2*4*3*c.ExpertFFN*c.D) || p.StateBytes != p.SparseParams*16 || p.CacheRecords != int(min(tc.so.SparseMem/slot, 8)) {
 				t.Fatalf("plan %+v", p)
 			}
 			if p.DenseParams+p.SparseParams != int64(mustNet(t, c).NumParams()) {
@@ -373,5 +397,55 @@ func TestStorageFailedPassThenStep(t *testing.T) {
 	if err := s.flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.loadAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	sameBits(t, "after a failed pass", ref.Net, tr.Net)
+}
+
+// TestStorageComputeTier: the compute tier holds one MoE layer's experts
+// at a time: after every load, at most one layer's buffers have resident
+// pages, no more than the plan's bound (rounded up to pages), and none
+// between steps; the per-step figure reports it.
+func TestStorageComputeTier(t *testing.T) {
+	corpus := testCorpus(t)
+	for _, tc := range storageCases {
+		t.Run(tc.name, func(t *testing.T) {
+			tr, err := NewTrainer(tc.options(t.TempDir()), corpus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			s := tr.sparse
+			page := int64(os.Getpagesize())
+			bound := s.plan.ComputeBytes + int64(len(s.tiers[0].maps))*page
+			var loads int
+			var most int64
+			s.onLoad = func() {
+				loads++
+				layers := 0
+				for _, lt := range s.tiers {
+					if n := lt.resident(); n > 0 {
+						layers++
+						most = max(most, n)
+					}
+				}
+				if layers != 1 {
+					t.Fatalf("load %d: %d layers resident in the compute tier", loads, layers)
+				}
+			}
+			for range 4 {
+				r := mustStep(t, tr)
+				if r.Storage.ComputeTierBytes <= 0 || r.Storage.ComputeTierBytes > bound {
+					t.Fatalf("step figure: %d compute-tier bytes, bound %d", r.Storage.ComputeTierBytes, bound)
+				}
+				if n := s.residentBytes(); n != 0 {
+					t.Fatalf("%d compute-tier bytes resident between steps", n)
+				}
+			}
+			if loads == 0 || most == 0 || most > bound {
+				t.Fatalf("%d loads, at most %d bytes resident (bound %d)", loads, most, bound)
+			}
+		})
+	}
 }

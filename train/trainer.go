@@ -35,11 +35,9 @@ type Trainer struct {
 	inputs []int32
 	target []int32
 	tokens int64 // tokens trained on, this process
-	// sparse keeps the experts' optimizer state on the SSD tier
-	// (Opts.Storage, storage.go), else nil; clip then lists every Param
-	// (gradient norm and clipping over all of them, in Net order).
+	// sparse keeps the experts' parameters on the SSD tier
+	// (Opts.Storage, storage.go), else nil.
 	sparse *sparseStore
-	clip   []*optim.Param
 }
 
 // StepResult is one optimizer step's figures.
@@ -186,6 +184,7 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 		t.Net.ZeroGrad()
 	}
 	var r StepResult
+	scale := float32(1)
 	inv := 1 / float64(o.Accum)
 	fail := func(err error) (StepResult, error) {
 		return StepResult{}, fmt.Errorf("train: step %d: %w", t.Step+1, err)
@@ -199,6 +198,9 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 		loss, err := t.Net.Forward(ctx, ids, tgt, B, o.Seq, uint64(t.Step*o.Accum+m))
 		if err != nil {
 			return fail(err)
+		}
+		if t.sparse != nil {
+			t.sparse.last = m == o.Accum-1
 		}
 		if err := t.backward(ctx, float32(inv), m == o.Accum-1); err != nil {
 			return fail(err)
@@ -227,7 +229,9 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 			r.ReduceSeconds += d.BusySeconds
 		}
 	} else if t.sparse != nil {
-		r.GradNorm = optim.ClipGradNorm(t.clip, o.Clip)
+		r.GradNorm = math.Sqrt(t.sparse.gradSq())
+		scale = optim.ClipScale(r.GradNorm, o.Clip)
+		optim.ClipTo(t.params, r.GradNorm, o.Clip) // the experts' gradients are scaled when applied
 	} else {
 		r.GradNorm = optim.ClipGradNorm(t.params, o.Clip)
 	}
@@ -243,7 +247,7 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 		}
 	}
 	if t.sparse != nil {
-		t.sparse.afterStep(applied, r.LR)
+		t.sparse.afterStep(applied, r.LR, scale)
 		r.Storage = t.sparse.stepFigures()
 	}
 	t.Step++

@@ -36,7 +36,7 @@ func storageBenchOptions(experts int) train.Options {
 // storageCacheBytes is a cache of frac of o's expert state, rounded up to
 // whole states and at least one MoE layer's experts (the planner's floor).
 func storageCacheBytes(o train.Options, frac float64) int64 {
-	slot := offload.StateSlotBytes(3 * o.Model.ExpertFFN * o.Model.D * 12)
+	slot := offload.StateSlotBytes(3 * o.Model.ExpertFFN * o.Model.D * 16)
 	n := int64(float64(len(o.Model.MoELayers())*o.Model.E)*frac + 0.999)
 	return max(n, int64(o.Model.E)) * slot
 }

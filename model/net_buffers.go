@@ -1,0 +1,60 @@
+package model
+
+import "fmt"
+
+// ExpertBuffers are one MoE layer's fused expert buffers: W13 (H, 2F, D)
+// and W2 (H, D, F) for the H experts the Net holds, their gradients, and
+// their bf16 copies (nil without SetBF16Products).
+type ExpertBuffers struct {
+	W13, G13, W2, G2 []float32
+	B13, B2          []uint16
+}
+
+// ExpertBuffersOf returns MoE layer l's expert buffers.
+func (n *Net) ExpertBuffersOf(l int) ExpertBuffers {
+	ly := &n.layers[l]
+	if ly.experts == nil {
+		panic(fmt.Sprintf("model: layer %d is not a MoE layer", l))
+	}
+	return ExpertBuffers{W13: ly.w13.W, G13: ly.w13.G, W2: ly.w2.W, G2: ly.w2.G, B13: ly.w13.B, B2: ly.w2.B}
+}
+
+// SetExpertBuffers moves MoE layer l's expert weights, gradients and bf16
+// copies into b (the same lengths; B13 and B2 set exactly when the Net
+// keeps bf16 copies), copying their contents, and points the layer and
+// every per-expert Param at them. An owner that keeps expert weights
+// elsewhere between uses (train's hierarchical storage) gives the Net
+// buffers whose memory it can release and refill.
+func (n *Net) SetExpertBuffers(l int, b ExpertBuffers) error {
+	ly := &n.layers[l]
+	if ly.experts == nil {
+		return fmt.Errorf("%w: layer %d is not a MoE layer", ErrConfig, l)
+	}
+	if len(b.W13) != len(ly.w13.W) || len(b.G13) != len(ly.w13.G) || len(b.W2) != len(ly.w2.W) || len(b.G2) != len(ly.w2.G) ||
+		(ly.w13.B == nil) != (b.B13 == nil) || (ly.w2.B == nil) != (b.B2 == nil) ||
+		b.B13 != nil && len(b.B13) != len(ly.w13.B) || b.B2 != nil && len(b.B2) != len(ly.w2.B) {
+		return fmt.Errorf("%w: layer %d: expert buffers of the wrong sizes", ErrConfig, l)
+	}
+	for _, x := range []struct {
+		p       *Param
+		w, g    []float32
+		bf16    []uint16
+		oldBF16 []uint16
+	}{{ly.w13, b.W13, b.G13, b.B13, ly.w13.B}, {ly.w2, b.W2, b.G2, b.B2, ly.w2.B}} {
+		copy(x.w, x.p.W)
+		copy(x.g, x.p.G)
+		copy(x.bf16, x.oldBF16)
+		x.p.W, x.p.G, x.p.B = x.w, x.g, x.bf16
+	}
+	n.bindExperts(ly)
+	for e := n.heldFirst; e < n.heldFirst+n.heldN; e++ {
+		for _, v := range n.expertViews(l, e) {
+			p := n.byName[v.name]
+			p.W, p.G = v.f.W[v.off:v.off+len(p.W)], v.f.G[v.off:v.off+len(p.G)]
+			if v.f.B != nil {
+				p.B = v.f.B[v.off : v.off+len(p.W)]
+			}
+		}
+	}
+	return nil
+}

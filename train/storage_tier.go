@@ -1,0 +1,100 @@
+package train
+
+import (
+	"fmt"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/moesys/moesys/model"
+)
+
+// layerTier is one MoE layer's expert buffers in the compute tier:
+// anonymous mappings the Net computes in (model.SetExpertBuffers), filled
+// from the state records when the layer is reached and handed back to the
+// kernel (MADV_DONTNEED: the pages are freed and read as zeros after) once
+// the layer is done, so only the layers in use hold memory.
+type layerTier struct {
+	maps [][]byte
+	bufs model.ExpertBuffers
+}
+
+func mapBytes(n int) ([]byte, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, fmt.Errorf("train: storage: compute tier: mmap %d bytes: %w", n, err)
+	}
+	return b, nil
+}
+
+// newLayerTier maps buffers shaped like cur (the Net's layer buffers).
+func newLayerTier(cur model.ExpertBuffers) (*layerTier, error) {
+	t := &layerTier{}
+	f32 := func(n int) []float32 {
+		b, err := mapBytes(4 * n)
+		if err != nil || b == nil {
+			return nil
+		}
+		t.maps = append(t.maps, b)
+		return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), n)
+	}
+	u16 := func(n int) []uint16 {
+		b, err := mapBytes(2 * n)
+		if err != nil || b == nil {
+			return nil
+		}
+		t.maps = append(t.maps, b)
+		return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), n)
+	}
+	t.bufs = model.ExpertBuffers{W13: f32(len(cur.W13)), G13: f32(len(cur.G13)), W2: f32(len(cur.W2)), G2: f32(len(cur.G2))}
+	if cur.B13 != nil {
+		t.bufs.B13, t.bufs.B2 = u16(len(cur.B13)), u16(len(cur.B2))
+	}
+	want := 4
+	if cur.B13 != nil {
+		want = 6
+	}
+	if len(t.maps) != want {
+		t.free()
+		return nil, fmt.Errorf("train: storage: compute tier: cannot map a layer's expert buffers (%d bytes)", 4*(len(cur.W13)+len(cur.G13)+len(cur.W2)+len(cur.G2)))
+	}
+	return t, nil
+}
+
+// release frees the layer's pages; its buffers read as zeros after.
+func (t *layerTier) release() {
+	for _, b := range t.maps {
+		if err := unix.Madvise(b, unix.MADV_DONTNEED); err != nil {
+			panic(fmt.Sprintf("train: storage: madvise: %v", err)) // only on a bad range
+		}
+	}
+}
+
+// resident returns how many bytes of the layer's buffers are in memory.
+func (t *layerTier) resident() int64 {
+	var n int64
+	page := os.Getpagesize()
+	for _, b := range t.maps {
+		vec := make([]byte, (len(b)+page-1)/page)
+		if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+			panic(fmt.Sprintf("train: storage: mincore: %v", e))
+		}
+		for _, v := range vec {
+			if v&1 != 0 {
+				n += int64(page)
+			}
+		}
+	}
+	return n
+}
+
+func (t *layerTier) free() {
+	for _, b := range t.maps {
+		unix.Munmap(b)
+	}
+	t.maps = nil
+}
