@@ -78,9 +78,9 @@ type sparseStore struct {
 	onLoad func()
 
 	wait, update, copying time.Duration // exposed state waits, update compute and compute-tier copies, this step
-	fwdHits, fwdMisses int64         // this step's forward acquisitions (the prefetch's figure)
-	peak               int64         // the most compute-tier bytes resident after a load, this step
-	stats0             offload.CacheStats
+	fwdHits, fwdMisses    int64         // this step's forward acquisitions (the prefetch's figure)
+	peak                  int64         // the most compute-tier bytes resident after a load, this step
+	stats0                offload.CacheStats
 }
 
 // StorageStep is one step's hierarchical-storage figures.
@@ -93,11 +93,11 @@ type StorageStep struct {
 	// LoadSeconds is the copying of experts into the compute tier (and
 	// their gradients back), on the critical path.
 	LoadSeconds float64 `json:"load_seconds"`
-	ReadBytes      int64   `json:"ssd_read_bytes"`    // SSD -> RAM
-	WriteBytes     int64   `json:"ssd_written_bytes"` // RAM -> SSD
-	Hits           int64   `json:"hits"`
-	Misses         int64   `json:"misses"`
-	HitRate        float64 `json:"hit_rate"`
+	ReadBytes   int64   `json:"ssd_read_bytes"`    // SSD -> RAM
+	WriteBytes  int64   `json:"ssd_written_bytes"` // RAM -> SSD
+	Hits        int64   `json:"hits"`
+	Misses      int64   `json:"misses"`
+	HitRate     float64 `json:"hit_rate"`
 	// ForwardHitRate counts only the forward pass's acquisitions (a
 	// layer's backward finds its experts' records again, mostly in RAM).
 	ForwardHitRate float64 `json:"forward_hit_rate"`

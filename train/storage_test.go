@@ -26,7 +26,7 @@ type storageCase struct {
 var storageCases = []storageCase{
 	{"f32", 0, false, 0, 0, false, 0},
 	{"pregate-bf16", 1, true, 0, 0, false, 0},
-	{"lagging-top1-of-8", 0, true, 8, 1, false, 0}, // experts skip steps: zero-gradient replays
+	{"lagging-top1-of-8", 0, true, 8, 1, false, 0},    // experts skip steps: zero-gradient replays
 	{"recompute-clipped", 1, false, 0, 0, true, 0.05}, // every step clipped
 }
 
