@@ -19,33 +19,35 @@ func (n *Net) ExpertBuffersOf(l int) ExpertBuffers {
 	return ExpertBuffers{W13: ly.w13.W, G13: ly.w13.G, W2: ly.w2.W, G2: ly.w2.G, B13: ly.w13.B, B2: ly.w2.B}
 }
 
-// SetExpertBuffers moves MoE layer l's expert weights, gradients and bf16
-// copies into b (the same lengths; B13 and B2 set exactly when the Net
-// keeps bf16 copies), copying their contents, and points the layer and
-// every per-expert Param at them. An owner that keeps expert weights
-// elsewhere between uses (train's hierarchical storage) gives the Net
-// buffers whose memory it can release and refill.
-func (n *Net) SetExpertBuffers(l int, b ExpertBuffers) error {
+// BindExpertBuffers points MoE layer l and its per-expert Params at b (the
+// same lengths as the layer's, B13 and B2 set exactly when the Net keeps
+// bf16 copies) without copying: an owner that keeps expert weights
+// elsewhere between uses (train's hierarchical storage) gives several
+// layers shared buffers and refills them before each layer computes.
+func (n *Net) BindExpertBuffers(l int, b ExpertBuffers) error {
 	ly := &n.layers[l]
 	if ly.experts == nil {
 		return fmt.Errorf("%w: layer %d is not a MoE layer", ErrConfig, l)
 	}
-	if len(b.W13) != len(ly.w13.W) || len(b.G13) != len(ly.w13.G) || len(b.W2) != len(ly.w2.W) || len(b.G2) != len(ly.w2.G) ||
-		(ly.w13.B == nil) != (b.B13 == nil) || (ly.w2.B == nil) != (b.B2 == nil) ||
-		b.B13 != nil && len(b.B13) != len(ly.w13.B) || b.B2 != nil && len(b.B2) != len(ly.w2.B) {
+	if !sameSizes(ly, b) {
 		return fmt.Errorf("%w: layer %d: expert buffers of the wrong sizes", ErrConfig, l)
 	}
-	for _, x := range []struct {
-		p       *Param
-		w, g    []float32
-		bf16    []uint16
-		oldBF16 []uint16
-	}{{ly.w13, b.W13, b.G13, b.B13, ly.w13.B}, {ly.w2, b.W2, b.G2, b.B2, ly.w2.B}} {
-		copy(x.w, x.p.W)
-		copy(x.g, x.p.G)
-		copy(x.bf16, x.oldBF16)
-		x.p.W, x.p.G, x.p.B = x.w, x.g, x.bf16
-	}
+	n.bind(l, b)
+	return nil
+}
+
+func sameSizes(ly *netLayer, b ExpertBuffers) bool {
+	return len(b.W13) == len(ly.w13.W) && len(b.G13) == len(ly.w13.G) && len(b.W2) == len(ly.w2.W) && len(b.G2) == len(ly.w2.G) &&
+		(ly.w13.B == nil) == (b.B13 == nil) && (ly.w2.B == nil) == (b.B2 == nil) &&
+		len(b.B13) == len(ly.w13.B) && len(b.B2) == len(ly.w2.B)
+}
+
+// bind points layer l's fused Params, its moe.Layer and its per-expert
+// Params at b.
+func (n *Net) bind(l int, b ExpertBuffers) {
+	ly := &n.layers[l]
+	ly.w13.W, ly.w13.G, ly.w13.B = b.W13, b.G13, b.B13
+	ly.w2.W, ly.w2.G, ly.w2.B = b.W2, b.G2, b.B2
 	n.bindExperts(ly)
 	for e := n.heldFirst; e < n.heldFirst+n.heldN; e++ {
 		for _, v := range n.expertViews(l, e) {
@@ -56,5 +58,4 @@ func (n *Net) SetExpertBuffers(l int, b ExpertBuffers) error {
 			}
 		}
 	}
-	return nil
 }

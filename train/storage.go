@@ -26,11 +26,11 @@ const storageReaders = 4
 // sparseStore keeps the routed experts' parameters on the SSD tier with a
 // RAM cache: each expert's record holds, per tensor, its fp32 master
 // weights, AdamW m and v, and its deferred gradient. The Net computes in
-// compute-tier buffers (layerTier) that hold only the layer in use: a MoE
+// the compute tier's two slots (layerTier; MoE layer i in slot i%2): a
 // layer's routed experts are copied in from their records when it is
 // reached (forward: Need; backward: NeedGrad, with the gradient
-// accumulated so far) and the pages are freed when it is done (Done), the
-// backward's gradients first written to the records.
+// accumulated so far), and a backward's gradients are written back to the
+// records when the layer is done (Done).
 //
 // Updates are lazy: an expert's AdamW update of step s (its gradient,
 // clipped by the step's global factor) is applied when its layer is next
@@ -61,6 +61,7 @@ type sparseStore struct {
 	pend             [][]bool // its update of step upTo+1 waits, with its gradient in its record
 	gradAt           [][]int  // the store step whose gradient its record holds (-1: none)
 	fwd              [][]bool // the experts the layer's last forward loaded (its backward's)
+	pinned           [][]bool // records NeedGrad holds in the cache for Done
 	used, prev, hint [][]bool
 	sq               [][][3]float64 // this step's per-tensor gradient sums of squares
 	lrs              []float64      // lrs[k-base-1]: adam step k's learning rate
@@ -154,7 +155,7 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 		s.upTo = append(s.upTo, make([]int, c.E))
 		s.gradAt = append(s.gradAt, make([]int, c.E))
 		s.sq = append(s.sq, make([][3]float64, c.E))
-		for _, b := range []*[][]bool{&s.pend, &s.used, &s.prev, &s.hint, &s.fwd} {
+		for _, b := range []*[][]bool{&s.pend, &s.used, &s.prev, &s.hint, &s.fwd, &s.pinned} {
 			*b = append(*b, make([]bool, c.E))
 		}
 	}
@@ -180,22 +181,22 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 				return nil, err
 			}
 		}
-		// The layer's buffers move to the compute tier, which holds them
-		// only while the layer computes.
-		l := s.layers[mi]
-		t, err := newLayerTier(net.ExpertBuffersOf(l))
-		if err == nil {
-			err = net.SetExpertBuffers(l, t.bufs)
-		}
-		if err != nil {
-			if t != nil {
-				t.free()
+	}
+	// The compute tier: two layers' buffers, MoE layer mi computing in
+	// slot mi%2 (so the next layer's is the other one).
+	for mi, l := range s.layers {
+		if mi < 2 {
+			t, err := newLayerTier(net.ExpertBuffersOf(l))
+			if err != nil {
+				s.close()
+				return nil, err
 			}
+			s.tiers = append(s.tiers, t)
+		}
+		if err := net.BindExpertBuffers(l, s.tiers[mi%2].bufs); err != nil {
 			s.close()
 			return nil, err
 		}
-		t.release()
-		s.tiers = append(s.tiers, t)
 	}
 	return s, nil
 }
@@ -297,6 +298,9 @@ func (s *sparseStore) catchUp(ctx context.Context, mi, e int) error {
 // state.
 func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 	mi := s.moeIx[l]
+	for m := range s.pinned { // a failed backward's
+		s.unpin(m)
+	}
 	clear(s.routed)
 	for _, e := range idsTK {
 		s.routed[e] = true
@@ -342,23 +346,33 @@ func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 // the previous MoE layer's records (exact: its forward chose them).
 func (s *sparseStore) NeedGrad(ctx context.Context, l int) error {
 	mi := s.moeIx[l]
+	s.unpin(mi) // a failed pass's
 	for e, in := range s.fwd[mi] {
 		if !in {
 			continue
 		}
 		st, dirty, err := s.acquire(ctx, mi, e)
 		if err != nil {
+			s.unpin(mi)
 			return err
 		}
 		t := time.Now()
 		s.loadWeights(mi, e, st)
-		if s.gradAt[mi][e] == s.stepNo {
-			for j, p := range s.views[mi][e] {
+		for j, p := range s.views[mi][e] {
+			if s.gradAt[mi][e] == s.stepNo {
 				copy(p.G, s.part(st, j, partG))
+			} else {
+				clear(p.G)
 			}
 		}
 		s.copying += time.Since(t)
-		s.cache.Release(s.id(mi, e), dirty)
+		s.pinned[mi][e] = true // until Done writes the gradient: not evicted meanwhile
+		if dirty {
+			s.cache.Release(s.id(mi, e), true) // a catch-up: keep the pin, mark it dirty
+			if _, err := s.cache.Acquire(ctx, s.id(mi, e)); err != nil {
+				return err
+			}
+		}
 	}
 	s.loaded()
 	if mi > 0 {
@@ -378,18 +392,20 @@ func (s *sparseStore) NeedGrad(ctx context.Context, l int) error {
 // on the step's last micro-batch, their sums of squares for the norm).
 func (s *sparseStore) Done(ctx context.Context, l int, backward bool) error {
 	mi := s.moeIx[l]
-	defer s.tiers[mi].release()
 	if !backward {
 		return nil
 	}
 	for e, in := range s.fwd[mi] {
-		if !in {
+		if !in || !s.pinned[mi][e] {
 			continue
 		}
-		b, err := s.cache.Acquire(ctx, s.id(mi, e))
+		b, err := s.cache.Acquire(ctx, s.id(mi, e)) // pinned since NeedGrad: a hit
 		if err != nil {
+			s.unpin(mi)
 			return fmt.Errorf("storage: layer %d expert %d: %w", l, e, err)
 		}
+		s.cache.Release(s.id(mi, e), false) // the extra pin
+		s.pinned[mi][e] = false
 		t := time.Now()
 		st := s.state(b)
 		for j, p := range s.views[mi][e] {
@@ -403,6 +419,17 @@ func (s *sparseStore) Done(ctx context.Context, l int, backward bool) error {
 		s.cache.Release(s.id(mi, e), true)
 	}
 	return nil
+}
+
+// unpin releases MoE layer mi's records NeedGrad pinned and Done has not
+// released (a failed pass).
+func (s *sparseStore) unpin(mi int) {
+	for e, p := range s.pinned[mi] {
+		if p {
+			s.cache.Release(s.id(mi, e), false)
+			s.pinned[mi][e] = false
+		}
+	}
 }
 
 // loaded records the compute tier's resident bytes after a load.

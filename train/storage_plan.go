@@ -47,7 +47,7 @@ type StoragePlan struct {
 	DenseBytesPerParam        int   // weights, gradients, moments (+ bf16 copy and master)
 	ComputeBytesPerParam      int   // working copies: weights, gradient (+ bf16 copy)
 	DenseBytes                int64 // dense state in RAM
-	ComputeBytes              int64 // the compute tier: one MoE layer's experts' working copies
+	ComputeBytes              int64 // the compute tier: two MoE layers' experts' working copies (current, next)
 	StateBytes                int64 // all sparse state (on the SSD tier)
 	CacheRecords              int   // expert states the RAM cache holds
 	CacheBytes                int64
@@ -85,9 +85,8 @@ func PlanStorage(c *model.Config, bf16 bool, so StorageOptions) (StoragePlan, er
 	}
 	p.RecordBytes = 3 * FD * int64(p.StateBytesPerParam)
 	p.DenseBytes = p.DenseParams * int64(p.DenseBytesPerParam)
-	// A layer's buffers are filled when it computes and freed when it is
-	// done (forward or backward), before the next layer's are filled.
-	p.ComputeBytes = int64(c.E) * 3 * FD * int64(p.ComputeBytesPerParam)
+	// Two slots of one layer's experts: the current layer and the next.
+	p.ComputeBytes = int64(min(moeL, 2)) * int64(c.E) * 3 * FD * int64(p.ComputeBytesPerParam)
 	p.StateBytes = int64(p.Records) * p.RecordBytes
 	slot := offload.StateSlotBytes(int(p.RecordBytes))
 	p.SSDBytes = 2 * int64(p.Records) * slot
@@ -117,7 +116,7 @@ func (p StoragePlan) String() string {
 	fmt.Fprintf(&b, "hierarchical storage plan\n")
 	fmt.Fprintf(&b, "  dense params   %12d  RAM: %s (%d B/param: weights, gradients, AdamW moments)\n", p.DenseParams, fmtBytes(p.DenseBytes), p.DenseBytesPerParam)
 	fmt.Fprintf(&b, "  sparse params  %12d  %d MoE layers x %d experts\n", p.SparseParams, p.MoELayers, p.Experts)
-	fmt.Fprintf(&b, "    compute tier  RAM: %s (%d B/param: working weights and gradients of the one MoE layer computing)\n", fmtBytes(p.ComputeBytes), p.ComputeBytesPerParam)
+	fmt.Fprintf(&b, "    compute tier  RAM: %s (%d B/param: working weights and gradients of two MoE layers: the current and the next)\n", fmtBytes(p.ComputeBytes), p.ComputeBytesPerParam)
 	fmt.Fprintf(&b, "    state         %s (%d B/param: fp32 master, AdamW m, v, deferred gradient), %s per expert\n", fmtBytes(p.StateBytes), p.StateBytesPerParam, fmtBytes(p.RecordBytes))
 	fmt.Fprintf(&b, "    RAM cache     %s: %d of %d expert states (%.0f%%), LFU with decay, write-back\n", fmtBytes(p.CacheBytes), p.CacheRecords, p.Records, 100*float64(p.CacheRecords)/float64(p.Records))
 	fmt.Fprintf(&b, "    SSD tier      %s (two slots per expert state, O_DIRECT)", fmtBytes(p.SSDBytes))

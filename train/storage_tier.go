@@ -10,11 +10,12 @@ import (
 	"github.com/moesys/moesys/model"
 )
 
-// layerTier is one MoE layer's expert buffers in the compute tier:
-// anonymous mappings the Net computes in (model.SetExpertBuffers), filled
-// from the state records when the layer is reached and handed back to the
-// kernel (MADV_DONTNEED: the pages are freed and read as zeros after) once
-// the layer is done, so only the layers in use hold memory.
+// layerTier is one slot of the compute tier: buffers shaped like one MoE
+// layer's experts (weights, gradients, bf16 copies), in anonymous
+// mappings, which the MoE layers bound to it (model.BindExpertBuffers)
+// share: a layer's routed experts are copied in from their records when it
+// is reached. Two slots, layer i computing in slot i%2, hold the current
+// layer and the next.
 type layerTier struct {
 	maps [][]byte
 	bufs model.ExpertBuffers
@@ -63,15 +64,6 @@ func newLayerTier(cur model.ExpertBuffers) (*layerTier, error) {
 		return nil, fmt.Errorf("train: storage: compute tier: cannot map a layer's expert buffers (%d bytes)", 4*(len(cur.W13)+len(cur.G13)+len(cur.W2)+len(cur.G2)))
 	}
 	return t, nil
-}
-
-// release frees the layer's pages; its buffers read as zeros after.
-func (t *layerTier) release() {
-	for _, b := range t.maps {
-		if err := unix.Madvise(b, unix.MADV_DONTNEED); err != nil {
-			panic(fmt.Sprintf("train: storage: madvise: %v", err)) // only on a bad range
-		}
-	}
 }
 
 // resident returns how many bytes of the layer's buffers are in memory.

@@ -73,7 +73,8 @@ func benchStorage(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 	}
 	defer st.Close()
 	fmt.Fprint(progress, st.StoragePlan())
-	var memTPS, stTPS, exposed, update []float64
+	var memTPS, stTPS, exposed, update, load, fwdHit []float64
+	var tierPeak int64
 	var agg train.StorageStep
 	nsteps := 0
 	run := func(tr *train.Trainer, n int, rec bool) (float64, error) {
@@ -86,6 +87,8 @@ func benchStorage(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 			tok, secs = tok+r.Tokens, secs+r.Seconds
 			if rec && r.Storage != nil {
 				exposed, update = append(exposed, r.Storage.ExposedSeconds), append(update, r.Storage.UpdateSeconds)
+				load, fwdHit = append(load, r.Storage.LoadSeconds), append(fwdHit, r.Storage.ForwardHitRate)
+				tierPeak = max(tierPeak, r.Storage.ComputeTierBytes)
 				agg.ReadBytes += r.Storage.ReadBytes
 				agg.WriteBytes += r.Storage.WriteBytes
 				agg.Hits += r.Storage.Hits
@@ -126,7 +129,11 @@ func benchStorage(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 		{Name: "storage_update_seconds_per_step", Value: median(update), Unit: "s", Note: "sparse AdamW updates (compute, on the critical path), median"},
 		{Name: "storage_ssd_read_per_step", Value: float64(agg.ReadBytes) / n / (1 << 20), Unit: "MiB", Note: "SSD -> RAM cache"},
 		{Name: "storage_ssd_written_per_step", Value: float64(agg.WriteBytes) / n / (1 << 20), Unit: "MiB", Note: "RAM cache -> SSD (write-back)"},
-		{Name: "storage_cache_hit_rate", Value: hit, Unit: "", Note: "expert states found in RAM (or on their way) by the update that needed them"},
+		{Name: "storage_cache_hit_rate", Value: hit, Unit: "", Note: "expert states found in RAM (or on their way), every acquisition (forward, backward, gradient write)"},
+		{Name: "storage_forward_hit_rate", Value: median(fwdHit), Unit: "", Note: "the forward pass's acquisitions only (what the one-layer-ahead prefetch had to bring), median"},
+		{Name: "storage_compute_tier_load_seconds_per_step", Value: median(load), Unit: "s", Note: "copying experts into the compute tier (forward and backward) and gradients back to their records, median"},
+		{Name: "storage_compute_tier_peak_bytes", Value: float64(tierPeak) / (1 << 20), Unit: "MiB", Bound: float64(p.ComputeBytes) / (1 << 20),
+			Note: fmt.Sprintf("most compute-tier memory resident after a load (mincore), over the plan's one-layer bound; all %d layers' experts would take %.0f MiB", p.MoELayers, float64(p.ComputeBytes)*float64(p.MoELayers)/(1<<20))},
 	}
 
 	// A model with 4x its RAM budget of expert state trains.
