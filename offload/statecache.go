@@ -40,6 +40,7 @@ type StateCache struct {
 // CacheStats counts a StateCache's traffic.
 type CacheStats struct {
 	Hits, Misses    int64 // Acquires that found the record in RAM (or on its way), and that read it
+	Blanks          int64 // AcquireBlanks that took a buffer without reading
 	Prefetches      int64 // reads started ahead
 	Evictions       int64
 	WriteBacks      int64 // records written to the file
@@ -172,6 +173,48 @@ func (s *StateCache) Acquire(ctx context.Context, id int) ([]byte, error) {
 		if e.ahead {
 			e.ahead = false
 		}
+		e.pins++
+		s.stats.Hits++
+		return s.f.Payload(e.buf), nil
+	}
+}
+
+// AcquireBlank is Acquire for a caller that overwrites the whole payload
+// (and releases it dirty): a record not in RAM is not read from the file,
+// and its buffer's payload is undefined until written.
+func (s *StateCache) AcquireBlank(ctx context.Context, id int) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hits[id]++
+	for {
+		if s.closed {
+			return nil, fmt.Errorf("offload: state cache: %w", ErrClosed)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		e := s.ents[id]
+		if e == nil {
+			buf, err := s.buffer(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if s.ents[id] != nil { // filled while buffer() waited
+				s.free = append(s.free, buf)
+				continue
+			}
+			s.ents[id] = &stateEntry{id: id, buf: buf, pins: 1}
+			s.stats.Blanks++
+			return s.f.Payload(buf), nil
+		}
+		if e.loading || e.writing {
+			s.cond.Wait()
+			continue
+		}
+		if e.err != nil { // a failed read ahead: its buffer is as good as blank
+			e.err = nil
+		}
+		e.ahead = false
 		e.pins++
 		s.stats.Hits++
 		return s.f.Payload(e.buf), nil

@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -16,8 +17,12 @@ import (
 	"github.com/moesys/moesys/tensor"
 )
 
-// StateFileName is the SSD tier's file in StorageOptions.Dir.
-const StateFileName = "sparse-state.bin"
+// StateFileName is the SSD tier's file of expert state in
+// StorageOptions.Dir, GradFileName its file of deferred gradients.
+const (
+	StateFileName = "sparse-state.bin"
+	GradFileName  = "sparse-grads.bin"
+)
 
 // storageReaders is the SSD tier's read queue depth for fetches ahead:
 // this disk reads ~2x faster at depth 8 than at 1 (docs/BENCHMARKS.md).
@@ -25,7 +30,10 @@ const storageReaders = 4
 
 // sparseStore keeps the routed experts' parameters on the SSD tier with a
 // RAM cache: each expert's record holds, per tensor, its fp32 master
-// weights, AdamW m and v, and its deferred gradient. The Net computes in
+// weights and AdamW m and v; its deferred gradient has a record of its own
+// in a second file, written whole by the backward (no read first) and
+// read once, by the update, through a cache of one layer's gradients.
+// The Net computes in
 // the compute tier's two slots (layerTier; MoE layer i in slot i%2): a
 // layer's routed experts are copied in from their records when it is
 // reached (forward: Need; backward: NeedGrad, with the gradient
@@ -45,10 +53,14 @@ const storageReaders = 4
 // a pre-gate chose (exact) or that it used last step (predicted); in
 // backward, the previous layer's (exact: its forward chose them).
 type sparseStore struct {
-	net              *model.Net
-	plan             StoragePlan
-	file             *offload.StateFile
-	cache            *offload.StateCache
+	net   *model.Net
+	plan  StoragePlan
+	file  *offload.StateFile
+	cache *offload.StateCache
+	// The deferred gradients: records of their own (written blind by the
+	// backward, read once by the update), with a cache of one layer's.
+	gfile            *offload.StateFile
+	gcache           *offload.StateCache
 	adam             optim.AdamWConfig
 	bf16             bool
 	E, FD            int
@@ -61,7 +73,6 @@ type sparseStore struct {
 	pend             [][]bool // its update of step upTo+1 waits, with its gradient in its record
 	gradAt           [][]int  // the store step whose gradient its record holds (-1: none)
 	fwd              [][]bool // the experts the layer's last forward loaded (its backward's)
-	pinned           [][]bool // records NeedGrad holds in the cache for Done
 	used, prev, hint [][]bool
 	sq               [][][3]float64 // this step's per-tensor gradient sums of squares
 	lrs              []float64      // lrs[k-base-1]: adam step k's learning rate
@@ -70,6 +81,10 @@ type sparseStore struct {
 	stepNo           int  // the step under way (store steps, applied or not, start at 1)
 	last             bool // the backward under way is the step's last micro-batch
 	zero, tmp        []float32
+	slotOf           [2]int // the MoE layer whose forward weights each compute-tier slot holds (-1: none)
+	ids              []int  // loadSet's scratch
+	sts              [][]float32
+	dirty            []bool
 	gen              uint64
 	layerGen         []uint64
 	routed           []bool
@@ -78,10 +93,11 @@ type sparseStore struct {
 	// compute tier.
 	onLoad func()
 
-	wait, update, copying time.Duration // exposed state waits, update compute and compute-tier copies, this step
-	fwdHits, fwdMisses    int64         // this step's forward acquisitions (the prefetch's figure)
-	peak                  int64         // the most compute-tier bytes resident after a load, this step
-	stats0                offload.CacheStats
+	wait, waitBack, update, copying time.Duration // exposed state waits (forward, backward), update compute and compute-tier copies, this step
+	inBackward                      bool
+	fwdHits, fwdMisses              int64 // this step's forward acquisitions (the prefetch's figure)
+	peak                            int64 // the most compute-tier bytes resident after a load, this step
+	stats0, gstats0                 offload.CacheStats
 }
 
 // StorageStep is one step's hierarchical-storage figures.
@@ -90,15 +106,22 @@ type StorageStep struct {
 	// RAM, path 2) that the prefetch did not hide; UpdateSeconds the
 	// sparse updates' compute (on the critical path).
 	ExposedSeconds float64 `json:"exposed_seconds"`
-	UpdateSeconds  float64 `json:"update_seconds"`
+	// BackwardExposedSeconds is the backward's waits for the records of
+	// the experts it recomputes with (read ahead one layer, in reverse).
+	BackwardExposedSeconds float64 `json:"backward_exposed_seconds"`
+	UpdateSeconds          float64 `json:"update_seconds"`
 	// LoadSeconds is the copying of experts into the compute tier (and
 	// their gradients back), on the critical path.
 	LoadSeconds float64 `json:"load_seconds"`
-	ReadBytes   int64   `json:"ssd_read_bytes"`    // SSD -> RAM
-	WriteBytes  int64   `json:"ssd_written_bytes"` // RAM -> SSD
-	Hits        int64   `json:"hits"`
-	Misses      int64   `json:"misses"`
-	HitRate     float64 `json:"hit_rate"`
+	ReadBytes   int64   `json:"ssd_read_bytes"`    // SSD -> RAM, expert states
+	WriteBytes  int64   `json:"ssd_written_bytes"` // RAM -> SSD, expert states
+	// The deferred gradients' traffic: SSD -> RAM (for an update whose
+	// gradient was evicted) and RAM -> SSD.
+	GradReadBytes  int64   `json:"ssd_grad_read_bytes"`
+	GradWriteBytes int64   `json:"ssd_grad_written_bytes"`
+	Hits           int64   `json:"hits"`
+	Misses         int64   `json:"misses"`
+	HitRate        float64 `json:"hit_rate"`
 	// ForwardHitRate counts only the forward pass's acquisitions (a
 	// layer's backward finds its experts' records again, mostly in RAM).
 	ForwardHitRate float64 `json:"forward_hit_rate"`
@@ -136,6 +159,11 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 		moeIx: make([]int, c.L), zero: make([]float32, c.ExpertFFN*c.D), tmp: make([]float32, c.ExpertFFN*c.D),
 		routed: make([]bool, c.E), paramAt: map[*model.Param][3]int{}}
 	s.cache = offload.NewStateCache(f, offload.StateCacheConfig{Cap: p.CacheRecords, Beta: so.Beta, Every: so.Every, Readers: storageReaders})
+	if s.gfile, err = offload.CreateStateFile(filepath.Join(so.Dir, GradFileName), p.Records, int(p.GradRecordBytes), wrap); err != nil {
+		s.close()
+		return nil, err
+	}
+	s.gcache = offload.NewStateCache(s.gfile, offload.StateCacheConfig{Cap: p.GradCacheRecords, Beta: so.Beta, Every: so.Every, Readers: 2})
 	sp := model.SpecFor(c.Arch)
 	for l := range s.moeIx {
 		s.moeIx[l] = -1
@@ -155,12 +183,13 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 		s.upTo = append(s.upTo, make([]int, c.E))
 		s.gradAt = append(s.gradAt, make([]int, c.E))
 		s.sq = append(s.sq, make([][3]float64, c.E))
-		for _, b := range []*[][]bool{&s.pend, &s.used, &s.prev, &s.hint, &s.fwd, &s.pinned} {
+		for _, b := range []*[][]bool{&s.pend, &s.used, &s.prev, &s.hint, &s.fwd} {
 			*b = append(*b, make([]bool, c.E))
 		}
 	}
 	nm := len(s.views)
 	s.next, s.layerGen = make([]int, nm), make([]uint64, nm)
+	s.slotOf = [2]int{-1, -1}
 	for mi := range s.next {
 		s.next[mi] = (mi + 1) % nm
 		for e := range s.gradAt[mi] {
@@ -213,7 +242,6 @@ const (
 	partW     = iota // fp32 master weights
 	partM            // AdamW m
 	partV            // AdamW v
-	partG            // the deferred gradient
 	statParts        // parts per tensor
 )
 
@@ -225,12 +253,17 @@ func (s *sparseStore) part(st []float32, j, k int) []float32 {
 
 // loadWeights sets expert e's working weights in the compute tier from its
 // masters (bf16: their rounding and the bf16 copy, as Trainer.syncBF16
-// does).
-func (s *sparseStore) loadWeights(mi, e int, st []float32) {
+// does; only the bf16 copy, which is all the layer's products read, unless
+// full).
+func (s *sparseStore) loadWeights(mi, e int, st []float32, full bool) {
 	for j, p := range s.views[mi][e] {
 		w := s.part(st, j, partW)
 		if !s.bf16 {
 			copy(p.W, w)
+			continue
+		}
+		if p.B != nil && !full {
+			tensor.F32SliceToBF16(p.B, w)
 			continue
 		}
 		for i, v := range w {
@@ -246,13 +279,18 @@ func (s *sparseStore) loadWeights(mi, e int, st []float32) {
 func (s *sparseStore) steps() int { return s.base + len(s.lrs) }
 
 // acquire pins expert e of MoE layer mi's record, brought up to the
-// current adam step: its deferred update (with its clipped gradient) and
-// zero-gradient replays. Release it with s.cache.Release(id, dirty).
+// current adam step: its deferred update (with its clipped gradient, from
+// its gradient record) and zero-gradient replays. Release it with
+// s.cache.Release(id, dirty).
 func (s *sparseStore) acquire(ctx context.Context, mi, e int) (st []float32, dirty bool, err error) {
 	t0 := time.Now()
 	b, err := s.cache.Acquire(ctx, s.id(mi, e))
 	t1 := time.Now()
-	s.wait += t1.Sub(t0)
+	if s.inBackward {
+		s.waitBack += t1.Sub(t0)
+	} else {
+		s.wait += t1.Sub(t0)
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("storage: layer %d expert %d: %w", s.layers[mi], e, err)
 	}
@@ -261,13 +299,29 @@ func (s *sparseStore) acquire(ctx context.Context, mi, e int) (st []float32, dir
 	if s.upTo[mi][e] >= A && !s.pend[mi][e] {
 		return st, false, nil
 	}
+	var gst []float32
+	if s.pend[mi][e] {
+		gb, err := s.gcache.Acquire(ctx, s.id(mi, e))
+		if err != nil {
+			s.cache.Release(s.id(mi, e), false)
+			return nil, false, fmt.Errorf("storage: layer %d expert %d: gradient: %w", s.layers[mi], e, err)
+		}
+		defer s.gcache.Release(s.id(mi, e), false)
+		gst = s.state(gb)
+	}
+	t2 := time.Now()
+	if s.inBackward {
+		s.waitBack += t2.Sub(t1)
+	} else {
+		s.wait += t2.Sub(t1)
+	}
 	c := s.adam
 	for k := s.upTo[mi][e] + 1; k <= A; k++ {
 		lr := s.lrs[k-s.base-1]
 		for j := range 3 {
 			g := s.zero
 			if s.pend[mi][e] && k == s.upTo[mi][e]+1 {
-				g = s.part(st, j, partG)
+				g = gst[j*s.FD : (j+1)*s.FD]
 				if sc := s.scales[k-s.base-1]; sc != 1 { // ClipTo's scaling, on a copy
 					for i, v := range g {
 						s.tmp[i] = v * sc
@@ -279,8 +333,36 @@ func (s *sparseStore) acquire(ctx context.Context, mi, e int) (st []float32, dir
 		}
 	}
 	s.upTo[mi][e], s.pend[mi][e] = A, false
-	s.update += time.Since(t1)
+	s.update += time.Since(t2)
 	return st, true, nil
+}
+
+// loadSet copies the experts in set of MoE layer mi into the compute tier
+// (its slot), caught up: their records are acquired in turn, then
+// converted in parallel, then released.
+func (s *sparseStore) loadSet(ctx context.Context, mi int, set []bool) error {
+	s.ids, s.sts, s.dirty = s.ids[:0], s.sts[:0], s.dirty[:0]
+	release := func() {
+		for i, e := range s.ids {
+			s.cache.Release(s.id(mi, e), s.dirty[i])
+		}
+	}
+	for e, in := range set {
+		if !in {
+			continue
+		}
+		st, dirty, err := s.acquire(ctx, mi, e)
+		if err != nil {
+			release()
+			return err
+		}
+		s.ids, s.sts, s.dirty = append(s.ids, e), append(s.sts, st), append(s.dirty, dirty)
+	}
+	t := time.Now()
+	kernel.Parallel(len(s.ids), func(i int) { s.loadWeights(mi, s.ids[i], s.sts[i], false) })
+	s.copying += time.Since(t)
+	release()
+	return nil
 }
 
 // catchUp brings expert e of MoE layer mi to the current adam step.
@@ -298,9 +380,6 @@ func (s *sparseStore) catchUp(ctx context.Context, mi, e int) error {
 // state.
 func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 	mi := s.moeIx[l]
-	for m := range s.pinned { // a failed backward's
-		s.unpin(m)
-	}
 	clear(s.routed)
 	for _, e := range idsTK {
 		s.routed[e] = true
@@ -313,21 +392,18 @@ func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 	}()
 	clear(s.fwd[mi])
 	for e := 0; e < s.E; e++ {
-		if !s.pend[mi][e] && !s.routed[e] {
-			continue
+		if s.pend[mi][e] && !s.routed[e] { // a deferred update only
+			if err := s.catchUp(ctx, mi, e); err != nil {
+				return err
+			}
 		}
-		st, dirty, err := s.acquire(ctx, mi, e)
-		if err != nil {
-			return err
-		}
-		if s.routed[e] {
-			t := time.Now()
-			s.loadWeights(mi, e, st)
-			s.copying += time.Since(t)
-			s.fwd[mi][e] = true
-		}
-		s.cache.Release(s.id(mi, e), dirty)
 	}
+	s.slotOf[mi%2] = -1
+	if err := s.loadSet(ctx, mi, s.routed); err != nil {
+		return err
+	}
+	copy(s.fwd[mi], s.routed)
+	s.slotOf[mi%2] = mi
 	// Used only once caught up: after a failed pass, afterStep must not
 	// defer an update onto an expert still behind.
 	for e, r := range s.routed {
@@ -336,6 +412,7 @@ func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 	s.loaded()
 	clear(s.hint[mi])
 	s.cache.DropAhead(s.layerGen[mi])
+	s.gcache.DropAhead(s.layerGen[mi])
 	s.prefetch(s.next[mi])
 	return nil
 }
@@ -346,36 +423,36 @@ func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 // the previous MoE layer's records (exact: its forward chose them).
 func (s *sparseStore) NeedGrad(ctx context.Context, l int) error {
 	mi := s.moeIx[l]
-	s.unpin(mi) // a failed pass's
+	s.inBackward = true
+	defer func() { s.inBackward = false }()
+	if s.slotOf[mi%2] != mi { // else the forward's weights are still there
+		if err := s.loadSet(ctx, mi, s.fwd[mi]); err != nil {
+			return err
+		}
+		s.slotOf[mi%2] = mi
+	}
 	for e, in := range s.fwd[mi] {
 		if !in {
 			continue
 		}
-		st, dirty, err := s.acquire(ctx, mi, e)
-		if err != nil {
-			s.unpin(mi)
-			return err
-		}
-		t := time.Now()
-		s.loadWeights(mi, e, st)
-		for j, p := range s.views[mi][e] {
-			if s.gradAt[mi][e] == s.stepNo {
-				copy(p.G, s.part(st, j, partG))
-			} else {
+		if s.gradAt[mi][e] != s.stepNo {
+			for _, p := range s.views[mi][e] {
 				clear(p.G)
 			}
+			continue
 		}
-		s.copying += time.Since(t)
-		s.pinned[mi][e] = true // until Done writes the gradient: not evicted meanwhile
-		if dirty {
-			s.cache.Release(s.id(mi, e), true) // a catch-up: keep the pin, mark it dirty
-			if _, err := s.cache.Acquire(ctx, s.id(mi, e)); err != nil {
-				return err
-			}
+		gb, err := s.gcache.Acquire(ctx, s.id(mi, e)) // an earlier micro-batch's, just written
+		if err != nil {
+			return fmt.Errorf("storage: layer %d expert %d: gradient: %w", l, e, err)
 		}
+		g := s.state(gb)
+		for j, p := range s.views[mi][e] {
+			copy(p.G, g[j*s.FD:(j+1)*s.FD])
+		}
+		s.gcache.Release(s.id(mi, e), false)
 	}
 	s.loaded()
-	if mi > 0 {
+	if mi > 0 { // the previous layer's, during this one's compute
 		s.gen++
 		s.layerGen[mi-1] = s.gen
 		for e, in := range s.fwd[mi-1] {
@@ -387,49 +464,36 @@ func (s *sparseStore) NeedGrad(ctx context.Context, l int) error {
 	return nil
 }
 
-// Done implements model.ExpertWatch: MoE layer l's compute-tier pages are
-// freed, after a backward's gradients are written to the records (with,
-// on the step's last micro-batch, their sums of squares for the norm).
+// Done implements model.ExpertWatch: after MoE layer l's backward, its
+// experts' gradients go to their gradient records (written whole, not
+// read first), with, on the step's last micro-batch, their sums of
+// squares for the norm.
 func (s *sparseStore) Done(ctx context.Context, l int, backward bool) error {
 	mi := s.moeIx[l]
 	if !backward {
 		return nil
 	}
 	for e, in := range s.fwd[mi] {
-		if !in || !s.pinned[mi][e] {
+		if !in {
 			continue
 		}
-		b, err := s.cache.Acquire(ctx, s.id(mi, e)) // pinned since NeedGrad: a hit
+		gb, err := s.gcache.AcquireBlank(ctx, s.id(mi, e))
 		if err != nil {
-			s.unpin(mi)
-			return fmt.Errorf("storage: layer %d expert %d: %w", l, e, err)
+			return fmt.Errorf("storage: layer %d expert %d: gradient: %w", l, e, err)
 		}
-		s.cache.Release(s.id(mi, e), false) // the extra pin
-		s.pinned[mi][e] = false
 		t := time.Now()
-		st := s.state(b)
+		g := s.state(gb)
 		for j, p := range s.views[mi][e] {
-			copy(s.part(st, j, partG), p.G)
+			copy(g[j*s.FD:(j+1)*s.FD], p.G)
 			if s.last {
 				s.sq[mi][e][j] = optim.SqSum(p.G)
 			}
 		}
 		s.gradAt[mi][e] = s.stepNo
 		s.copying += time.Since(t)
-		s.cache.Release(s.id(mi, e), true)
+		s.gcache.Release(s.id(mi, e), true)
 	}
 	return nil
-}
-
-// unpin releases MoE layer mi's records NeedGrad pinned and Done has not
-// released (a failed pass).
-func (s *sparseStore) unpin(mi int) {
-	for e, p := range s.pinned[mi] {
-		if p {
-			s.cache.Release(s.id(mi, e), false)
-			s.pinned[mi][e] = false
-		}
-	}
 }
 
 // loaded records the compute tier's resident bytes after a load.
@@ -472,6 +536,9 @@ func (s *sparseStore) prefetch(mi int) {
 		want := s.hint[mi][e] || !hinted && s.prev[mi][e]
 		if s.pend[mi][e] || want && (s.upTo[mi][e] < A || !hinted) {
 			s.cache.Prefetch(s.id(mi, e), s.gen)
+		}
+		if s.pend[mi][e] {
+			s.gcache.Prefetch(s.id(mi, e), s.gen)
 		}
 	}
 }
@@ -532,6 +599,8 @@ func (s *sparseStore) afterStep(applied bool, lr float64, scale float32) {
 	}
 	s.cache.Tick()
 	s.cache.DropAhead(s.gen)
+	s.gcache.Tick()
+	s.gcache.DropAhead(s.gen)
 	s.prefetch(0) // the next step's first MoE layer, during its attention
 }
 
@@ -560,10 +629,11 @@ func (s *sparseStore) loadAll(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			s.loadWeights(mi, e, st)
+			s.loadWeights(mi, e, st, true)
 			s.cache.Release(s.id(mi, e), dirty)
 		}
 	}
+	s.slotOf = [2]int{-1, -1}
 	return nil
 }
 
@@ -626,8 +696,8 @@ func (s *sparseStore) resume(steps int) {
 
 // stepFigures returns this step's figures and starts the next step's.
 func (s *sparseStore) stepFigures() *StorageStep {
-	st := s.cache.Stats()
-	d := &StorageStep{ExposedSeconds: s.wait.Seconds(), UpdateSeconds: s.update.Seconds(), LoadSeconds: s.copying.Seconds(),
+	st, gst := s.cache.Stats(), s.gcache.Stats()
+	d := &StorageStep{GradReadBytes: gst.ReadBytes - s.gstats0.ReadBytes, GradWriteBytes: gst.WriteBytes - s.gstats0.WriteBytes, ExposedSeconds: s.wait.Seconds(), BackwardExposedSeconds: s.waitBack.Seconds(), UpdateSeconds: s.update.Seconds(), LoadSeconds: s.copying.Seconds(),
 		ReadBytes: st.ReadBytes - s.stats0.ReadBytes, WriteBytes: st.WriteBytes - s.stats0.WriteBytes,
 		Hits: st.Hits - s.stats0.Hits, Misses: st.Misses - s.stats0.Misses, ComputeTierBytes: s.peak}
 	if d.Hits+d.Misses > 0 {
@@ -636,13 +706,20 @@ func (s *sparseStore) stepFigures() *StorageStep {
 	if s.fwdHits+s.fwdMisses > 0 {
 		d.ForwardHitRate = float64(s.fwdHits) / float64(s.fwdHits+s.fwdMisses)
 	}
-	s.stats0, s.wait, s.update, s.copying, s.fwdHits, s.fwdMisses, s.peak = st, 0, 0, 0, 0, 0, 0
+	s.stats0, s.gstats0, s.wait, s.waitBack, s.update, s.copying, s.fwdHits, s.fwdMisses, s.peak = st, gst, 0, 0, 0, 0, 0, 0, 0
 	return d
 }
 
 func (s *sparseStore) close() error {
 	s.cache.Close()
-	return s.file.Close()
+	err := s.file.Close()
+	if s.gcache != nil {
+		s.gcache.Close()
+	}
+	if s.gfile != nil {
+		err = errors.Join(err, s.gfile.Close())
+	}
+	return err
 }
 
 // openStorage moves the experts' parameters to the storage tiers.

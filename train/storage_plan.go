@@ -42,8 +42,9 @@ type StoragePlan struct {
 	DenseParams, SparseParams int64
 	MoELayers, Experts        int   // routed experts of a layer (E), records = MoELayers*E
 	Records                   int   // expert states on the SSD tier
-	RecordBytes               int64 // state of one expert (fp32 master, AdamW m and v, deferred gradient)
-	StateBytesPerParam        int   // 16: fp32 master + m + v (the paper's 12) + the deferred gradient
+	RecordBytes               int64 // state of one expert (fp32 master, AdamW m and v)
+	GradRecordBytes           int64 // its deferred gradient (fp32)
+	StateBytesPerParam        int   // 12: fp32 master + m + v (the paper's figure)
 	DenseBytesPerParam        int   // weights, gradients, moments (+ bf16 copy and master)
 	ComputeBytesPerParam      int   // working copies: weights, gradient (+ bf16 copy)
 	DenseBytes                int64 // dense state in RAM
@@ -51,7 +52,9 @@ type StoragePlan struct {
 	StateBytes                int64 // all sparse state (on the SSD tier)
 	CacheRecords              int   // expert states the RAM cache holds
 	CacheBytes                int64
-	SSDBytes                  int64 // the state file: two slots per expert (atomic updates)
+	GradCacheRecords          int   // deferred gradients held in RAM: one layer's
+	GradCacheBytes            int64 // (taken from SparseMem first)
+	SSDBytes                  int64 // the state and gradient files: two slots per record (atomic updates)
 	SSDFree                   int64 // free bytes at Dir (0: unknown)
 }
 
@@ -79,18 +82,21 @@ func PlanStorage(c *model.Config, bf16 bool, so StorageOptions) (StoragePlan, er
 	p.MoELayers, p.Experts, p.Records = moeL, c.E, moeL*c.E
 	p.SparseParams = int64(p.Records) * 3 * FD
 	p.DenseParams = total - p.SparseParams
-	p.StateBytesPerParam, p.DenseBytesPerParam, p.ComputeBytesPerParam = 16, 16, 8
+	p.StateBytesPerParam, p.DenseBytesPerParam, p.ComputeBytesPerParam = 12, 16, 8
 	if bf16 {
 		p.DenseBytesPerParam, p.ComputeBytesPerParam = 22, 10
 	}
 	p.RecordBytes = 3 * FD * int64(p.StateBytesPerParam)
+	p.GradRecordBytes = 3 * FD * 4
 	p.DenseBytes = p.DenseParams * int64(p.DenseBytesPerParam)
 	// Two slots of one layer's experts: the current layer and the next.
 	p.ComputeBytes = int64(min(moeL, 2)) * int64(c.E) * 3 * FD * int64(p.ComputeBytesPerParam)
 	p.StateBytes = int64(p.Records) * p.RecordBytes
-	slot := offload.StateSlotBytes(int(p.RecordBytes))
-	p.SSDBytes = 2 * int64(p.Records) * slot
-	p.CacheRecords = int(min(so.SparseMem/slot, int64(p.Records)))
+	slot, gslot := offload.StateSlotBytes(int(p.RecordBytes)), offload.StateSlotBytes(int(p.GradRecordBytes))
+	p.SSDBytes = 2 * int64(p.Records) * (slot + gslot)
+	p.GradCacheRecords = c.E
+	p.GradCacheBytes = int64(c.E) * gslot
+	p.CacheRecords = int(min(max(so.SparseMem-p.GradCacheBytes, 0)/slot, int64(p.Records)))
 	p.CacheBytes = int64(p.CacheRecords) * slot
 	var st unix.Statfs_t
 	if unix.Statfs(so.Dir, &st) == nil {
@@ -98,8 +104,8 @@ func PlanStorage(c *model.Config, bf16 bool, so StorageOptions) (StoragePlan, er
 	}
 	switch {
 	case p.CacheRecords < c.E:
-		return p, fmt.Errorf("%w: --sparse-mem %s holds %d expert states of %s; one MoE layer's update needs its %d experts' states in RAM at once: give --sparse-mem at least %s (of %s sparse state in all)",
-			ErrStorage, fmtBytes(so.SparseMem), p.CacheRecords, fmtBytes(slot), c.E, fmtBytes(int64(c.E)*slot), fmtBytes(p.StateBytes))
+		return p, fmt.Errorf("%w: --sparse-mem %s holds %d expert states of %s (after %s for one layer's deferred gradients); one MoE layer's update needs its %d experts' states in RAM at once: give --sparse-mem at least %s (of %s sparse state in all)",
+			ErrStorage, fmtBytes(so.SparseMem), p.CacheRecords, fmtBytes(slot), fmtBytes(p.GradCacheBytes), c.E, fmtBytes(int64(c.E)*slot+p.GradCacheBytes), fmtBytes(p.StateBytes))
 	case so.DenseMem > 0 && p.DenseBytes+p.ComputeBytes > so.DenseMem:
 		return p, fmt.Errorf("%w: --dense-mem %s: dense state %s (%d params x %d B) + compute tier %s (working copies of %d expert params x %d B) = %s do not fit",
 			ErrStorage, fmtBytes(so.DenseMem), fmtBytes(p.DenseBytes), p.DenseParams, p.DenseBytesPerParam,
@@ -117,9 +123,9 @@ func (p StoragePlan) String() string {
 	fmt.Fprintf(&b, "  dense params   %12d  RAM: %s (%d B/param: weights, gradients, AdamW moments)\n", p.DenseParams, fmtBytes(p.DenseBytes), p.DenseBytesPerParam)
 	fmt.Fprintf(&b, "  sparse params  %12d  %d MoE layers x %d experts\n", p.SparseParams, p.MoELayers, p.Experts)
 	fmt.Fprintf(&b, "    compute tier  RAM: %s (%d B/param: working weights and gradients of two MoE layers: the current and the next)\n", fmtBytes(p.ComputeBytes), p.ComputeBytesPerParam)
-	fmt.Fprintf(&b, "    state         %s (%d B/param: fp32 master, AdamW m, v, deferred gradient), %s per expert\n", fmtBytes(p.StateBytes), p.StateBytesPerParam, fmtBytes(p.RecordBytes))
-	fmt.Fprintf(&b, "    RAM cache     %s: %d of %d expert states (%.0f%%), LFU with decay, write-back\n", fmtBytes(p.CacheBytes), p.CacheRecords, p.Records, 100*float64(p.CacheRecords)/float64(p.Records))
-	fmt.Fprintf(&b, "    SSD tier      %s (two slots per expert state, O_DIRECT)", fmtBytes(p.SSDBytes))
+	fmt.Fprintf(&b, "    state         %s (%d B/param: fp32 master, AdamW m, v), %s per expert; deferred gradients 4 B/param\n", fmtBytes(p.StateBytes), p.StateBytesPerParam, fmtBytes(p.RecordBytes))
+	fmt.Fprintf(&b, "    RAM cache     %s: %d of %d expert states (%.0f%%), LFU with decay, write-back; %s: one layer's deferred gradients\n", fmtBytes(p.CacheBytes), p.CacheRecords, p.Records, 100*float64(p.CacheRecords)/float64(p.Records), fmtBytes(p.GradCacheBytes))
+	fmt.Fprintf(&b, "    SSD tier      %s (states and gradients, two slots per record, O_DIRECT)", fmtBytes(p.SSDBytes))
 	if p.SSDFree > 0 {
 		fmt.Fprintf(&b, ", %s free", fmtBytes(p.SSDFree))
 	}

@@ -43,7 +43,8 @@ func (c storageCase) options(dir string) Options {
 		o.Batch, o.Accum = 1, 1
 	}
 	if dir != "" {
-		slot := offload.StateSlotBytes(3 * o.Model.ExpertFFN * o.Model.D * 16)
+		FD := o.Model.ExpertFFN * o.Model.D
+		slot := offload.StateSlotBytes(3*FD*12) + offload.StateSlotBytes(3*FD*4)
 		o.Storage = &StorageOptions{Dir: dir, SparseMem: int64(o.Model.E) * slot, Beta: 0.5, Every: 2} // one layer's experts: evictions every step
 	}
 	return o
@@ -302,16 +303,17 @@ func TestStorageResumesInMemoryCheckpoint(t *testing.T) {
 func TestPlanStorage(t *testing.T) {
 	o := testOptions(0, true)
 	c := o.Model
-	slot := offload.StateSlotBytes(3 * c.ExpertFFN * c.D * 16)
+	slot := offload.StateSlotBytes(3 * c.ExpertFFN * c.D * 12)
+	grads := 4 * offload.StateSlotBytes(3*c.ExpertFFN*c.D*4) // one layer's deferred gradients
 	for _, tc := range []struct {
 		name string
 		so   StorageOptions
 		want string // error substring, "" for a plan
 	}{
-		{"fits", StorageOptions{Dir: t.TempDir(), SparseMem: 8 * slot}, ""},
-		{"one layer", StorageOptions{Dir: t.TempDir(), SparseMem: 4 * slot}, ""},
-		{"cache below one layer", StorageOptions{Dir: t.TempDir(), SparseMem: 4*slot - 1}, "give --sparse-mem at least"},
-		{"dense does not fit", StorageOptions{Dir: t.TempDir(), SparseMem: 8 * slot, DenseMem: 1000}, "do not fit"},
+		{"fits", StorageOptions{Dir: t.TempDir(), SparseMem: 8*slot + grads}, ""},
+		{"one layer", StorageOptions{Dir: t.TempDir(), SparseMem: 4*slot + grads}, ""},
+		{"cache below one layer", StorageOptions{Dir: t.TempDir(), SparseMem: 4*slot + grads - 1}, "give --sparse-mem at least"},
+		{"dense does not fit", StorageOptions{Dir: t.TempDir(), SparseMem: 8*slot + grads, DenseMem: 1000}, "do not fit"},
 		{"no dir", StorageOptions{SparseMem: 8 * slot}, "no --storage directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -325,7 +327,7 @@ func TestPlanStorage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p.SparseParams != int64(2*4*3*c.ExpertFFN*c.D) || p.StateBytes != p.SparseParams*16 || p.CacheRecords != int(min(tc.so.SparseMem/slot, 8)) {
+			if p.SparseParams != int64(2*4*3*c.ExpertFFN*c.D) || p.StateBytes != p.SparseParams*12 || p.CacheRecords != int(min((tc.so.SparseMem-grads)/slot, 8)) || p.GradCacheBytes != grads {
 				t.Fatalf("plan %+v", p)
 			}
 			if p.DenseParams+p.SparseParams != int64(mustNet(t, c).NumParams()) {

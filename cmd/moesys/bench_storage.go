@@ -33,10 +33,12 @@ func storageBenchOptions(experts int) train.Options {
 	return o
 }
 
-// storageCacheBytes is a cache of frac of o's expert state, rounded up to
-// whole states and at least one MoE layer's experts (the planner's floor).
+// storageCacheBytes is a RAM cache of frac of o's sparse bytes on the SSD
+// tier (expert states and deferred gradients), rounded up to whole records
+// and at least one MoE layer's (the planner's floor).
 func storageCacheBytes(o train.Options, frac float64) int64 {
-	slot := offload.StateSlotBytes(3 * o.Model.ExpertFFN * o.Model.D * 16)
+	FD := o.Model.ExpertFFN * o.Model.D
+	slot := offload.StateSlotBytes(3*FD*12) + offload.StateSlotBytes(3*FD*4)
 	n := int64(float64(len(o.Model.MoELayers())*o.Model.E)*frac + 0.999)
 	return max(n, int64(o.Model.E)) * slot
 }
@@ -73,7 +75,7 @@ func benchStorage(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 	}
 	defer st.Close()
 	fmt.Fprint(progress, st.StoragePlan())
-	var memTPS, stTPS, exposed, update, load, fwdHit []float64
+	var memTPS, stTPS, exposed, exposedBack, update, load, fwdHit []float64
 	var tierPeak int64
 	var agg train.StorageStep
 	nsteps := 0
@@ -88,9 +90,12 @@ func benchStorage(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 			if rec && r.Storage != nil {
 				exposed, update = append(exposed, r.Storage.ExposedSeconds), append(update, r.Storage.UpdateSeconds)
 				load, fwdHit = append(load, r.Storage.LoadSeconds), append(fwdHit, r.Storage.ForwardHitRate)
+				exposedBack = append(exposedBack, r.Storage.BackwardExposedSeconds)
 				tierPeak = max(tierPeak, r.Storage.ComputeTierBytes)
 				agg.ReadBytes += r.Storage.ReadBytes
 				agg.WriteBytes += r.Storage.WriteBytes
+				agg.GradReadBytes += r.Storage.GradReadBytes
+				agg.GradWriteBytes += r.Storage.GradWriteBytes
 				agg.Hits += r.Storage.Hits
 				agg.Misses += r.Storage.Misses
 				nsteps++
@@ -125,15 +130,18 @@ func benchStorage(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 	res := []benchResult{
 		{Name: "storage_offload_vs_inram", Value: s, Unit: "tokens/s", Bound: m, Ratio: s / m, Target: 0.70,
 			Note: fmt.Sprintf("small preset bf16, %d experts x %d MoE layers, expert state %.0f MiB on the SSD tier, RAM cache %.0f MiB (%d of %d states)", o.Model.E, p.MoELayers, float64(p.StateBytes)/(1<<20), float64(p.CacheBytes)/(1<<20), p.CacheRecords, p.Records)},
-		{Name: "storage_exposed_path2_seconds_per_step", Value: median(exposed), Unit: "s", Note: "forward's waits for expert state (SSD -> RAM) the prefetch did not hide, median; path 1 (dense all-gather between ranks) runs over ranks, which storage does not: bench train --ranks 2 --shard-dense reports it"},
+		{Name: "storage_exposed_path2_seconds_per_step", Value: median(exposed), Unit: "s", Note: "forward's waits for expert state (SSD -> RAM) the prefetch did not hide, median; path 1 (dense all-gather between ranks) runs over ranks: bench train --ranks 2 --shard-dense reports it"},
+		{Name: "storage_exposed_backward_seconds_per_step", Value: median(exposedBack), Unit: "s", Note: "backward's waits for the records of the experts it recomputes with (read one layer ahead, in reverse), median"},
 		{Name: "storage_update_seconds_per_step", Value: median(update), Unit: "s", Note: "sparse AdamW updates (compute, on the critical path), median"},
 		{Name: "storage_ssd_read_per_step", Value: float64(agg.ReadBytes) / n / (1 << 20), Unit: "MiB", Note: "SSD -> RAM cache"},
 		{Name: "storage_ssd_written_per_step", Value: float64(agg.WriteBytes) / n / (1 << 20), Unit: "MiB", Note: "RAM cache -> SSD (write-back)"},
+		{Name: "storage_ssd_grad_read_per_step", Value: float64(agg.GradReadBytes) / n / (1 << 20), Unit: "MiB", Note: "deferred gradients SSD -> RAM (for updates whose gradient was evicted)"},
+		{Name: "storage_ssd_grad_written_per_step", Value: float64(agg.GradWriteBytes) / n / (1 << 20), Unit: "MiB", Note: "deferred gradients RAM -> SSD (written whole, never read first)"},
 		{Name: "storage_cache_hit_rate", Value: hit, Unit: "", Note: "expert states found in RAM (or on their way), every acquisition (forward, backward, gradient write)"},
 		{Name: "storage_forward_hit_rate", Value: median(fwdHit), Unit: "", Note: "the forward pass's acquisitions only (what the one-layer-ahead prefetch had to bring), median"},
 		{Name: "storage_compute_tier_load_seconds_per_step", Value: median(load), Unit: "s", Note: "copying experts into the compute tier (forward and backward) and gradients back to their records, median"},
 		{Name: "storage_compute_tier_peak_bytes", Value: float64(tierPeak) / (1 << 20), Unit: "MiB", Bound: float64(p.ComputeBytes) / (1 << 20),
-			Note: fmt.Sprintf("most compute-tier memory resident after a load (mincore), over the plan's one-layer bound; all %d layers' experts would take %.0f MiB", p.MoELayers, float64(p.ComputeBytes)*float64(p.MoELayers)/(1<<20))},
+			Note: fmt.Sprintf("most compute-tier memory resident after a load (mincore), over the plan's bound (two slots of one layer's experts: weights, gradients, bf16 copies); all %d layers' experts would take %.0f MiB", p.MoELayers, float64(p.ComputeBytes)*float64(p.MoELayers)/2/(1<<20))},
 	}
 
 	// A model with 4x its RAM budget of expert state trains.
