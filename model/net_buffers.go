@@ -59,3 +59,19 @@ func (n *Net) bind(l int, b ExpertBuffers) {
 		}
 	}
 }
+
+// RoutedExpert reports whether p is a routed expert's tensor (held by this
+// Net), and which expert.
+func (n *Net) RoutedExpert(p *Param) (e int, ok bool) {
+	e, ok = n.expertOf[p]
+	return e, ok
+}
+
+// LocalExperts returns the routed experts this Net's MoE layers compute:
+// every expert, or the rank's share under expert parallelism.
+func (n *Net) LocalExperts() (first, count int) {
+	if n.comm != nil {
+		return n.epFirst, n.epN
+	}
+	return n.heldFirst, n.heldN
+}

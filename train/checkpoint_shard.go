@@ -71,6 +71,12 @@ func (t *Trainer) saveSharded(out string, keepLast int) (string, error) {
 
 	// Every rank: its shard of the weights and of the optimizer state.
 	var ws, os_ []model.F32Tensor
+	var serr error       // reported with the shards, so every rank stays in step
+	if t.sparse != nil { // its experts', from their records
+		if serr = t.sparse.flush(ctx); serr == nil {
+			ws, os_ = t.sparse.weightTensors(), t.sparse.appendTensors(nil)
+		}
+	}
 	ei := t.embedIndex()
 	for i, p := range t.params {
 		np := t.Net.Params[t.idx[i]]
@@ -121,7 +127,10 @@ func (t *Trainer) saveSharded(out string, keepLast int) (string, error) {
 		}
 	}
 	meta := map[string]string{"format": "pt", "step": strconv.Itoa(t.Step), "producer": "moesys train", "rank": strconv.Itoa(r), "world": strconv.Itoa(W)}
-	err = model.WriteF32Tensors(filepath.Join(tmp, safetensors.ShardName(r, W)), ws, t.Opts.BF16, meta)
+	err = serr
+	if err == nil {
+		err = model.WriteF32Tensors(filepath.Join(tmp, safetensors.ShardName(r, W)), ws, t.Opts.BF16, meta)
+	}
 	if err == nil {
 		err = model.WriteF32Tensors(filepath.Join(tmp, optimizerShardName(r, W)), os_, false, meta)
 	}

@@ -90,7 +90,6 @@ func TestEmbedPartitionRefused(t *testing.T) {
 		want string
 	}{
 		{"one process", 0, func(o *Options) {}, "no ranks to split over"},
-		{"storage", 2, func(o *Options) { o.Storage = &StorageOptions{Dir: t.TempDir()} }, "storage"},
 		{"shard-dense", 2, func(o *Options) { o.ShardDense = true }, "shard_dense"},
 		{"tied", 2, func(o *Options) { o.Model.TieEmbeddings = true }, "tied embeddings"},
 		{"tasks", 2, func(o *Options) {

@@ -131,14 +131,10 @@ func (o *Options) Validate() error {
 		return bad("ranks_per_node %d must be >= 0", o.RanksPerNode)
 	case o.EvalEvery < 0 || o.SaveEvery < 0 || o.KeepLast < 0 || o.EvalBatches < 0:
 		return bad("eval_every, eval_batches, save_every and keep_last must be >= 0")
-	case o.ShardDense && o.Storage != nil:
-		return bad("shard_dense with storage: hierarchical storage runs in one process, dense sharding over the ranks of a parallel run")
 	case o.ShardDense && len(o.Tasks) > 0:
 		return bad("shard_dense with tasks: the task experts' groups are not sharded yet")
 	case o.ShardDense && c.TieEmbeddings:
 		return bad("shard_dense with tied embeddings: the head would be gathered in two groups")
-	case o.EmbedPartition && o.Storage != nil:
-		return bad("embed_partition with storage: hierarchical storage runs in one process, the embedding partition over the ranks of a parallel run")
 	case o.EmbedPartition && len(o.Tasks) > 0:
 		return bad("embed_partition with tasks: a multi-task run's embedding partition is not supported yet")
 	case o.EmbedPartition && o.ShardDense:

@@ -63,15 +63,19 @@ type parallel struct {
 	// dense are the replicated parameters (gradients summed over the
 	// ranks), owned this rank's experts (gradients whole here).
 	dense, owned []*optim.Param
-	gc           dist.Comm            // the gradients' communicator, split off comm
-	fused        *dist.Fused          // the dense gradients' all-reduce, on gc
-	zero         *zero                // the dense parameters' shards (Options.ShardDense), or nil
-	fidx         map[*model.Param]int // dense Param -> its index in fused
-	sq           []float64            // this rank's experts' squared gradient norm (1)
-	sqs          []float64            // every rank's
-	pad          valPad
-	wait         time.Duration   // this step's wait for the gradient all-reduce and norm
-	ctx          context.Context // Save's collectives during Run (nil: Background)
+	ownedNet     []*model.Param // the owned ones' Net Params
+	// sparse is the storage tiers of this rank's experts (Options.Storage),
+	// or nil: their gradients are not among owned.
+	sparse *sparseStore
+	gc     dist.Comm            // the gradients' communicator, split off comm
+	fused  *dist.Fused          // the dense gradients' all-reduce, on gc
+	zero   *zero                // the dense parameters' shards (Options.ShardDense), or nil
+	fidx   map[*model.Param]int // dense Param -> its index in fused
+	sq     []float64            // this rank's experts' squared gradient norm (1)
+	sqs    []float64            // every rank's
+	pad    valPad
+	wait   time.Duration   // this step's wait for the gradient all-reduce and norm
+	ctx    context.Context // Save's collectives during Run (nil: Background)
 }
 
 // newParallel checks that o fits c and gives net its expert parallelism.
@@ -155,6 +159,7 @@ func (p *parallel) split(t *Trainer) error {
 		}
 		if expert, _ := t.Net.ExpertParam(np); expert {
 			p.owned = append(p.owned, q)
+			p.ownedNet = append(p.ownedNet, np)
 		} else {
 			p.dense = append(p.dense, q)
 			dense[np] = q
@@ -212,7 +217,11 @@ func (p *parallel) norm(ctx context.Context) (float64, error) {
 	if err := p.tasks.reduce(ctx); err != nil {
 		return 0, err
 	}
-	p.sq[0] = optim.GradSq(p.owned) + p.tasks.gradSq()
+	if p.sparse != nil { // the owned and the stored experts, in Net order
+		p.sq[0] = p.sparse.gradSqWith(p.ownedNet, p.owned) + p.tasks.gradSq()
+	} else {
+		p.sq[0] = optim.GradSq(p.owned) + p.tasks.gradSq()
+	}
 	if p.zero != nil {
 		p.sq[0] += optim.GradSq(p.zero.params) // this rank's shards of the dense gradients
 	}

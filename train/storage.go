@@ -7,9 +7,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 	"unsafe"
 
+	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/model"
 	"github.com/moesys/moesys/offload"
@@ -63,10 +65,13 @@ type sparseStore struct {
 	gcache           *offload.StateCache
 	adam             optim.AdamWConfig
 	bf16             bool
-	E, FD            int
-	moeIx            []int // layer -> MoE index, -1 for a dense layer
-	layers           []int // MoE index -> layer
-	next             []int // MoE index -> the next one (wrapping)
+	E, FD            int // E: the local experts (all, or this rank's share), first..first+E
+	first            int
+	comm             dist.Comm // a parallel run's (nil: one process)
+	mask, masks      []byte    // routing masks: this rank's (global experts), every rank's
+	moeIx            []int     // layer -> MoE index, -1 for a dense layer
+	layers           []int     // MoE index -> layer
+	next             []int     // MoE index -> the next one (wrapping)
 	views            [][][3]*model.Param
 	tiers            []*layerTier
 	upTo             [][]int  // the adam step each expert's state and weights reflect
@@ -130,15 +135,23 @@ type StorageStep struct {
 	ComputeTierBytes int64 `json:"compute_tier_bytes"`
 }
 
-// newSparseStore creates the SSD tier for t.Net under so and fills it
-// from the Net's current weights (moments zero, adam step base), then
-// moves the Net's expert buffers to the compute tier, empty.
-func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.AdamWConfig, wrap func(offload.RecordIO) offload.RecordIO) (*sparseStore, error) {
+// newSparseStore creates the SSD tier for t.Net's local experts under so
+// and fills it from the Net's current weights (moments zero, adam step
+// base), then moves the Net's expert buffers to the compute tier. In a
+// parallel run (comm, W > 1 ranks) each rank keeps its own experts' state
+// in files of its own in so.Dir, and learns which of its experts a layer's
+// tokens (every rank's) chose from the routing masks gathered over comm.
+func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.AdamWConfig, wrap func(offload.RecordIO) offload.RecordIO, comm dist.Comm) (*sparseStore, error) {
 	c := net.Cfg
-	if net.Sharded() {
-		return nil, fmt.Errorf("%w: hierarchical storage runs in one process (not with --ranks or mpirun yet)", ErrOptions)
+	W, rank := 1, 0
+	if comm != nil {
+		W, rank = comm.Size(), comm.Rank()
 	}
-	p, err := PlanStorage(c, bf16, so)
+	first, El := net.LocalExperts()
+	if El*W != c.E {
+		return nil, fmt.Errorf("%w: storage: %d local experts of %d over %d ranks", ErrOptions, El, c.E, W)
+	}
+	p, err := PlanStorageRanks(c, bf16, so, W)
 	if err != nil {
 		return nil, err
 	}
@@ -151,15 +164,18 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 	if err := os.MkdirAll(so.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("train: storage: %w", err)
 	}
-	f, err := offload.CreateStateFile(filepath.Join(so.Dir, StateFileName), p.Records, int(p.RecordBytes), wrap)
+	f, err := offload.CreateStateFile(filepath.Join(so.Dir, storageFileName(StateFileName, rank, W)), p.Records, int(p.RecordBytes), wrap)
 	if err != nil {
 		return nil, err
 	}
-	s := &sparseStore{net: net, plan: p, file: f, adam: adam, bf16: bf16, E: c.E, FD: c.ExpertFFN * c.D,
+	s := &sparseStore{net: net, plan: p, file: f, adam: adam, bf16: bf16, E: El, first: first, FD: c.ExpertFFN * c.D,
 		moeIx: make([]int, c.L), zero: make([]float32, c.ExpertFFN*c.D), tmp: make([]float32, c.ExpertFFN*c.D),
-		routed: make([]bool, c.E), paramAt: map[*model.Param][3]int{}}
+		routed: make([]bool, El), paramAt: map[*model.Param][3]int{}, mask: make([]byte, c.E)}
+	if W > 1 {
+		s.comm, s.masks = comm, make([]byte, W*c.E)
+	}
 	s.cache = offload.NewStateCache(f, offload.StateCacheConfig{Cap: p.CacheRecords, Beta: so.Beta, Every: so.Every, Readers: storageReaders})
-	if s.gfile, err = offload.CreateStateFile(filepath.Join(so.Dir, GradFileName), p.Records, int(p.GradRecordBytes), wrap); err != nil {
+	if s.gfile, err = offload.CreateStateFile(filepath.Join(so.Dir, storageFileName(GradFileName, rank, W)), p.Records, int(p.GradRecordBytes), wrap); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -171,20 +187,20 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 	for mi, l := range c.MoELayers() {
 		s.moeIx[l] = mi
 		s.layers = append(s.layers, l)
-		vs := make([][3]*model.Param, c.E)
+		vs := make([][3]*model.Param, El)
 		for e := range vs {
-			g, u, d := sp.Expert(l, e)
+			g, u, d := sp.Expert(l, first+e)
 			vs[e] = [3]*model.Param{net.Param(g), net.Param(u), net.Param(d)}
 			for j, q := range vs[e] {
 				s.paramAt[q] = [3]int{mi, e, j}
 			}
 		}
 		s.views = append(s.views, vs)
-		s.upTo = append(s.upTo, make([]int, c.E))
-		s.gradAt = append(s.gradAt, make([]int, c.E))
-		s.sq = append(s.sq, make([][3]float64, c.E))
+		s.upTo = append(s.upTo, make([]int, El))
+		s.gradAt = append(s.gradAt, make([]int, El))
+		s.sq = append(s.sq, make([][3]float64, El))
 		for _, b := range []*[][]bool{&s.pend, &s.used, &s.prev, &s.hint, &s.fwd} {
-			*b = append(*b, make([]bool, c.E))
+			*b = append(*b, make([]bool, El))
 		}
 	}
 	nm := len(s.views)
@@ -231,6 +247,37 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 }
 
 func (s *sparseStore) id(mi, e int) int { return mi*s.E + e }
+
+// storageFileName is a rank's name for a storage file (the name itself in
+// one process).
+func storageFileName(name string, rank, W int) string {
+	if W == 1 {
+		return name
+	}
+	base, ext, _ := strings.Cut(name, ".")
+	return fmt.Sprintf("%s.rank-%d-of-%d.%s", base, rank, W, ext)
+}
+
+// routedLocal sets s.routed to the local experts idsTK chooses, or, in a
+// parallel run, that any rank's tokens choose (a collective).
+func (s *sparseStore) routedLocal(ctx context.Context, idsTK []int32) error {
+	clear(s.mask)
+	for _, e := range idsTK {
+		s.mask[e] = 1
+	}
+	if s.comm != nil {
+		if err := dist.AllGatherOf(ctx, s.comm, s.mask, s.masks); err != nil {
+			return fmt.Errorf("storage: routing masks: %w", err)
+		}
+		for i, v := range s.masks {
+			s.mask[i%len(s.mask)] |= v
+		}
+	}
+	for e := range s.routed {
+		s.routed[e] = s.mask[s.first+e] != 0
+	}
+	return nil
+}
 
 // state views a record's payload as float32s.
 func (s *sparseStore) state(b []byte) []float32 {
@@ -380,9 +427,8 @@ func (s *sparseStore) catchUp(ctx context.Context, mi, e int) error {
 // state.
 func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 	mi := s.moeIx[l]
-	clear(s.routed)
-	for _, e := range idsTK {
-		s.routed[e] = true
+	if err := s.routedLocal(ctx, idsTK); err != nil {
+		return err
 	}
 	st0 := s.cache.Stats()
 	defer func() {
@@ -517,24 +563,28 @@ func (s *sparseStore) residentBytes() int64 {
 func (s *sparseStore) Hint(l int, idsTK []int32) {
 	mi := s.moeIx[l]
 	for _, e := range idsTK {
-		s.hint[mi][e] = true
+		if le := int(e) - s.first; le >= 0 && le < s.E {
+			s.hint[mi][le] = true
+		}
 	}
 }
 
-// prefetch starts reading MoE layer mi's state that its next Need will
-// touch: deferred updates (exact) and lagging experts the pre-gate chose
-// (exact) or, without a hint, that it used last step (predicted).
+// prefetch starts reading MoE layer mi's records that its next Need will
+// touch: deferred updates (exact) and the experts the pre-gate chose
+// (exact in one process) or, without a hint, that it used last step
+// (predicted).
 func (s *sparseStore) prefetch(mi int) {
 	s.gen++
 	s.layerGen[mi] = s.gen
-	A := s.steps()
 	hinted := false
 	for _, h := range s.hint[mi] {
 		hinted = hinted || h
 	}
 	for e := 0; e < s.E; e++ {
-		want := s.hint[mi][e] || !hinted && s.prev[mi][e]
-		if s.pend[mi][e] || want && (s.upTo[mi][e] < A || !hinted) {
+		// A rank's pre-gate sees its own tokens only: with ranks, a hint
+		// adds to the prediction instead of replacing it.
+		want := s.hint[mi][e] || (!hinted || s.comm != nil) && s.prev[mi][e]
+		if s.pend[mi][e] || want { // its weights load from the record, lagging or not
 			s.cache.Prefetch(s.id(mi, e), s.gen)
 		}
 		if s.pend[mi][e] {
@@ -550,7 +600,7 @@ func (s *sparseStore) prefetch(mi int) {
 func (s *sparseStore) zeroGrads() {
 	s.stepNo++
 	for _, p := range s.net.Params {
-		if expert, _ := s.net.ExpertParam(p); !expert {
+		if _, stored := s.paramAt[p]; !stored {
 			clear(p.G)
 		}
 	}
@@ -570,6 +620,40 @@ func (s *sparseStore) gradSq() float64 {
 			return
 		}
 		sums[i] = optim.SqSum(ps[i].G)
+	})
+	return optim.SumInOrder(sums)
+}
+
+// gradSqWith is a parallel run's sum of squared gradients over owned
+// (Params whose gradients are the optimizer's Params' G, in Net order) and
+// this rank's stored experts, added in Net order as optim.GradSq adds them
+// over a rank's owned parameters (the stored experts among them).
+func (s *sparseStore) gradSqWith(owned []*model.Param, G []*optim.Param) float64 {
+	type term struct {
+		g      []float32 // an owned Param's gradient
+		at     [3]int    // or a stored expert's tensor
+		stored bool
+	}
+	var ts []term
+	k := 0
+	for _, p := range s.net.Params {
+		if a, ok := s.paramAt[p]; ok {
+			ts = append(ts, term{at: a, stored: true})
+		} else if k < len(owned) && owned[k] == p {
+			ts = append(ts, term{g: G[k].G})
+			k++
+		}
+	}
+	if k != len(owned) {
+		panic("train: storage: the owned Params are not in Net order")
+	}
+	sums := make([]float64, len(ts))
+	kernel.Parallel(len(ts), func(i int) {
+		if a := ts[i].at; !ts[i].stored {
+			sums[i] = optim.SqSum(ts[i].g)
+		} else if s.gradAt[a[0]][a[1]] == s.stepNo {
+			sums[i] = s.sq[a[0]][a[1]][a[2]]
+		}
 	})
 	return optim.SumInOrder(sums)
 }
@@ -722,14 +806,18 @@ func (s *sparseStore) close() error {
 	return err
 }
 
-// openStorage moves the experts' parameters to the storage tiers.
+// openStorage moves the (local) experts' parameters to the storage tiers.
 func (t *Trainer) openStorage(acfg optim.AdamWConfig) error {
+	var comm dist.Comm
 	if t.par != nil {
-		return fmt.Errorf("%w: hierarchical storage runs in one process (not with --ranks or mpirun yet)", ErrOptions)
+		comm = t.par.comm
 	}
 	var err error
-	if t.sparse, err = newSparseStore(t.Net, *t.Opts.Storage, t.Opts.BF16, acfg, t.Opts.Storage.Wrap); err != nil {
+	if t.sparse, err = newSparseStore(t.Net, *t.Opts.Storage, t.Opts.BF16, acfg, t.Opts.Storage.Wrap, comm); err != nil {
 		return err
+	}
+	if t.par != nil {
+		t.par.sparse = t.sparse
 	}
 	t.Net.Watch = t.sparse
 	return nil
@@ -759,6 +847,20 @@ func (t *Trainer) Close() error {
 		return nil
 	}
 	return t.sparse.close()
+}
+
+// weightTensors lists the stored experts' weights for a checkpoint, each
+// read from its record when it is written (flush first).
+func (s *sparseStore) weightTensors() []model.F32Tensor {
+	var ts []model.F32Tensor
+	for mi := range s.views {
+		for e := range s.views[mi] {
+			for _, p := range s.views[mi][e] {
+				ts = append(ts, model.F32Tensor{Name: p.Name, Shape: p.Shape, Fill: s.fill(p, partW)})
+			}
+		}
+	}
+	return ts
 }
 
 // appendTensors adds every expert's state to a checkpoint's optimizer

@@ -40,7 +40,8 @@ const (
 // byte counts.
 type StoragePlan struct {
 	DenseParams, SparseParams int64
-	MoELayers, Experts        int   // routed experts of a layer (E), records = MoELayers*E
+	Ranks                     int   // the plan is one rank's of Ranks (expert parallelism)
+	MoELayers, Experts        int   // routed experts of a layer this rank keeps (E/Ranks), records = MoELayers*Experts
 	Records                   int   // expert states on the SSD tier
 	RecordBytes               int64 // state of one expert (fp32 master, AdamW m and v)
 	GradRecordBytes           int64 // its deferred gradient (fp32)
@@ -59,10 +60,18 @@ type StoragePlan struct {
 }
 
 // PlanStorage plans hierarchical storage for c trained in bf16 (or f32)
-// under so, or returns an error wrapping ErrStorage that says what does
-// not fit and what would.
+// under so in one process, or returns an error wrapping ErrStorage that
+// says what does not fit and what would.
 func PlanStorage(c *model.Config, bf16 bool, so StorageOptions) (StoragePlan, error) {
-	var p StoragePlan
+	return PlanStorageRanks(c, bf16, so, 1)
+}
+
+// PlanStorageRanks is PlanStorage for one rank of W under expert
+// parallelism: the rank keeps its E/W experts of every MoE layer, and the
+// budgets are its own. The dense figures are the replicated (unsharded)
+// state's.
+func PlanStorageRanks(c *model.Config, bf16 bool, so StorageOptions, W int) (StoragePlan, error) {
+	p := StoragePlan{Ranks: W}
 	if so.Dir == "" {
 		return p, fmt.Errorf("%w: no --storage directory", ErrStorage)
 	}
@@ -70,6 +79,10 @@ func PlanStorage(c *model.Config, bf16 bool, so StorageOptions) (StoragePlan, er
 	if moeL == 0 || c.E == 0 {
 		return p, fmt.Errorf("%w: the model has no routed experts: there is no sparse state to store", ErrStorage)
 	}
+	if W < 1 || c.E%W != 0 {
+		return p, fmt.Errorf("%w: %d experts do not split over %d ranks", ErrStorage, c.E, W)
+	}
+	El := c.E / W
 	var total int64
 	for _, ts := range model.SpecFor(c.Arch).Tensors(c) {
 		n := int64(1)
@@ -79,9 +92,9 @@ func PlanStorage(c *model.Config, bf16 bool, so StorageOptions) (StoragePlan, er
 		total += n
 	}
 	FD := int64(c.ExpertFFN) * int64(c.D)
-	p.MoELayers, p.Experts, p.Records = moeL, c.E, moeL*c.E
+	p.MoELayers, p.Experts, p.Records = moeL, El, moeL*El
 	p.SparseParams = int64(p.Records) * 3 * FD
-	p.DenseParams = total - p.SparseParams
+	p.DenseParams = total - int64(moeL*c.E)*3*FD
 	p.StateBytesPerParam, p.DenseBytesPerParam, p.ComputeBytesPerParam = 12, 16, 8
 	if bf16 {
 		p.DenseBytesPerParam, p.ComputeBytesPerParam = 22, 10
@@ -90,12 +103,12 @@ func PlanStorage(c *model.Config, bf16 bool, so StorageOptions) (StoragePlan, er
 	p.GradRecordBytes = 3 * FD * 4
 	p.DenseBytes = p.DenseParams * int64(p.DenseBytesPerParam)
 	// Two slots of one layer's experts: the current layer and the next.
-	p.ComputeBytes = int64(min(moeL, 2)) * int64(c.E) * 3 * FD * int64(p.ComputeBytesPerParam)
+	p.ComputeBytes = int64(min(moeL, 2)) * int64(El) * 3 * FD * int64(p.ComputeBytesPerParam)
 	p.StateBytes = int64(p.Records) * p.RecordBytes
 	slot, gslot := offload.StateSlotBytes(int(p.RecordBytes)), offload.StateSlotBytes(int(p.GradRecordBytes))
 	p.SSDBytes = 2 * int64(p.Records) * (slot + gslot)
-	p.GradCacheRecords = c.E
-	p.GradCacheBytes = int64(c.E) * gslot
+	p.GradCacheRecords = El
+	p.GradCacheBytes = int64(El) * gslot
 	p.CacheRecords = int(min(max(so.SparseMem-p.GradCacheBytes, 0)/slot, int64(p.Records)))
 	p.CacheBytes = int64(p.CacheRecords) * slot
 	var st unix.Statfs_t
@@ -103,9 +116,9 @@ func PlanStorage(c *model.Config, bf16 bool, so StorageOptions) (StoragePlan, er
 		p.SSDFree = int64(st.Bavail) * int64(st.Bsize)
 	}
 	switch {
-	case p.CacheRecords < c.E:
+	case p.CacheRecords < El:
 		return p, fmt.Errorf("%w: --sparse-mem %s holds %d expert states of %s (after %s for one layer's deferred gradients); one MoE layer's update needs its %d experts' states in RAM at once: give --sparse-mem at least %s (of %s sparse state in all)",
-			ErrStorage, fmtBytes(so.SparseMem), p.CacheRecords, fmtBytes(slot), fmtBytes(p.GradCacheBytes), c.E, fmtBytes(int64(c.E)*slot+p.GradCacheBytes), fmtBytes(p.StateBytes))
+			ErrStorage, fmtBytes(so.SparseMem), p.CacheRecords, fmtBytes(slot), fmtBytes(p.GradCacheBytes), El, fmtBytes(int64(El)*slot+p.GradCacheBytes), fmtBytes(p.StateBytes))
 	case so.DenseMem > 0 && p.DenseBytes+p.ComputeBytes > so.DenseMem:
 		return p, fmt.Errorf("%w: --dense-mem %s: dense state %s (%d params x %d B) + compute tier %s (working copies of %d expert params x %d B) = %s do not fit",
 			ErrStorage, fmtBytes(so.DenseMem), fmtBytes(p.DenseBytes), p.DenseParams, p.DenseBytesPerParam,
@@ -121,7 +134,11 @@ func (p StoragePlan) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "hierarchical storage plan\n")
 	fmt.Fprintf(&b, "  dense params   %12d  RAM: %s (%d B/param: weights, gradients, AdamW moments)\n", p.DenseParams, fmtBytes(p.DenseBytes), p.DenseBytesPerParam)
-	fmt.Fprintf(&b, "  sparse params  %12d  %d MoE layers x %d experts\n", p.SparseParams, p.MoELayers, p.Experts)
+	if p.Ranks > 1 {
+		fmt.Fprintf(&b, "  sparse params  %12d  %d MoE layers x %d experts (this rank's of %d ranks; every budget is per rank)\n", p.SparseParams, p.MoELayers, p.Experts, p.Ranks)
+	} else {
+		fmt.Fprintf(&b, "  sparse params  %12d  %d MoE layers x %d experts\n", p.SparseParams, p.MoELayers, p.Experts)
+	}
 	fmt.Fprintf(&b, "    compute tier  RAM: %s (%d B/param: working weights and gradients of two MoE layers: the current and the next)\n", fmtBytes(p.ComputeBytes), p.ComputeBytesPerParam)
 	fmt.Fprintf(&b, "    state         %s (%d B/param: fp32 master, AdamW m, v), %s per expert; deferred gradients 4 B/param\n", fmtBytes(p.StateBytes), p.StateBytesPerParam, fmtBytes(p.RecordBytes))
 	fmt.Fprintf(&b, "    RAM cache     %s: %d of %d expert states (%.0f%%), LFU with decay, write-back; %s: one layer's deferred gradients\n", fmtBytes(p.CacheBytes), p.CacheRecords, p.Records, 100*float64(p.CacheRecords)/float64(p.Records), fmtBytes(p.GradCacheBytes))
@@ -129,7 +146,8 @@ func (p StoragePlan) String() string {
 	if p.SSDFree > 0 {
 		fmt.Fprintf(&b, ", %s free", fmtBytes(p.SSDFree))
 	}
-	b.WriteString("\n  2D prefetch path 1 (ZeRO-3 dense sharding across ranks, --shard-dense): a multi-rank option; this one-process run keeps the dense state whole\n")
+	b.WriteString("\n  2D prefetch path 2: the next layer's expert records SSD -> RAM cache -> compute tier while a layer computes\n")
+	b.WriteString("  2D prefetch path 1: with --ranks N (or mpirun) and --shard-dense, the next layer's dense parameters gathered from their ZeRO-3 shards; else the dense state is whole on every rank\n")
 	return b.String()
 }
 

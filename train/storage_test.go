@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/model"
 	"github.com/moesys/moesys/offload"
 )
@@ -439,6 +441,102 @@ func TestStorageComputeTier(t *testing.T) {
 				r := mustStep(t, tr)
 				if r.Storage.ComputeTierBytes <= 0 || r.Storage.ComputeTierBytes > pages {
 					t.Fatalf("step figure: %d compute-tier bytes resident, %d mapped", r.Storage.ComputeTierBytes, pages)
+				}
+			}
+		})
+	}
+}
+
+// TestStorageParallel: hierarchical storage under expert parallelism, each
+// rank keeping its own experts' state on the SSD tier (with the dense
+// parameters sharded ZeRO-3 style too: both paths of 2D prefetch), gives
+// the in-memory parallel run's losses, gradient norms and checkpoint bit
+// for bit.
+func TestStorageParallel(t *testing.T) {
+	corpus := testCorpus(t)
+	const W, steps = 2, 5
+	for _, tc := range []struct {
+		name string
+		mod  func(o *Options)
+	}{
+		{"experts", func(o *Options) {}},
+		{"shard-dense", func(o *Options) { o.ShardDense = true }},
+		{"shard-dense-bf16-pregate-clipped", func(o *Options) {
+			o.ShardDense, o.BF16, o.Model.PregateDist, o.Clip = true, true, 1, 0.05
+		}},
+		{"embed-partition", func(o *Options) { o.EmbedPartition = true }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := parallelOptions(tc.mod)
+			ref := shardRun(t, o, corpus, W, steps, "", t.TempDir())
+			FD := o.Model.ExpertFFN * o.Model.D
+			slot := offload.StateSlotBytes(3*FD*12) + offload.StateSlotBytes(3*FD*4)
+			o.Storage = &StorageOptions{Dir: t.TempDir(), SparseMem: int64(o.Model.E/W) * slot, Beta: 0.5, Every: 2}
+			got := shardRun(t, o, corpus, W, steps, "", t.TempDir())
+			for i := range ref.losses {
+				if math.Float64bits(ref.losses[i]) != math.Float64bits(got.losses[i]) || math.Float64bits(ref.norms[i]) != math.Float64bits(got.norms[i]) {
+					t.Fatalf("step %d: loss %v norm %v, want %v %v", i+1, got.losses[i], got.norms[i], ref.losses[i], ref.norms[i])
+				}
+			}
+			sameCheckpoint(t, got.dir, checkpointTensors(t, ref.dir), "from the in-memory run's")
+			for r := range W {
+				if _, err := os.Stat(filepath.Join(o.Storage.Dir, storageFileName(StateFileName, r, W))); err != nil {
+					t.Fatalf("rank %d's state file: %v", r, err)
+				}
+			}
+		})
+	}
+}
+
+// TestStorageMultiTask: a multi-task run (shared and task experts, the
+// elastic plan) with the routed experts on the storage tiers gives the
+// in-memory run's losses bit for bit, in one process and on 2 ranks; the
+// task experts stay with the dense parameters (and are trained).
+func TestStorageMultiTask(t *testing.T) {
+	corpora := taskCorpora(t, 4)
+	o := multiTaskOptions(4)
+	FD := o.Model.ExpertFFN * o.Model.D
+	slot := offload.StateSlotBytes(3*FD*12) + offload.StateSlotBytes(3*FD*4)
+	for _, W := range []int{1, 2} {
+		t.Run(fmt.Sprintf("W%d", W), func(t *testing.T) {
+			losses := func(o Options) [][]float64 {
+				got := make([][]float64, W)
+				run := func(r int, c dist.Comm) error {
+					tr, err := NewMultiTaskTrainer(o, corpora, c)
+					if err != nil {
+						return err
+					}
+					defer tr.Close()
+					if err := trainSteps(tr, o.Steps, &got[r]); err != nil {
+						return err
+					}
+					for _, p := range tr.Net.Params {
+						if k := tr.Net.TaskParam(p); k >= 0 && tr.Net.Param(p.Name) != nil {
+							if _, routed := tr.Net.RoutedExpert(p); routed {
+								return fmt.Errorf("task expert %s counted as routed", p.Name)
+							}
+						}
+					}
+					return nil
+				}
+				if W == 1 {
+					if err := run(0, nil); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					onRanks(t, W, run)
+				}
+				return got
+			}
+			want := losses(o)
+			so := o
+			so.Storage = &StorageOptions{Dir: t.TempDir(), SparseMem: int64(o.Model.E/W) * slot}
+			got := losses(so)
+			for r := range got {
+				for s := range got[r] {
+					if math.Float64bits(got[r][s]) != math.Float64bits(want[r][s]) {
+						t.Fatalf("rank %d step %d: loss %v, want %v", r, s+1, got[r][s], want[r][s])
+					}
 				}
 			}
 		})

@@ -91,8 +91,11 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm) (*Traine
 	}
 	net.Recompute, net.Train, net.JitterSeed = o.Recompute, true, o.Seed
 	for i, p := range net.Params {
-		if expert, local := net.ExpertParam(p); expert && (!local || o.Storage != nil) {
-			continue // another rank's expert, or kept by the storage tiers
+		if expert, local := net.ExpertParam(p); expert && !local {
+			continue // another rank's expert
+		}
+		if _, routed := net.RoutedExpert(p); routed && o.Storage != nil {
+			continue // kept by the storage tiers
 		}
 		t.params = append(t.params, &optim.Param{Name: p.Name, W: p.W, G: p.G})
 		t.idx = append(t.idx, i)
@@ -221,6 +224,7 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 		r.CommSeconds = (t.Net.CommBusy() - busy0 + t.par.wait).Seconds()
 		r.ReduceSeconds = (t.par.fused.Busy() - reduce0).Seconds()
 		optim.ClipTo(t.params, r.GradNorm, o.Clip)
+		scale = optim.ClipScale(r.GradNorm, o.Clip) // the stored experts': applied with their updates
 		if z := t.par.zero; z != nil {
 			optim.ClipTo(z.params, r.GradNorm, o.Clip)
 			d := &DenseStep{ExposedSeconds: (z.exposed - z0.exposed).Seconds(), BusySeconds: (z.busy - z0.busy).Seconds(), Bytes: z.bytes - z0.bytes}

@@ -171,7 +171,6 @@ func TestShardDenseRefused(t *testing.T) {
 		want string
 	}{
 		{"one process", func(o *Options) {}, "no ranks to shard over"},
-		{"storage", func(o *Options) { o.Storage = &StorageOptions{Dir: t.TempDir()} }, "storage"},
 		{"tied", func(o *Options) { o.Model.TieEmbeddings = true }, "tied embeddings"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

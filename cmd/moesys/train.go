@@ -69,8 +69,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	alltoall := fs.String("alltoall", "", "expert exchange of a parallel run: flat, hierarchical (inside each node, then between nodes) or auto (default auto)")
 	perNode := fs.Int("ranks-per-node", 0, "ranks per node for --alltoall hierarchical (default: from MPI's shared-memory split; in-process ranks are one node)")
 	bucketMB := fs.Float64("bucket-mb", 0, "fused gradient all-reduce bucket size in MiB (default 4)")
-	shardDense := fs.Bool("shard-dense", false, "shard the dense parameters (attention, norms, routers, embedding, head) over the ranks, ZeRO-3 style: each rank keeps 1/W of their weights, gradients and optimizer state, gathers each layer's weights one layer ahead of its use and reduce-scatters its gradients (path 1 of 2D prefetch); needs --ranks > 1 or mpirun; not with --storage, --task or tied embeddings; checkpoints are ordinary and resume with or without it")
-	embedPartition := fs.Bool("embed-partition", false, "split the embedding table along the hidden dimension over the ranks (each keeps [vocab, d_model/W] of its weights, gradients and optimizer state; all-to-alls of ids, rows and gradients), e.g. moesys train --preset tiny --ranks 2 --embed-partition; needs --ranks > 1 or mpirun and d_model divisible by the rank count; not with --shard-dense (which shards the embedding already), --storage, --task or tied embeddings; checkpoints hold the whole table and resume with or without it")
+	shardDense := fs.Bool("shard-dense", false, "shard the dense parameters (attention, norms, routers, embedding, head) over the ranks, ZeRO-3 style: each rank keeps 1/W of their weights, gradients and optimizer state, gathers each layer's weights one layer ahead of its use and reduce-scatters its gradients (path 1 of 2D prefetch); needs --ranks > 1 or mpirun; with --storage, both paths of 2D prefetch run; not with --task or tied embeddings; checkpoints are ordinary and resume with or without it")
+	embedPartition := fs.Bool("embed-partition", false, "split the embedding table along the hidden dimension over the ranks (each keeps [vocab, d_model/W] of its weights, gradients and optimizer state; all-to-alls of ids, rows and gradients), e.g. moesys train --preset tiny --ranks 2 --embed-partition; needs --ranks > 1 or mpirun and d_model divisible by the rank count; not with --shard-dense (which shards the embedding already), --task or tied embeddings; checkpoints hold the whole table and resume with or without it")
 	ranks := fs.Int("ranks", 1, "in-process ranks of data + expert parallel training (experts sharded over them); under mpirun each process is one rank instead")
 	// Overrides of the preset's options (0 / empty: keep).
 	steps := fs.Int("steps", 0, "optimizer steps")
@@ -86,9 +86,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	saveEvery := fs.Int("save-every", -1, "steps between checkpoints (0 = only at the end)")
 	keep := fs.Int("keep", -1, "checkpoints to keep (0 = all)")
 	asJSON := fs.Bool("json", false, "print the run summary as JSON")
-	storage := fs.String("storage", "", "hierarchical storage: keep the experts' optimizer state (fp32 masters, AdamW moments) in DIR on the SSD tier, hot experts cached in RAM")
-	sparseMem := fs.String("sparse-mem", "", "with --storage: RAM for cached expert state (e.g. 256MiB); at least one MoE layer's experts")
-	denseMem := fs.String("dense-mem", "", "with --storage: RAM for dense state and the experts' working copies; the plan is refused if they do not fit (default unchecked)")
+	storage := fs.String("storage", "", "hierarchical storage: keep the experts' parameters and optimizer state (fp32 masters, AdamW moments, deferred gradients) in DIR on the SSD tier, hot experts cached in RAM, working copies of two layers' experts in the compute tier; with --ranks or mpirun each rank keeps its own experts' in files of its own in DIR")
+	sparseMem := fs.String("sparse-mem", "", "with --storage: RAM for cached expert state and one layer's deferred gradients (e.g. 256MiB), per rank; at least one MoE layer's experts")
+	denseMem := fs.String("dense-mem", "", "with --storage: RAM for dense state and the compute tier (two layers' experts' working copies), per rank; the plan is refused if they do not fit (default unchecked)")
 	planOnly := fs.Bool("plan", false, "with --storage: print where everything lives and exit (a dry run)")
 	usage := func(w io.Writer) {
 		fmt.Fprintln(w, "Usage: moesys train [--preset NAME | --config FILE] [--data PATH] [--out DIR] [overrides]")
@@ -114,6 +114,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(w, "  moesys train --preset tiny --ranks 2 --embed-partition   # embedding split by columns over the ranks")
 		fmt.Fprintln(w, "  moesys train --preset small --bf16 --storage /ssd/moesys --sparse-mem 48MiB --plan")
 		fmt.Fprintln(w, "                                                       # where the state lives (expert state on SSD, 25% cached)")
+		fmt.Fprintln(w, "  moesys train --preset small --bf16 --ranks 2 --shard-dense --storage /ssd/moesys --sparse-mem 24MiB")
+		fmt.Fprintln(w, "                                                       # both paths of 2D prefetch: dense shards gathered, expert state from SSD")
 		fmt.Fprintln(w, "  mpirun -np 2 moesys train --preset tiny --out runs/tiny-mpi   # one rank per process (Open MPI)")
 		fmt.Fprintln(w, "  moesys generate --model runs/tiny/step-00000300 --prompt 'func main() {'")
 	}
@@ -227,14 +229,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		}
 		o.EmbedPartition = false // a partitioned run's checkpoint (whole table), resumed in one process
 	}
-	if o.EmbedPartition && (*storage != "" || *sparseMem != "" || *denseMem != "" || *planOnly) {
-		return errors.New("--embed-partition with --storage: hierarchical storage runs in one process, the embedding partition over ranks; use one or the other")
-	}
 	if o.EmbedPartition && o.ShardDense {
 		return errors.New("--embed-partition with --shard-dense: both split the embedding over the ranks (--shard-dense shards it with the other dense parameters); use one or the other")
-	}
-	if o.ShardDense && (*storage != "" || *sparseMem != "" || *denseMem != "" || *planOnly) {
-		return errors.New("--shard-dense with --storage: hierarchical storage runs in one process, dense sharding over ranks; use one or the other")
 	}
 	if set["pregate"] && !*convert {
 		if *resume != "" {
@@ -499,9 +495,6 @@ func storageOptions(o *train.Options, dir, sparse, dense string, ranks int, stde
 	if dir == "" {
 		return errors.New("--sparse-mem, --dense-mem and --plan need --storage DIR")
 	}
-	if ranks > 1 || dist.UnderMPI() {
-		return errors.New("--storage runs in one process: drop --ranks (and mpirun)")
-	}
 	if sparse == "" {
 		return errors.New("--storage needs --sparse-mem BYTES (RAM for cached expert state)")
 	}
@@ -518,7 +511,13 @@ func storageOptions(o *train.Options, dir, sparse, dense string, ranks int, stde
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("--storage: %w", err)
 	}
-	p, err := train.PlanStorage(o.Model, o.BF16, *so)
+	W := max(ranks, 1)
+	if dist.UnderMPI() {
+		if n, err := strconv.Atoi(os.Getenv("OMPI_COMM_WORLD_SIZE")); err == nil {
+			W = n
+		}
+	}
+	p, err := train.PlanStorageRanks(o.Model, o.BF16, *so, W)
 	if err != nil {
 		return err
 	}

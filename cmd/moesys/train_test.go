@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,9 +123,7 @@ func TestTrainCommandErrors(t *testing.T) {
 		{"ranks-experts", []string{"--ranks", "3", "--batch", "3"}, "experts must divide"},
 		{"ranks-batch", []string{"--ranks", "2", "--batch", "3"}, "global batch must divide"},
 		{"shard-one-rank", []string{"--shard-dense"}, "add --ranks N"},
-		{"shard-storage", []string{"--shard-dense", "--ranks", "2", "--storage", dir}, "--shard-dense with --storage"},
 		{"embed-one-rank", []string{"--embed-partition"}, "one process has nothing to split over"},
-		{"embed-storage", []string{"--embed-partition", "--ranks", "2", "--storage", dir}, "--embed-partition with --storage"},
 		{"embed-shard", []string{"--embed-partition", "--ranks", "2", "--shard-dense"}, "--embed-partition with --shard-dense"},
 		{"embed-tied", []string{"--embed-partition", "--ranks", "2", "--config", write("t.json", `{"model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_local_experts": 2, "num_experts_per_tok": 1, "intermediate_size": 8, "vocab_size": 256, "tie_word_embeddings": true}}`)}, "tied embeddings"},
 		{"embed-indivisible", []string{"--embed-partition", "--ranks", "3", "--batch", "3", "--seq", "16", "--config", write("d.json", `{"model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_local_experts": 3, "num_experts_per_tok": 1, "intermediate_size": 8, "vocab_size": 256}}`)}, "hidden size 32 does not split over 3 ranks"},
@@ -188,6 +187,18 @@ func TestTrainRanks(t *testing.T) {
 	code, _, stderr = runCmd("train", "--resume", out, "--steps", "7", "--data", data)
 	if code != 0 || !strings.Contains(stderr, "done: 7 steps") {
 		t.Fatalf("partitioned run resumed in one process: exit %d\n%s", code, stderr)
+	}
+	// Both paths of 2D prefetch: the dense parameters sharded and each
+	// rank's experts on the storage tiers (files of its own).
+	st := t.TempDir()
+	code, _, stderr = runCmd("train", "--resume", out, "--steps", "8", "--data", data, "--ranks", "2", "--shard-dense", "--storage", st, "--sparse-mem", "16MiB")
+	if code != 0 || !strings.Contains(stderr, "this rank's of 2 ranks") || !strings.Contains(stderr, "done: 8 steps") {
+		t.Fatalf("resume with --ranks 2 --shard-dense --storage: exit %d\n%s", code, stderr)
+	}
+	for r := range 2 {
+		if _, err := os.Stat(filepath.Join(st, fmt.Sprintf("sparse-state.rank-%d-of-2.bin", r))); err != nil {
+			t.Fatalf("rank %d's state file: %v", r, err)
+		}
 	}
 }
 
