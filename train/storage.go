@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 	"unsafe"
@@ -83,8 +84,7 @@ type sparseStore struct {
 	lrs              []float64      // lrs[k-base-1]: adam step k's learning rate
 	scales           []float32      // scales[k-base-1]: its clipping factor
 	base             int
-	stepNo           int  // the step under way (store steps, applied or not, start at 1)
-	last             bool // the backward under way is the step's last micro-batch
+	stepNo           int // the step under way (store steps, applied or not, start at 1)
 	zero, tmp        []float32
 	slotOf           [2]int // the MoE layer whose forward weights each compute-tier slot holds (-1: none)
 	ids              []int  // loadSet's scratch
@@ -512,8 +512,7 @@ func (s *sparseStore) NeedGrad(ctx context.Context, l int) error {
 
 // Done implements model.ExpertWatch: after MoE layer l's backward, its
 // experts' gradients go to their gradient records (written whole, not
-// read first), with, on the step's last micro-batch, their sums of
-// squares for the norm.
+// read first), with their sums of squares for the norm.
 func (s *sparseStore) Done(ctx context.Context, l int, backward bool) error {
 	mi := s.moeIx[l]
 	if !backward {
@@ -531,9 +530,10 @@ func (s *sparseStore) Done(ctx context.Context, l int, backward bool) error {
 		g := s.state(gb)
 		for j, p := range s.views[mi][e] {
 			copy(g[j*s.FD:(j+1)*s.FD], p.G)
-			if s.last {
-				s.sq[mi][e][j] = optim.SqSum(p.G)
-			}
+			// The gradient accumulated so far: an expert's last backward
+			// of the step leaves its total (micro-batches after it may
+			// not route to it).
+			s.sq[mi][e][j] = optim.SqSum(p.G)
 		}
 		s.gradAt[mi][e] = s.stepNo
 		s.copying += time.Since(t)
@@ -704,21 +704,33 @@ func (s *sparseStore) flush(ctx context.Context) error {
 	return s.file.Sync()
 }
 
-// loadAll copies every expert's working weights into the Net (tests: the
-// compute tier then holds them all until their layers are next done).
-func (s *sparseStore) loadAll(ctx context.Context) error {
-	for mi := range s.views {
-		for e := range s.views[mi] {
-			st, dirty, err := s.acquire(ctx, mi, e)
-			if err != nil {
-				return err
-			}
-			s.loadWeights(mi, e, st, true)
-			s.cache.Release(s.id(mi, e), dirty)
-		}
+// working returns a stored expert tensor's working weights as the Net
+// computes with them (caught up): f32, and its bf16 copy where the Net
+// keeps one. Fresh slices; the compute tier is not touched (tests compare
+// weights through it: MoE layers share the tier's slots).
+func (s *sparseStore) working(ctx context.Context, p *model.Param) (w []float32, b []uint16, err error) {
+	at, ok := s.paramAt[p]
+	if !ok {
+		return nil, nil, fmt.Errorf("train: storage: %s is not a stored expert tensor", p.Name)
 	}
-	s.slotOf = [2]int{-1, -1}
-	return nil
+	err = s.with(ctx, at[0], at[1], false, func(st []float32) error {
+		w = slices.Clone(s.part(st, at[2], partW))
+		if !s.bf16 {
+			return nil
+		}
+		if p.B != nil {
+			b = make([]uint16, len(w))
+		}
+		for i, v := range w {
+			h := tensor.F32ToBF16(v)
+			w[i] = math.Float32frombits(uint32(h) << 16)
+			if b != nil {
+				b[i] = h
+			}
+		}
+		return nil
+	})
+	return w, b, err
 }
 
 // each calls fn with every expert tensor's Param and its state parts

@@ -202,9 +202,6 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepResult, error) {
 		if err != nil {
 			return fail(err)
 		}
-		if t.sparse != nil {
-			t.sparse.last = m == o.Accum-1
-		}
 		if err := t.backward(ctx, float32(inv), m == o.Accum-1); err != nil {
 			return fail(err)
 		}
