@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/moesys/moesys/dist"
+	"github.com/moesys/moesys/offload"
 )
 
 // The correctness gate on the MPI backend: run by make test-mpi as the
@@ -42,13 +43,21 @@ func TestParallelMPI(t *testing.T) {
 		// The embedding split by columns (embed.go): its all-to-alls on
 		// MPI, its slices gathered for the check.
 		{"embed-partition-clip", func(o *Options) { o.EmbedPartition, o.Clip = true, 0.05 }},
+		// Both paths of 2D prefetch: the dense parameters sharded and each
+		// rank's experts on the storage tiers (a cache of one layer's).
+		{"storage-shard-dense", func(o *Options) {
+			o.ShardDense = true
+			FD := o.Model.ExpertFFN * o.Model.D
+			slot := offload.StateSlotBytes(3*FD*12) + offload.StateSlotBytes(3*FD*4)
+			o.Storage = &StorageOptions{Dir: t.TempDir(), SparseMem: int64(o.Model.E/c.Size()) * slot}
+		}},
 	} {
 		o := parallelOptions(tc.mod)
 		if o.RanksPerNode > 0 && c.Size() >= 4 {
 			o.RanksPerNode = 2
 		}
 		one := o
-		one.ShardDense, one.EmbedPartition = false, false
+		one.ShardDense, one.EmbedPartition, one.Storage = false, false, nil
 		ref, err := NewTrainer(one, corpus)
 		if err != nil {
 			t.Fatal(err)
@@ -97,6 +106,11 @@ func TestParallelMPI(t *testing.T) {
 			w, gathered := whole[p.Name]
 			if !gathered {
 				w = p.W
+			}
+			if _, stored := tr.sparse.paramAtOK(p); stored { // from its record
+				if w, _, err = tr.sparse.working(context.Background(), p); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if len(w) != len(rp.W) {
 				t.Fatalf("%s rank %d: %s has %d weights, want %d", tc.name, c.Rank(), p.Name, len(w), len(rp.W))
