@@ -29,7 +29,7 @@ const (
 
 // storageReaders is the SSD tier's read queue depth for fetches ahead:
 // this disk reads ~2x faster at depth 8 than at 1 (docs/BENCHMARKS.md).
-const storageReaders = 4
+const storageReaders = 8
 
 // sparseStore keeps the routed experts' parameters on the SSD tier with a
 // RAM cache: each expert's record holds, per tensor, its fp32 master

@@ -2,13 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
+	"github.com/moesys/moesys/dist"
+	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/offload"
 	"github.com/moesys/moesys/train"
 )
@@ -169,5 +175,114 @@ func benchStorage(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 		Bound: 3, Ratio: float64(bp.StateBytes) / float64(bp.CacheBytes) / 3, Target: 1,
 		Note: fmt.Sprintf("%d experts x %d MoE layers: %.0f MiB of expert state over a %.0f MiB RAM cache; trained %d steps at %.0f tokens/s (median), loss %.3f -> %.3f",
 			big.Model.E, bp.MoELayers, float64(bp.StateBytes)/(1<<20), float64(bp.CacheBytes)/(1<<20), nb, median(slices.Clone(tps)), losses[0], losses[len(losses)-1])})
-	return res, nil
+	two, err := benchStorage2D(opts, progress, corpus, dir)
+	if err != nil {
+		return nil, err
+	}
+	return append(res, two...), nil
+}
+
+// benchStorage2D is both paths of 2D prefetch at once: the storage
+// model on 2 in-process ranks (one thread each) with the dense parameters
+// sharded (path 1) and each rank's experts on the SSD tier with 25% of its
+// share cached (path 2), against the same 2 ranks sharded in RAM,
+// alternating rounds; rank 0's figures.
+func benchStorage2D(opts benchOptions, progress io.Writer, corpus *train.Corpus, dir string) ([]benchResult, error) {
+	const W = 2
+	rounds, steps := 3, 3
+	if opts.quick {
+		rounds, steps = 2, 2
+	}
+	kernel.SetThreads(1)
+	defer kernel.SetThreads(runtime.NumCPU())
+	build := func(storage bool) ([]*train.Trainer, error) {
+		comms, err := dist.NewLocal(W)
+		if err != nil {
+			return nil, err
+		}
+		o := storageBenchOptions(8)
+		o.ShardDense = true
+		if storage {
+			FD := o.Model.ExpertFFN * o.Model.D
+			slot := offload.StateSlotBytes(3*FD*12) + offload.StateSlotBytes(3*FD*4)
+			El := o.Model.E / W
+			n := max((len(o.Model.MoELayers())*El+3)/4, El)
+			o.Storage = &train.StorageOptions{Dir: filepath.Join(dir, "2d"), SparseMem: int64(n) * slot}
+		}
+		trs := make([]*train.Trainer, W)
+		errs := make([]error, W)
+		var wg sync.WaitGroup
+		for r, c := range comms {
+			wg.Go(func() { trs[r], errs[r] = train.NewParallelTrainer(o, corpus, c) })
+		}
+		wg.Wait()
+		return trs, errors.Join(errs...)
+	}
+	run := func(trs []*train.Trainer, n int) ([]train.StepResult, error) {
+		out := make([][]train.StepResult, W)
+		errs := make([]error, W)
+		var wg sync.WaitGroup
+		for r, tr := range trs {
+			wg.Go(func() {
+				for range n {
+					s, err := tr.TrainStep(context.Background())
+					if err != nil {
+						errs[r] = err
+						return
+					}
+					out[r] = append(out[r], s)
+				}
+			})
+		}
+		wg.Wait()
+		return out[0], errors.Join(errs...)
+	}
+	mem, err := build(false)
+	if err != nil {
+		return nil, err
+	}
+	st, err := build(true)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, tr := range st {
+			tr.Close()
+		}
+	}()
+	fmt.Fprint(progress, st[0].StoragePlan())
+	for _, trs := range [][]*train.Trainer{mem, st} { // warm-up
+		if _, err := run(trs, 1); err != nil {
+			return nil, err
+		}
+	}
+	var memTPS, stTPS, p1, p1mem, p2 []float64
+	tps := func(r train.StepResult) float64 { return float64(r.Tokens) / r.Seconds }
+	for i := range rounds {
+		a, err := run(mem, steps)
+		if err != nil {
+			return nil, err
+		}
+		b, err := run(st, steps)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range a {
+			memTPS, p1mem = append(memTPS, tps(r)), append(p1mem, r.Dense.ExposedSeconds)
+		}
+		for _, r := range b {
+			stTPS, p1 = append(stTPS, tps(r)), append(p1, r.Dense.ExposedSeconds)
+			p2 = append(p2, r.Storage.ExposedSeconds+r.Storage.BackwardExposedSeconds)
+		}
+		fmt.Fprintf(progress, "2D round %d: 2 ranks sharded in RAM %.0f tokens/s, + SSD tier %.0f tokens/s\n", i+1, median(slices.Clone(memTPS[len(memTPS)-steps:])), median(slices.Clone(stTPS[len(stTPS)-steps:])))
+	}
+	m, s := median(memTPS), median(stTPS)
+	return []benchResult{
+		{Name: "storage_2d_offload_vs_inram_ranks2", Value: s, Unit: "tokens/s", Bound: m, Ratio: s / m,
+			Note: "both paths of 2D prefetch: 2 in-process ranks (1 thread each), dense parameters ZeRO-3 sharded, each rank's experts on the SSD tier with 25% of its share cached, over the same 2 sharded ranks in RAM; global tokens/s, median"},
+		{Name: "storage_2d_exposed_path1_seconds_per_step", Value: median(p1), Unit: "s", Bound: median(p1mem),
+			Note: "rank 0's waits for the next layer's dense parameters (AllGather from their shards) and gradient reduce-scatters, with storage (bound column: the same in RAM), median"},
+		{Name: "storage_2d_exposed_path2_seconds_per_step", Value: median(p2), Unit: "s",
+			Note: "rank 0's waits for its experts' records (SSD -> RAM), forward and backward, median"},
+	}, nil
 }
