@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/moesys/moesys/dist"
+	"github.com/moesys/moesys/offload"
 )
 
 // taskCorpora returns n small corpora of different text, one per task.
@@ -51,10 +52,22 @@ func checkWeights(got, ref *Trainer) error {
 			continue
 		}
 		q := ref.Net.Param(p.Name)
+		want := q.W
+		if on, first, cols := got.Net.EmbedPartitioned(); on && p.Name == q.Name && len(p.W) != len(q.W) {
+			// This rank's columns of the embedding.
+			D := ref.Net.Cfg.D
+			want = make([]float32, 0, len(p.W))
+			for v := range len(q.W) / D {
+				want = append(want, q.W[v*D+first:v*D+first+cols]...)
+			}
+		}
+		if len(want) != len(p.W) {
+			return fmt.Errorf("%s: %d weights, want %d", p.Name, len(p.W), len(want))
+		}
 		var scale, worst float64
 		for i := range p.W {
-			scale = max(scale, math.Abs(float64(q.W[i])))
-			worst = max(worst, math.Abs(float64(p.W[i]-q.W[i])))
+			scale = max(scale, math.Abs(float64(want[i])))
+			worst = max(worst, math.Abs(float64(p.W[i]-want[i])))
 		}
 		if worst > 1e-5*scale+1e-7 {
 			return fmt.Errorf("%s: differs by %g (scale %g)", p.Name, worst, scale)
@@ -85,10 +98,15 @@ func TestMultiTaskMatchesSingleProcess(t *testing.T) {
 	for _, tc := range []struct {
 		W         int
 		placement string
-	}{{1, "elastic"}, {2, "elastic"}, {4, "elastic"}, {4, "one-per-task"}} {
-		t.Run(fmt.Sprintf("%s/W%d", tc.placement, tc.W), func(t *testing.T) {
+		embed     bool // the embedding partitioned over the ranks
+	}{{1, "elastic", false}, {2, "elastic", false}, {4, "elastic", false}, {4, "one-per-task", false}, {2, "elastic", true}, {4, "one-per-task", true}} {
+		name := fmt.Sprintf("%s/W%d", tc.placement, tc.W)
+		if tc.embed {
+			name += "/embed-partition"
+		}
+		t.Run(name, func(t *testing.T) {
 			o := o
-			o.TaskPlacement = tc.placement
+			o.TaskPlacement, o.EmbedPartition = tc.placement, tc.embed
 			onRanks(t, tc.W, func(r int, c dist.Comm) error {
 				tr, err := NewMultiTaskTrainer(o, corpora, c)
 				if err != nil {
@@ -116,8 +134,10 @@ func TestMultiTaskMatchesSingleProcess(t *testing.T) {
 	}
 }
 
-// A multi-task run stopped on 4 ranks continues on 2 (downscale) and then
-// on 1 from their checkpoints, resharded, as the single process does.
+// A multi-task run stopped on 4 ranks (with the embedding partitioned
+// and the routed experts on the storage tiers) continues on 2 (downscale)
+// and then on 1 from their checkpoints, resharded, as the single process
+// does.
 func TestMultiTaskRestartOtherRanks(t *testing.T) {
 	corpora := taskCorpora(t, 4)
 	o := multiTaskOptions(6)
@@ -131,11 +151,16 @@ func TestMultiTaskRestartOtherRanks(t *testing.T) {
 	}
 	dir := t.TempDir()
 	var got []float64
+	o4 := o
+	FD := o.Model.ExpertFFN * o.Model.D
+	o4.EmbedPartition = true
+	o4.Storage = &StorageOptions{Dir: t.TempDir(), SparseMem: offload.StateSlotBytes(3*FD*12) + offload.StateSlotBytes(3*FD*4)}
 	onRanks(t, 4, func(r int, c dist.Comm) error {
-		tr, err := NewMultiTaskTrainer(o, corpora, c)
+		tr, err := NewMultiTaskTrainer(o4, corpora, c)
 		if err != nil {
 			return err
 		}
+		defer tr.Close()
 		var l []float64
 		if err := trainSteps(tr, 2, &l); err != nil {
 			return err

@@ -135,8 +135,6 @@ func (o *Options) Validate() error {
 		return bad("shard_dense with tasks: the task experts' groups are not sharded yet")
 	case o.ShardDense && c.TieEmbeddings:
 		return bad("shard_dense with tied embeddings: the head would be gathered in two groups")
-	case o.EmbedPartition && len(o.Tasks) > 0:
-		return bad("embed_partition with tasks: a multi-task run's embedding partition is not supported yet")
 	case o.EmbedPartition && o.ShardDense:
 		return bad("embed_partition with shard_dense: both split the embedding over the ranks; use one or the other (shard_dense shards the embedding with the other dense parameters)")
 	case o.EmbedPartition && c.TieEmbeddings:
