@@ -92,9 +92,6 @@ func TestEmbedPartitionRefused(t *testing.T) {
 		{"one process", 0, func(o *Options) {}, "no ranks to split over"},
 		{"shard-dense", 2, func(o *Options) { o.ShardDense = true }, "shard_dense"},
 		{"tied", 2, func(o *Options) { o.Model.TieEmbeddings = true }, "tied embeddings"},
-		{"tasks", 2, func(o *Options) {
-			o.MultiTask([]TaskSpec{{Name: "a", Data: "x", Batch: 2}, {Name: "b", Data: "y", Batch: 2}}, 0)
-		}, "tasks"},
 		{"indivisible", 3, func(o *Options) { o.Batch, o.Model.E = 3, 3 }, "does not split over 3 ranks"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
