@@ -51,8 +51,8 @@ else
 	$(MPIRUN) -np 2 bin/dist-mpi.test -test.run 'ConformanceMPI' -test.timeout 5m
 	$(MPIRUN) -np 4 --oversubscribe bin/dist-mpi.test -test.run 'ConformanceMPI' -test.timeout 5m
 	$(GO) test -c -tags mpi -o bin/train-mpi.test ./train
-	$(MPIRUN) -np 2 bin/train-mpi.test -test.run 'ParallelMPI' -test.timeout 5m
-	$(MPIRUN) -np 4 --oversubscribe bin/train-mpi.test -test.run 'ParallelMPI' -test.timeout 5m
+	$(MPIRUN) -np 2 bin/train-mpi.test -test.run 'ParallelMPI|MultiTaskMPI' -test.timeout 5m
+	$(MPIRUN) -np 4 --oversubscribe bin/train-mpi.test -test.run 'ParallelMPI|MultiTaskMPI' -test.timeout 5m
 endif
 
 # The kernel tests on an emulated x86 CPU without AVX-512 (qemu-user's

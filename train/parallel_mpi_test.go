@@ -7,11 +7,36 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/offload"
 )
+
+// world is the MPI job's communicator, started once per process (InitMPI
+// allows no second start) and closed by TestMain.
+var world struct {
+	once sync.Once
+	c    dist.Comm
+	err  error
+}
+
+func mpiWorld(t *testing.T) dist.Comm {
+	world.once.Do(func() { world.c, world.err = dist.InitMPI() })
+	if world.err != nil {
+		t.Fatal(world.err)
+	}
+	return world.c
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if world.c != nil {
+		world.c.Close()
+	}
+	os.Exit(code)
+}
 
 // The correctness gate on the MPI backend: run by make test-mpi as the
 // ranks of an mpirun job (each process one rank). Each rank also trains
@@ -22,11 +47,7 @@ func TestParallelMPI(t *testing.T) {
 	if !dist.UnderMPI() {
 		t.Skip("not under mpirun (make test-mpi runs it)")
 	}
-	c, err := dist.InitMPI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := mpiWorld(t)
 	corpus := testCorpus(t)
 	for _, tc := range []struct {
 		name string
@@ -128,5 +149,60 @@ func TestParallelMPI(t *testing.T) {
 			t.Fatalf("%s rank %d: %s differs by %.3g relative, want <= 1e-5", tc.name, c.Rank(), what, worst)
 		}
 		fmt.Fprintf(os.Stderr, "%s: rank %d of %d: 20 steps equal to one process (largest weight difference %.3g)\n", tc.name, c.Rank(), c.Size(), worst)
+	}
+}
+
+// Multi-task training on the MPI backend (make test-mpi, 2 and 4 ranks):
+// the elastic plan's task groups on MPI's split communicators, with the
+// embedding partitioned and the routed experts on the storage tiers, gives
+// the single process's losses and weights within 1e-5.
+func TestMultiTaskMPI(t *testing.T) {
+	if !dist.UnderMPI() {
+		t.Skip("not under mpirun (make test-mpi runs it)")
+	}
+	c := mpiWorld(t)
+	corpora := taskCorpora(t, 4)
+	o := multiTaskOptions(6)
+	ref, err := NewMultiTaskTrainer(o, corpora, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []float64
+	if err := trainSteps(ref, o.Steps, &want); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(o *Options)
+	}{
+		{"elastic", func(o *Options) {}},
+		{"elastic-embed-partition-storage", func(o *Options) {
+			FD := o.Model.ExpertFFN * o.Model.D
+			o.EmbedPartition = true
+			o.Storage = &StorageOptions{Dir: t.TempDir(), SparseMem: int64(o.Model.E/c.Size()) * (offload.StateSlotBytes(3*FD*12) + offload.StateSlotBytes(3*FD*4))}
+		}},
+	} {
+		o := o
+		tc.mod(&o)
+		tr, err := NewMultiTaskTrainer(o, corpora, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []float64
+		if err := trainSteps(tr, o.Steps, &got); err != nil {
+			t.Fatalf("%s rank %d: %v", tc.name, c.Rank(), err)
+		}
+		for s := range got {
+			if math.Abs(got[s]-want[s]) > 1e-5*math.Abs(want[s]) {
+				t.Fatalf("%s rank %d step %d: loss %.9g, want %.9g", tc.name, c.Rank(), s+1, got[s], want[s])
+			}
+		}
+		if tr.sparse == nil { // stored experts' weights are in their records: the losses cover them
+			if err := checkWeights(tr, ref); err != nil {
+				t.Fatalf("%s rank %d: %v", tc.name, c.Rank(), err)
+			}
+		}
+		tr.Close()
+		fmt.Fprintf(os.Stderr, "multi-task %s: rank %d of %d: %d steps equal to one process\n", tc.name, c.Rank(), c.Size(), o.Steps)
 	}
 }
