@@ -102,6 +102,7 @@ type sparseStore struct {
 	inBackward                      bool
 	fwdHits, fwdMisses              int64 // this step's forward acquisitions (the prefetch's figure)
 	peak                            int64 // the most compute-tier bytes resident after a load, this step
+	toTier, fromTier                int64 // bytes copied RAM -> compute tier (weights, gradients) and back (gradients), this step
 	stats0, gstats0                 offload.CacheStats
 }
 
@@ -130,6 +131,11 @@ type StorageStep struct {
 	// ForwardHitRate counts only the forward pass's acquisitions (a
 	// layer's backward finds its experts' records again, mostly in RAM).
 	ForwardHitRate float64 `json:"forward_hit_rate"`
+	// TierInBytes and TierOutBytes are the bytes copied from the RAM
+	// tier into the compute tier (working weights, accumulated gradients)
+	// and back (gradients).
+	TierInBytes  int64 `json:"tier_in_bytes"`
+	TierOutBytes int64 `json:"tier_out_bytes"`
 	// ComputeTierBytes is the most compute-tier memory resident after a
 	// load this step (mincore; the plan's ComputeBytes bounds it).
 	ComputeTierBytes int64 `json:"compute_tier_bytes"`
@@ -408,6 +414,11 @@ func (s *sparseStore) loadSet(ctx context.Context, mi int, set []bool) error {
 	t := time.Now()
 	kernel.Parallel(len(s.ids), func(i int) { s.loadWeights(mi, s.ids[i], s.sts[i], false) })
 	s.copying += time.Since(t)
+	per := int64(3 * s.FD * 4) // f32 weights
+	if s.bf16 && s.views[mi][0][0].B != nil {
+		per /= 2 // the bf16 copies alone
+	}
+	s.toTier += int64(len(s.ids)) * per
 	release()
 	return nil
 }
@@ -495,6 +506,7 @@ func (s *sparseStore) NeedGrad(ctx context.Context, l int) error {
 		for j, p := range s.views[mi][e] {
 			copy(p.G, g[j*s.FD:(j+1)*s.FD])
 		}
+		s.toTier += int64(len(g)) * 4
 		s.gcache.Release(s.id(mi, e), false)
 	}
 	s.loaded()
@@ -536,6 +548,7 @@ func (s *sparseStore) Done(ctx context.Context, l int, backward bool) error {
 			s.sq[mi][e][j] = optim.SqSum(p.G)
 		}
 		s.gradAt[mi][e] = s.stepNo
+		s.fromTier += int64(len(g)) * 4
 		s.copying += time.Since(t)
 		s.gcache.Release(s.id(mi, e), true)
 	}
@@ -795,13 +808,14 @@ func (s *sparseStore) stepFigures() *StorageStep {
 	st, gst := s.cache.Stats(), s.gcache.Stats()
 	d := &StorageStep{GradReadBytes: gst.ReadBytes - s.gstats0.ReadBytes, GradWriteBytes: gst.WriteBytes - s.gstats0.WriteBytes, ExposedSeconds: s.wait.Seconds(), BackwardExposedSeconds: s.waitBack.Seconds(), UpdateSeconds: s.update.Seconds(), LoadSeconds: s.copying.Seconds(),
 		ReadBytes: st.ReadBytes - s.stats0.ReadBytes, WriteBytes: st.WriteBytes - s.stats0.WriteBytes,
-		Hits: st.Hits - s.stats0.Hits, Misses: st.Misses - s.stats0.Misses, ComputeTierBytes: s.peak}
+		Hits: st.Hits - s.stats0.Hits, Misses: st.Misses - s.stats0.Misses, ComputeTierBytes: s.peak, TierInBytes: s.toTier, TierOutBytes: s.fromTier}
 	if d.Hits+d.Misses > 0 {
 		d.HitRate = float64(d.Hits) / float64(d.Hits+d.Misses)
 	}
 	if s.fwdHits+s.fwdMisses > 0 {
 		d.ForwardHitRate = float64(s.fwdHits) / float64(s.fwdHits+s.fwdMisses)
 	}
+	s.toTier, s.fromTier = 0, 0
 	s.stats0, s.gstats0, s.wait, s.waitBack, s.update, s.copying, s.fwdHits, s.fwdMisses, s.peak = st, gst, 0, 0, 0, 0, 0, 0, 0
 	return d
 }

@@ -102,6 +102,8 @@ func benchStorage(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 				agg.WriteBytes += r.Storage.WriteBytes
 				agg.GradReadBytes += r.Storage.GradReadBytes
 				agg.GradWriteBytes += r.Storage.GradWriteBytes
+				agg.TierInBytes += r.Storage.TierInBytes
+				agg.TierOutBytes += r.Storage.TierOutBytes
 				agg.Hits += r.Storage.Hits
 				agg.Misses += r.Storage.Misses
 				nsteps++
@@ -143,6 +145,8 @@ func benchStorage(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 		{Name: "storage_ssd_written_per_step", Value: float64(agg.WriteBytes) / n / (1 << 20), Unit: "MiB", Note: "RAM cache -> SSD (write-back)"},
 		{Name: "storage_ssd_grad_read_per_step", Value: float64(agg.GradReadBytes) / n / (1 << 20), Unit: "MiB", Note: "deferred gradients SSD -> RAM (for updates whose gradient was evicted)"},
 		{Name: "storage_ssd_grad_written_per_step", Value: float64(agg.GradWriteBytes) / n / (1 << 20), Unit: "MiB", Note: "deferred gradients RAM -> SSD (written whole, never read first)"},
+		{Name: "storage_tier_in_per_step", Value: float64(agg.TierInBytes) / n / (1 << 20), Unit: "MiB", Note: "RAM -> compute tier: working weights (bf16 copies) and accumulated gradients"},
+		{Name: "storage_tier_out_per_step", Value: float64(agg.TierOutBytes) / n / (1 << 20), Unit: "MiB", Note: "compute tier -> RAM: gradients"},
 		{Name: "storage_cache_hit_rate", Value: hit, Unit: "", Note: "expert states found in RAM (or on their way), every acquisition (forward, backward, gradient write)"},
 		{Name: "storage_forward_hit_rate", Value: median(fwdHit), Unit: "", Note: "the forward pass's acquisitions only (what the one-layer-ahead prefetch had to bring), median"},
 		{Name: "storage_compute_tier_load_seconds_per_step", Value: median(load), Unit: "s", Note: "copying experts into the compute tier (forward and backward) and gradients back to their records, median"},
