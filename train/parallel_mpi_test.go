@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/moesys/moesys/dist"
+	"github.com/moesys/moesys/model"
 	"github.com/moesys/moesys/offload"
 )
 
@@ -205,4 +206,14 @@ func TestMultiTaskMPI(t *testing.T) {
 		tr.Close()
 		fmt.Fprintf(os.Stderr, "multi-task %s: rank %d of %d: %d steps equal to one process\n", tc.name, c.Rank(), c.Size(), o.Steps)
 	}
+}
+
+// paramAtOK reports whether p is a stored expert tensor (false on a nil
+// store: no storage).
+func (s *sparseStore) paramAtOK(p *model.Param) ([3]int, bool) {
+	if s == nil {
+		return [3]int{}, false
+	}
+	at, ok := s.paramAt[p]
+	return at, ok
 }

@@ -547,13 +547,3 @@ func TestStorageMultiTask(t *testing.T) {
 		})
 	}
 }
-
-// paramAtOK reports whether p is a stored expert tensor (false on a nil
-// store: no storage).
-func (s *sparseStore) paramAtOK(p *model.Param) ([3]int, bool) {
-	if s == nil {
-		return [3]int{}, false
-	}
-	at, ok := s.paramAt[p]
-	return at, ok
-}
