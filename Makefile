@@ -76,8 +76,8 @@ lint:
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 ifneq ($(MPITAGS),)
-	$(GO) vet -tags mpi ./dist ./cmd/moesys
-	$(GO) tool staticcheck -tags mpi ./dist ./cmd/moesys
+	$(GO) vet -tags mpi ./dist ./train ./cmd/moesys
+	$(GO) tool staticcheck -tags mpi ./dist ./train ./cmd/moesys
 endif
 
 FUZZTIME ?= 60s
