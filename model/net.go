@@ -65,6 +65,8 @@ type Net struct {
 	Dense DenseSource
 
 	byName            map[string]*Param
+	outside           bool       // NetOptions.ExpertsOutside
+	bf16              bool       // SetBF16Products is on
 	gradGroups        [][]*Param // GradsDone's groups, in Backward's order
 	embed, norm, head *Param
 	layers            []netLayer
@@ -126,7 +128,7 @@ type swiglu struct {
 // NewNet builds a Net for c with zero weights (see Init and LoadNet).
 // maxT is the longest sequence Forward will see (the RoPE tables).
 func NewNet(c *Config, maxT int) (*Net, error) {
-	return newNet(c, maxT, 0, 1)
+	return newNet(c, maxT, 0, 1, NetOptions{})
 }
 
 // NewNetShard is NewNet for rank `rank` of W under expert parallelism: of
@@ -137,13 +139,29 @@ func NewNet(c *Config, maxT int) (*Net, error) {
 // NewNet's). SetExpertParallel with a communicator of the same rank and
 // size must follow before Forward.
 func NewNetShard(c *Config, maxT, rank, W int) (*Net, error) {
+	return NewNetOpts(c, maxT, rank, W, NetOptions{})
+}
+
+// NetOptions are NewNetOpts' choices.
+type NetOptions struct {
+	// ExpertsOutside: the Net allocates no routed-expert weights or
+	// gradients. Their Params keep their names and shapes with W and G
+	// nil; Init and LoadWeights skip them (Init still draws their values,
+	// so the other weights are those of a whole Net), and an owner binds
+	// a MoE layer's buffers (BindExpertBuffers) before it computes:
+	// train's hierarchical storage, which keeps the experts on its tiers.
+	ExpertsOutside bool
+}
+
+// NewNetOpts is NewNetShard with options.
+func NewNetOpts(c *Config, maxT, rank, W int, o NetOptions) (*Net, error) {
 	if W < 1 || rank < 0 || rank >= W || c.E%W != 0 {
 		return nil, fmt.Errorf("%w: expert shard %d of %d over %d experts: the experts must divide evenly", ErrConfig, rank, W, c.E)
 	}
-	return newNet(c, maxT, rank, W)
+	return newNet(c, maxT, rank, W, o)
 }
 
-func newNet(c *Config, maxT, rank, W int) (*Net, error) {
+func newNet(c *Config, maxT, rank, W int, o NetOptions) (*Net, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -153,7 +171,7 @@ func newNet(c *Config, maxT, rank, W int) (*Net, error) {
 	if maxT <= 0 {
 		return nil, fmt.Errorf("%w: sequence length %d must be > 0", ErrConfig, maxT)
 	}
-	n := &Net{Cfg: c, byName: map[string]*Param{}, expertOf: map[*Param]int{}, maxT: maxT, stats: moe.NewAuxStats(max(c.E, 1))}
+	n := &Net{Cfg: c, byName: map[string]*Param{}, expertOf: map[*Param]int{}, maxT: maxT, stats: moe.NewAuxStats(max(c.E, 1)), outside: o.ExpertsOutside}
 	n.heldFirst, n.heldN = rank*(c.E/W), c.E/W
 	sp := SpecFor(c.Arch)
 	specs := map[string]TensorSpec{}
@@ -195,15 +213,22 @@ func newNet(c *Config, maxT, rank, W int) (*Net, error) {
 		E, F, D := c.E, c.ExpertFFN, c.D
 		H := n.heldN
 		fused := func(name string, rows, cols int) *Param {
-			return &Param{Name: name, Shape: []int{H, rows, cols}, W: make([]float32, H*rows*cols), G: make([]float32, H*rows*cols)}
+			p := &Param{Name: name, Shape: []int{H, rows, cols}}
+			if !o.ExpertsOutside {
+				p.W, p.G = make([]float32, H*rows*cols), make([]float32, H*rows*cols)
+			}
+			return p
 		}
 		ly.w13, ly.w2 = fused("w13", 2*F, D), fused("w2", D, F)
 		ly.experts = &moe.Layer{D: D, F: F, E: E, K: c.K, Normalize: c.NormTopK, Capacity: c.Capacity}
 		n.bindExperts(ly) // weights and gradients
 		for e := n.heldFirst; e < n.heldFirst+H; e++ {
 			for _, v := range n.expertViews(l, e) {
-				n.byName[v.name] = &Param{Name: v.name, Shape: specs[v.name].Shape,
-					W: v.f.W[v.off : v.off+F*D], G: v.f.G[v.off : v.off+F*D]}
+				q := &Param{Name: v.name, Shape: specs[v.name].Shape}
+				if !o.ExpertsOutside {
+					q.W, q.G = v.f.W[v.off:v.off+F*D], v.f.G[v.off:v.off+F*D]
+				}
+				n.byName[v.name] = q
 				n.expertOf[n.byName[v.name]] = e
 			}
 		}
@@ -261,7 +286,11 @@ func (n *Net) Sharded() bool { return n.heldN < n.Cfg.E }
 func (n *Net) NumParams() int {
 	s := 0
 	for _, p := range n.Params {
-		s += len(p.W)
+		k := 1
+		for _, d := range p.Shape {
+			k *= d
+		}
+		s += k
 	}
 	return s
 }
@@ -271,6 +300,23 @@ func (n *Net) NumParams() int {
 // 1/sqrt(2L), as GPT-2 does, so the residual stream's variance does not
 // grow with depth.
 func (n *Net) Init(seed uint64, std float64) {
+	n.initWalk(seed, std, nil)
+	n.initTaskExperts(seed, std)
+}
+
+// InitExperts draws the values Init gives the routed experts this Net
+// keeps outside (NetOptions.ExpertsOutside) and hands each tensor's to
+// emit, in Init's order, in a buffer reused after emit returns; it sets
+// no weight of the Net. Init and InitExperts with the same seed give the
+// weights a whole Net's Init gives.
+func (n *Net) InitExperts(seed uint64, std float64, emit func(p *Param, vals []float32) error) error {
+	return n.initWalk(seed, std, emit)
+}
+
+// initWalk draws every tensor in the spec's order: into the Net's weights
+// (emit nil), or, with emit, only the outside experts', into a scratch
+// buffer handed to emit.
+func (n *Net) initWalk(seed uint64, std float64, emit func(p *Param, vals []float32) error) error {
 	rng := rand.New(rand.NewPCG(seed, 0x6d6f65737973))
 	sp := SpecFor(n.Cfg.Arch)
 	kinds := map[string]string{}
@@ -278,36 +324,54 @@ func (n *Net) Init(seed uint64, std float64) {
 		kinds[ts.Name] = ts.Kind
 	}
 	resid := std / math.Sqrt(2*float64(n.Cfg.L))
+	var scratch []float32
 	for _, ts := range sp.Tensors(n.Cfg) {
 		p := n.byName[ts.Name]
-		if p == nil { // another rank's expert: draw its values, keep none
-			s := 1
-			for _, d := range ts.Shape {
-				s *= d
+		size := 1
+		for _, d := range ts.Shape {
+			size *= d
+		}
+		var dst []float32
+		switch {
+		case p != nil && emit == nil && p.W != nil:
+			dst = p.W
+		case p != nil && emit != nil && p.W == nil && n.outside:
+			if cap(scratch) < size {
+				scratch = make([]float32, size)
 			}
-			for range s {
-				rng.NormFloat64()
+			dst = scratch[:size]
+		}
+		if dst == nil { // another rank's expert, or not this walk's: draw its values, keep none
+			if kinds[ts.Name] != "norm" && kinds[ts.Name] != "bias" {
+				for range size {
+					rng.NormFloat64()
+				}
 			}
 			continue
 		}
-		switch kinds[p.Name] {
+		switch kinds[ts.Name] {
 		case "norm":
-			for i := range p.W {
-				p.W[i] = 1
+			for i := range dst {
+				dst[i] = 1
 			}
 		case "bias":
-			clear(p.W)
+			clear(dst)
 		default:
 			s := std
-			if isOutProj(p.Name) {
+			if isOutProj(ts.Name) {
 				s = resid
 			}
-			for i := range p.W {
-				p.W[i] = float32(rng.NormFloat64() * s)
+			for i := range dst {
+				dst[i] = float32(rng.NormFloat64() * s)
+			}
+		}
+		if emit != nil {
+			if err := emit(p, dst); err != nil {
+				return err
 			}
 		}
 	}
-	n.initTaskExperts(seed, std)
+	return nil
 }
 
 func isOutProj(name string) bool {
@@ -330,33 +394,45 @@ func (n *Net) ZeroGrad() {
 // checking names and shapes.
 func (n *Net) LoadWeights(set *safetensors.Set) error {
 	for _, p := range n.Params {
-		info, ok := set.Info(p.Name)
-		if !ok {
-			return fmt.Errorf("%w: missing tensor %s", ErrWeights, p.Name)
+		if _, expert := n.expertOf[p]; expert && n.outside {
+			continue // kept outside the Net: its owner reads it
 		}
-		if !slices.Equal([]int(info.Shape), p.Shape) {
-			return fmt.Errorf("%w: tensor %s has shape %v, want %v", ErrWeights, p.Name, info.Shape, p.Shape)
+		if err := ReadParam(set, p, p.W); err != nil {
+			return err
 		}
-		raw, err := set.Bytes(p.Name)
-		if err != nil {
-			return fmt.Errorf("model: read %s: %w", p.Name, err)
+	}
+	return nil
+}
+
+// ReadParam reads p's tensor from set (F32, BF16 or F16, widened) into dst
+// (p's size), checking its name and shape.
+func ReadParam(set *safetensors.Set, p *Param, dst []float32) error {
+	info, ok := set.Info(p.Name)
+	if !ok {
+		return fmt.Errorf("%w: missing tensor %s", ErrWeights, p.Name)
+	}
+	if !slices.Equal([]int(info.Shape), p.Shape) {
+		return fmt.Errorf("%w: tensor %s has shape %v, want %v", ErrWeights, p.Name, info.Shape, p.Shape)
+	}
+	raw, err := set.Bytes(p.Name)
+	if err != nil {
+		return fmt.Errorf("model: read %s: %w", p.Name, err)
+	}
+	switch info.DType {
+	case tensor.F32:
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
 		}
-		switch info.DType {
-		case tensor.F32:
-			for i := range p.W {
-				p.W[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-			}
-		case tensor.BF16:
-			for i := range p.W {
-				p.W[i] = tensor.BF16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
-			}
-		case tensor.F16:
-			for i := range p.W {
-				p.W[i] = tensor.F16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
-			}
-		default:
-			return fmt.Errorf("%w: tensor %s has dtype %s (want F32, BF16 or F16)", ErrWeights, p.Name, info.DType)
+	case tensor.BF16:
+		for i := range dst {
+			dst[i] = tensor.BF16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
 		}
+	case tensor.F16:
+		for i := range dst {
+			dst[i] = tensor.F16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
+		}
+	default:
+		return fmt.Errorf("%w: tensor %s has dtype %s (want F32, BF16 or F16)", ErrWeights, p.Name, info.DType)
 	}
 	return nil
 }
@@ -372,11 +448,12 @@ func (n *Net) SetBF16Products(on bool) bool {
 	if on && kernel.CurrentLevel() < kernel.LevelAVX512BF16 {
 		return false
 	}
+	n.bf16 = on
 	for _, p := range n.bf16Params() {
-		if on {
+		if on && p.W != nil {
 			p.B = make([]uint16, len(p.W))
 		} else {
-			p.B = nil
+			p.B = nil // (an expert kept outside: its owner binds its copies)
 		}
 	}
 	for l := range n.layers {
@@ -391,7 +468,7 @@ func (n *Net) SetBF16Products(on bool) bool {
 				p := n.byName[v.name]
 				p.B = nil
 				if v.f.B != nil {
-					p.B = v.f.B[v.off : v.off+len(p.W)]
+					p.B = v.f.B[v.off : v.off+n.Cfg.ExpertFFN*n.Cfg.D]
 				}
 			}
 		}

@@ -10,13 +10,22 @@ type ExpertBuffers struct {
 	B13, B2          []uint16
 }
 
-// ExpertBuffersOf returns MoE layer l's expert buffers.
+// ExpertBuffersOf returns MoE layer l's expert buffers (nil while kept
+// outside and not bound).
 func (n *Net) ExpertBuffersOf(l int) ExpertBuffers {
 	ly := &n.layers[l]
 	if ly.experts == nil {
 		panic(fmt.Sprintf("model: layer %d is not a MoE layer", l))
 	}
 	return ExpertBuffers{W13: ly.w13.W, G13: ly.w13.G, W2: ly.w2.W, G2: ly.w2.G, B13: ly.w13.B, B2: ly.w2.B}
+}
+
+// ExpertBufferLens returns the lengths of a MoE layer's expert buffers:
+// the fused weights (and gradients) of the experts the Net holds, and
+// whether it keeps bf16 copies (SetBF16Products).
+func (n *Net) ExpertBufferLens() (w13, w2 int, bf16 bool) {
+	c := n.Cfg
+	return n.heldN * 2 * c.ExpertFFN * c.D, n.heldN * c.D * c.ExpertFFN, n.bf16
 }
 
 // BindExpertBuffers points MoE layer l and its per-expert Params at b (the
@@ -29,17 +38,13 @@ func (n *Net) BindExpertBuffers(l int, b ExpertBuffers) error {
 	if ly.experts == nil {
 		return fmt.Errorf("%w: layer %d is not a MoE layer", ErrConfig, l)
 	}
-	if !sameSizes(ly, b) {
+	w13, w2, bf16 := n.ExpertBufferLens()
+	if len(b.W13) != w13 || len(b.G13) != w13 || len(b.W2) != w2 || len(b.G2) != w2 ||
+		bf16 != (b.B13 != nil) || bf16 != (b.B2 != nil) || b.B13 != nil && (len(b.B13) != w13 || len(b.B2) != w2) {
 		return fmt.Errorf("%w: layer %d: expert buffers of the wrong sizes", ErrConfig, l)
 	}
 	n.bind(l, b)
 	return nil
-}
-
-func sameSizes(ly *netLayer, b ExpertBuffers) bool {
-	return len(b.W13) == len(ly.w13.W) && len(b.G13) == len(ly.w13.G) && len(b.W2) == len(ly.w2.W) && len(b.G2) == len(ly.w2.G) &&
-		(ly.w13.B == nil) == (b.B13 == nil) && (ly.w2.B == nil) == (b.B2 == nil) &&
-		len(b.B13) == len(ly.w13.B) && len(b.B2) == len(ly.w2.B)
 }
 
 // bind points layer l's fused Params, its moe.Layer and its per-expert
@@ -52,9 +57,10 @@ func (n *Net) bind(l int, b ExpertBuffers) {
 	for e := n.heldFirst; e < n.heldFirst+n.heldN; e++ {
 		for _, v := range n.expertViews(l, e) {
 			p := n.byName[v.name]
-			p.W, p.G = v.f.W[v.off:v.off+len(p.W)], v.f.G[v.off:v.off+len(p.G)]
+			FD := n.Cfg.ExpertFFN * n.Cfg.D
+			p.W, p.G = v.f.W[v.off:v.off+FD], v.f.G[v.off:v.off+FD]
 			if v.f.B != nil {
-				p.B = v.f.B[v.off : v.off+len(p.W)]
+				p.B = v.f.B[v.off : v.off+FD]
 			}
 		}
 	}

@@ -68,6 +68,10 @@ func (n *Net) bindExperts(ly *netLayer) {
 	a13, b13 := first*2*c.ExpertFFN*c.D, (first+cnt)*2*c.ExpertFFN*c.D
 	a2, b2 := first*c.D*c.ExpertFFN, (first+cnt)*c.D*c.ExpertFFN
 	x := ly.experts
+	if ly.w13.W == nil { // kept outside, not bound yet (BindExpertBuffers)
+		x.W13, x.W2, x.W13b, x.W2b, ly.expertsG = nil, nil, nil, nil, moe.Grads{}
+		return
+	}
 	x.W13, x.W2 = ly.w13.W[a13:b13], ly.w2.W[a2:b2]
 	x.W13b, x.W2b = nil, nil
 	if ly.w13.B != nil {

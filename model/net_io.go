@@ -135,11 +135,17 @@ func LoadNet(dir string, maxT int) (*Net, error) {
 // LoadNetShard is LoadNet into NewNetShard's Net for rank `rank` of W:
 // only that rank's experts are read.
 func LoadNetShard(dir string, maxT, rank, W int) (*Net, error) {
+	return LoadNetOpts(dir, maxT, rank, W, NetOptions{})
+}
+
+// LoadNetOpts is LoadNetShard with options: with ExpertsOutside, the
+// routed experts' tensors are not read.
+func LoadNetOpts(dir string, maxT, rank, W int, o NetOptions) (*Net, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	n, err := NewNetShard(cfg, maxT, rank, W)
+	n, err := NewNetOpts(cfg, maxT, rank, W, o)
 	if err != nil {
 		return nil, err
 	}

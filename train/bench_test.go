@@ -28,7 +28,7 @@ func BenchmarkTrainStep(b *testing.B) {
 			net.Init(1, 0.02)
 			net.Recompute = o.Recompute
 			corpus := randomCorpus(o.Model.V, 4*o.Batch*o.Seq)
-			tr, err := newTrainer(o, corpus, net, nil)
+			tr, err := newTrainer(o, corpus, net, nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

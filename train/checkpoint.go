@@ -203,11 +203,15 @@ func ResumeParallel(dir string, o Options, corpus *Corpus, c dist.Comm) (*Traine
 	if c != nil {
 		rank, W = c.Rank(), c.Size()
 	}
-	net, err := model.LoadNetShard(dir, o.Seq, rank, W)
+	net, err := model.LoadNetOpts(dir, o.Seq, rank, W, model.NetOptions{ExpertsOutside: o.Storage != nil})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCheckpoint, dir, err)
 	}
-	t, err := newTrainer(o, corpus, net, c)
+	var src expertSource
+	if o.Storage != nil { // the experts' weights go from the checkpoint to their records
+		src = checkpointExperts(dir, net)
+	}
+	t, err := newTrainer(o, corpus, net, c, src)
 	if err != nil {
 		return nil, err
 	}

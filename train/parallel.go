@@ -31,18 +31,23 @@ func NewParallelTrainer(o Options, corpus *Corpus, c dist.Comm) (*Trainer, error
 	if err := corpus.Check(o.Seq); err != nil {
 		return nil, err
 	}
-	var net *model.Net
-	var err error
-	if c == nil {
-		net, err = model.NewNet(o.Model, o.Seq)
-	} else {
-		net, err = model.NewNetShard(o.Model, o.Seq, c.Rank(), c.Size())
+	rank, W := 0, 1
+	if c != nil {
+		rank, W = c.Rank(), c.Size()
 	}
+	// With storage the experts live on its tiers from the start: the Net
+	// never holds them all (their initial values go straight to their
+	// records).
+	net, err := model.NewNetOpts(o.Model, o.Seq, rank, W, model.NetOptions{ExpertsOutside: o.Storage != nil})
 	if err != nil {
 		return nil, err
 	}
 	net.Init(o.Seed, o.InitStd)
-	t, err := newTrainer(o, corpus, net, c)
+	var src expertSource
+	if o.Storage != nil {
+		src = initExperts(net, o.Seed, o.InitStd)
+	}
+	t, err := newTrainer(o, corpus, net, c, src)
 	if err == nil && o.ShardDense {
 		err = t.shardDense()
 	}

@@ -141,5 +141,5 @@ func NewTrainerFrom(o Options, corpus *Corpus, net *model.Net) (*Trainer, error)
 	if err := corpus.Check(o.Seq); err != nil {
 		return nil, err
 	}
-	return newTrainer(o, corpus, net, nil)
+	return newTrainer(o, corpus, net, nil, nil)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/moesys/moesys/model"
 	"github.com/moesys/moesys/offload"
 	"github.com/moesys/moesys/optim"
+	"github.com/moesys/moesys/safetensors"
 	"github.com/moesys/moesys/tensor"
 )
 
@@ -147,7 +148,7 @@ type StorageStep struct {
 // parallel run (comm, W > 1 ranks) each rank keeps its own experts' state
 // in files of its own in so.Dir, and learns which of its experts a layer's
 // tokens (every rank's) chose from the routing masks gathered over comm.
-func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.AdamWConfig, wrap func(offload.RecordIO) offload.RecordIO, comm dist.Comm) (*sparseStore, error) {
+func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.AdamWConfig, wrap func(offload.RecordIO) offload.RecordIO, comm dist.Comm, src expertSource) (*sparseStore, error) {
 	c := net.Cfg
 	W, rank := 1, 0
 	if comm != nil {
@@ -218,26 +219,18 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 			s.gradAt[mi][e] = -1
 		}
 	}
-	// Fresh state: masters are the weights as initialised, moments zero.
-	buf := offload.AlignedBytes(f.SlotBytes())
-	for mi := range s.views {
-		for e := range s.views[mi] {
-			st := s.state(f.Payload(buf))
-			clear(st)
-			for j, q := range s.views[mi][e] {
-				copy(s.part(st, j, partW), q.W)
-			}
-			if err := f.Write(context.Background(), buf, s.id(mi, e)); err != nil {
-				s.close()
-				return nil, err
-			}
-		}
+	// Fresh state: masters are the initial weights src gives, moments
+	// zero, one record at a time.
+	if err := s.fillRecords(src); err != nil {
+		s.close()
+		return nil, err
 	}
 	// The compute tier: two layers' buffers, MoE layer mi computing in
 	// slot mi%2 (so the next layer's is the other one).
+	w13, w2, bf16c := net.ExpertBufferLens()
 	for mi, l := range s.layers {
 		if mi < 2 {
-			t, err := newLayerTier(net.ExpertBuffersOf(l))
+			t, err := newLayerTier(w13, w2, bf16c)
 			if err != nil {
 				s.close()
 				return nil, err
@@ -253,6 +246,103 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 }
 
 func (s *sparseStore) id(mi, e int) int { return mi*s.E + e }
+
+// expertSource gives the stored experts' initial weights: it calls emit
+// with each of the rank's routed expert tensors (any order; vals valid
+// during the call).
+type expertSource func(emit func(p *model.Param, vals []float32) error) error
+
+// netExperts is the weights a Net holds (its experts inside it).
+func netExperts(net *model.Net) expertSource {
+	return func(emit func(p *model.Param, vals []float32) error) error {
+		for _, p := range net.Params {
+			if _, routed := net.RoutedExpert(p); routed && p.W != nil {
+				if err := emit(p, p.W); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+}
+
+// initExperts is Init's values for a Net keeping its experts outside.
+func initExperts(net *model.Net, seed uint64, std float64) expertSource {
+	return func(emit func(p *model.Param, vals []float32) error) error {
+		return net.InitExperts(seed, std, emit)
+	}
+}
+
+// checkpointExperts reads the experts of net (kept outside it) from the
+// weights of checkpoint dir.
+func checkpointExperts(dir string, net *model.Net) expertSource {
+	return func(emit func(p *model.Param, vals []float32) error) error {
+		set, err := safetensors.OpenModel(dir)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCheckpoint, dir, err)
+		}
+		defer set.Close()
+		var buf []float32
+		for _, p := range net.Params {
+			if _, routed := net.RoutedExpert(p); !routed {
+				continue
+			}
+			n := 1
+			for _, d := range p.Shape {
+				n *= d
+			}
+			if cap(buf) < n {
+				buf = make([]float32, n)
+			}
+			if err := model.ReadParam(set, p, buf[:n]); err != nil {
+				return fmt.Errorf("%w: %s: %v", ErrCheckpoint, dir, err)
+			}
+			if err := emit(p, buf[:n]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// fillRecords writes every expert's first record: masters from src,
+// moments zero. An expert's record is written once its three tensors have
+// come (src gives them one expert after another; a record is staged at a
+// time).
+func (s *sparseStore) fillRecords(src expertSource) error {
+	buf := offload.AlignedBytes(s.file.SlotBytes())
+	st := s.state(s.file.Payload(buf))
+	pending, have, written := -1, 0, 0
+	err := src(func(p *model.Param, vals []float32) error {
+		at, ok := s.paramAt[p]
+		if !ok {
+			return fmt.Errorf("train: storage: %s is not one of this rank's experts", p.Name)
+		}
+		if len(vals) != s.FD {
+			return fmt.Errorf("train: storage: %s: %d values, want %d", p.Name, len(vals), s.FD)
+		}
+		id := s.id(at[0], at[1])
+		if id != pending {
+			if pending >= 0 {
+				return fmt.Errorf("train: storage: expert record %d left with %d of its 3 tensors", pending, have)
+			}
+			clear(st)
+			pending, have = id, 0
+		}
+		copy(s.part(st, at[2], partW), vals)
+		if have++; have == 3 {
+			if err := s.file.Write(context.Background(), buf, id); err != nil {
+				return err
+			}
+			pending, written = -1, written+1
+		}
+		return nil
+	})
+	if err == nil && (pending >= 0 || written != s.plan.Records) {
+		err = fmt.Errorf("train: storage: %d of %d expert records filled", written, s.plan.Records)
+	}
+	return err
+}
 
 // storageFileName is a rank's name for a storage file (the name itself in
 // one process).
@@ -833,13 +923,13 @@ func (s *sparseStore) close() error {
 }
 
 // openStorage moves the (local) experts' parameters to the storage tiers.
-func (t *Trainer) openStorage(acfg optim.AdamWConfig) error {
+func (t *Trainer) openStorage(acfg optim.AdamWConfig, src expertSource) error {
 	var comm dist.Comm
 	if t.par != nil {
 		comm = t.par.comm
 	}
 	var err error
-	if t.sparse, err = newSparseStore(t.Net, *t.Opts.Storage, t.Opts.BF16, acfg, t.Opts.Storage.Wrap, comm); err != nil {
+	if t.sparse, err = newSparseStore(t.Net, *t.Opts.Storage, t.Opts.BF16, acfg, t.Opts.Storage.Wrap, comm, src); err != nil {
 		return err
 	}
 	if t.par != nil {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/moesys/moesys/dist"
 	"github.com/moesys/moesys/model"
@@ -441,6 +442,21 @@ func TestStorageComputeTier(t *testing.T) {
 				if b := tr.Net.ExpertBuffersOf(l); &b.W13[0] != &s.tiers[mi%2].bufs.W13[0] || &b.G2[0] != &s.tiers[mi%2].bufs.G2[0] {
 					t.Fatalf("MoE layer %d does not compute in slot %d", mi, mi%2)
 				}
+			}
+			// The Net never held the experts: its expert tensors are
+			// views of the slots, and it counts every parameter.
+			within := func(p *float32, buf []float32) bool {
+				a, lo := uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(&buf[0]))
+				return a >= lo && a < lo+4*uintptr(len(buf))
+			}
+			for q, at := range s.paramAt {
+				b := s.tiers[at[0]%2].bufs
+				if !within(&q.W[0], b.W13) && !within(&q.W[0], b.W2) || !within(&q.G[0], b.G13) && !within(&q.G[0], b.G2) {
+					t.Fatalf("%s is not in its slot", q.Name)
+				}
+			}
+			if n := mustNet(t, tr.Net.Cfg).NumParams(); tr.Net.NumParams() != n {
+				t.Fatalf("%d parameters, a whole Net has %d", tr.Net.NumParams(), n)
 			}
 			for range 3 {
 				r := mustStep(t, tr)

@@ -32,8 +32,9 @@ func mapBytes(n int) ([]byte, error) {
 	return b, nil
 }
 
-// newLayerTier maps buffers shaped like cur (the Net's layer buffers).
-func newLayerTier(cur model.ExpertBuffers) (*layerTier, error) {
+// newLayerTier maps one slot: fused weights and gradients of w13 and w2
+// values, and their bf16 copies when bf16.
+func newLayerTier(w13, w2 int, bf16 bool) (*layerTier, error) {
 	t := &layerTier{}
 	f32 := func(n int) []float32 {
 		b, err := mapBytes(4 * n)
@@ -51,17 +52,15 @@ func newLayerTier(cur model.ExpertBuffers) (*layerTier, error) {
 		t.maps = append(t.maps, b)
 		return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), n)
 	}
-	t.bufs = model.ExpertBuffers{W13: f32(len(cur.W13)), G13: f32(len(cur.G13)), W2: f32(len(cur.W2)), G2: f32(len(cur.G2))}
-	if cur.B13 != nil {
-		t.bufs.B13, t.bufs.B2 = u16(len(cur.B13)), u16(len(cur.B2))
-	}
+	t.bufs = model.ExpertBuffers{W13: f32(w13), G13: f32(w13), W2: f32(w2), G2: f32(w2)}
 	want := 4
-	if cur.B13 != nil {
+	if bf16 {
+		t.bufs.B13, t.bufs.B2 = u16(w13), u16(w2)
 		want = 6
 	}
 	if len(t.maps) != want {
 		t.free()
-		return nil, fmt.Errorf("train: storage: compute tier: cannot map a layer's expert buffers (%d bytes)", 4*(len(cur.W13)+len(cur.G13)+len(cur.W2)+len(cur.G2)))
+		return nil, fmt.Errorf("train: storage: compute tier: cannot map a layer's expert buffers (%d bytes)", 8*(w13+w2))
 	}
 	return t, nil
 }

@@ -74,8 +74,9 @@ func NewTrainer(o Options, corpus *Corpus) (*Trainer, error) {
 }
 
 // newTrainer builds the Trainer of net, a rank of c's parallel run when c
-// is not nil (net then gets its expert parallelism here).
-func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm) (*Trainer, error) {
+// is not nil (net then gets its expert parallelism here). With
+// o.Storage, src gives the experts' initial weights (nil: those in net).
+func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm, src expertSource) (*Trainer, error) {
 	t := &Trainer{Opts: o, Net: net}
 	if o.ShardDense && c == nil {
 		return nil, fmt.Errorf("%w: shard_dense shards the dense parameters over the ranks of a parallel run; one process has no ranks to shard over", ErrOptions)
@@ -123,7 +124,10 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm) (*Traine
 		return nil, fmt.Errorf("%w: %v", ErrOptions, err)
 	}
 	if o.Storage != nil {
-		if err := t.openStorage(acfg); err != nil {
+		if src == nil {
+			src = netExperts(net)
+		}
+		if err := t.openStorage(acfg, src); err != nil {
 			return nil, err
 		}
 	}
