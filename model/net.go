@@ -333,9 +333,9 @@ func (n *Net) initWalk(seed uint64, std float64, emit func(p *Param, vals []floa
 		}
 		var dst []float32
 		switch {
-		case p != nil && emit == nil && p.W != nil:
+		case p != nil && emit == nil && !(n.outside && n.isRouted(p)):
 			dst = p.W
-		case p != nil && emit != nil && p.W == nil && n.outside:
+		case p != nil && emit != nil && n.outside && n.isRouted(p):
 			if cap(scratch) < size {
 				scratch = make([]float32, size)
 			}
@@ -372,6 +372,12 @@ func (n *Net) initWalk(seed uint64, std float64, emit func(p *Param, vals []floa
 		}
 	}
 	return nil
+}
+
+// isRouted reports whether p is a routed expert's tensor.
+func (n *Net) isRouted(p *Param) bool {
+	_, ok := n.expertOf[p]
+	return ok
 }
 
 func isOutProj(name string) bool {

@@ -47,8 +47,17 @@ func (n *Net) BindExpertBuffers(l int, b ExpertBuffers) error {
 	return nil
 }
 
+// UnbindExpertBuffers leaves MoE layer l without expert buffers (an
+// owner's, freed): its expert Params' W, G and B become nil, and the layer
+// cannot compute until bound again.
+func (n *Net) UnbindExpertBuffers(l int) {
+	if n.layers[l].experts != nil {
+		n.bind(l, ExpertBuffers{})
+	}
+}
+
 // bind points layer l's fused Params, its moe.Layer and its per-expert
-// Params at b.
+// Params at b (nil slices: none).
 func (n *Net) bind(l int, b ExpertBuffers) {
 	ly := &n.layers[l]
 	ly.w13.W, ly.w13.G, ly.w13.B = b.W13, b.G13, b.B13
@@ -58,7 +67,10 @@ func (n *Net) bind(l int, b ExpertBuffers) {
 		for _, v := range n.expertViews(l, e) {
 			p := n.byName[v.name]
 			FD := n.Cfg.ExpertFFN * n.Cfg.D
-			p.W, p.G = v.f.W[v.off:v.off+FD], v.f.G[v.off:v.off+FD]
+			p.W, p.G, p.B = nil, nil, nil
+			if v.f.W != nil {
+				p.W, p.G = v.f.W[v.off:v.off+FD], v.f.G[v.off:v.off+FD]
+			}
 			if v.f.B != nil {
 				p.B = v.f.B[v.off : v.off+FD]
 			}

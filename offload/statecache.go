@@ -40,7 +40,7 @@ type StateCache struct {
 // CacheStats counts a StateCache's traffic.
 type CacheStats struct {
 	Hits, Misses    int64 // Acquires that found the record in RAM (or on its way), and that read it
-	Blanks          int64 // AcquireBlanks that took a buffer without reading
+	Blanks          int64 // AcquireBlanks (none reads: not hits or misses)
 	Prefetches      int64 // reads started ahead
 	Evictions       int64
 	WriteBacks      int64 // records written to the file
@@ -216,7 +216,7 @@ func (s *StateCache) AcquireBlank(ctx context.Context, id int) ([]byte, error) {
 		}
 		e.ahead = false
 		e.pins++
-		s.stats.Hits++
+		s.stats.Blanks++
 		return s.f.Payload(e.buf), nil
 	}
 }

@@ -133,7 +133,16 @@ func openState(path string, n, payload int, wrap func(RecordIO) RecordIO, create
 	if create {
 		// The file's size and its directory entry made durable, so a
 		// machine crash cannot take the file away under synced records.
-		err := f.Truncate(2 * int64(n) * s.slot)
+		size := 2 * int64(n) * s.slot
+		err := f.Truncate(size)
+		if err == nil {
+			// Reserve the blocks now, so a full disk is refused here, not
+			// by a write-back in the middle of a run (filesystems without
+			// fallocate keep the sparse file).
+			if ferr := unix.Fallocate(int(f.Fd()), 0, 0, size); ferr != nil && !errors.Is(ferr, unix.EOPNOTSUPP) && !errors.Is(ferr, unix.ENOSYS) {
+				err = fmt.Errorf("reserving %d bytes at %s: %w", size, path, ferr)
+			}
+		}
 		if err == nil {
 			err = f.Sync()
 		}

@@ -215,6 +215,12 @@ func ResumeParallel(dir string, o Options, corpus *Corpus, c dist.Comm) (*Traine
 	if err != nil {
 		return nil, err
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			t.Close() // the storage tiers' goroutines, files and mappings
+		}
+	}()
 	set, err := openOptimizer(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
@@ -281,6 +287,7 @@ func ResumeParallel(dir string, o Options, corpus *Corpus, c dist.Comm) (*Traine
 		}
 	}
 	t.Step = step
+	ok = true
 	return t, nil
 }
 

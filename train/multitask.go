@@ -115,7 +115,11 @@ func NewMultiTaskTrainer(o Options, corpora []*Corpus, c dist.Comm) (*Trainer, e
 	if err != nil {
 		return nil, err
 	}
-	return t, t.setTaskData(corpora)
+	if err := t.setTaskData(corpora); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
 }
 
 // ResumeMultiTask is ResumeParallel for a multi-task run: c may have any
@@ -136,7 +140,11 @@ func ResumeMultiTask(dir string, o Options, corpora []*Corpus, c dist.Comm) (*Tr
 	if err != nil {
 		return nil, err
 	}
-	return t, t.setTaskData(corpora)
+	if err := t.setTaskData(corpora); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
 }
 
 func checkCorpora(o Options, corpora []*Corpus) error {

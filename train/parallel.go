@@ -48,11 +48,14 @@ func NewParallelTrainer(o Options, corpus *Corpus, c dist.Comm) (*Trainer, error
 		src = initExperts(net, o.Seed, o.InitStd)
 	}
 	t, err := newTrainer(o, corpus, net, c, src)
-	if err == nil && o.ShardDense {
-		err = t.shardDense()
-	}
 	if err != nil {
 		return nil, err
+	}
+	if o.ShardDense {
+		if err := t.shardDense(); err != nil {
+			t.Close()
+			return nil, err
+		}
 	}
 	return t, nil
 }

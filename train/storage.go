@@ -35,8 +35,9 @@ const storageReaders = 8
 // sparseStore keeps the routed experts' parameters on the SSD tier with a
 // RAM cache: each expert's record holds, per tensor, its fp32 master
 // weights and AdamW m and v; its deferred gradient has a record of its own
-// in a second file, written whole by the backward (no read first) and
-// read once, by the update, through a cache of one layer's gradients.
+// in a second file, written whole by the backward (no read first) through
+// a cache of one layer's gradients, and read by the update (and, with
+// gradient accumulation, by the next micro-batch's backward).
 // The Net computes in
 // the compute tier's two slots (layerTier; MoE layer i in slot i%2): a
 // layer's routed experts are copied in from their records when it is
@@ -95,15 +96,13 @@ type sparseStore struct {
 	layerGen         []uint64
 	routed           []bool
 	paramAt          map[*model.Param][3]int // expert Param -> (MoE index, expert, tensor)
-	// onLoad, when set (tests), is called after every load into the
-	// compute tier.
-	onLoad func()
 
 	wait, waitBack, update, copying time.Duration // exposed state waits (forward, backward), update compute and compute-tier copies, this step
-	inBackward                      bool
-	fwdHits, fwdMisses              int64 // this step's forward acquisitions (the prefetch's figure)
-	peak                            int64 // the most compute-tier bytes resident after a load, this step
-	toTier, fromTier                int64 // bytes copied RAM -> compute tier (weights, gradients) and back (gradients), this step
+	inBackward                      bool          // inside NeedGrad (its waits count as backward's)
+	backward                        bool          // the step is in backward: a Need is a recomputation
+	fwdHits, fwdMisses              int64         // this step's forward acquisitions (the prefetch's figure)
+	peak                            int64         // the most compute-tier bytes resident after a load, this step
+	toTier, fromTier                int64         // bytes copied RAM -> compute tier (weights, gradients) and back (gradients), this step
 	stats0, gstats0                 offload.CacheStats
 }
 
@@ -114,7 +113,9 @@ type StorageStep struct {
 	// sparse updates' compute (on the critical path).
 	ExposedSeconds float64 `json:"exposed_seconds"`
 	// BackwardExposedSeconds is the backward's waits for the records of
-	// the experts it recomputes with (read ahead one layer, in reverse).
+	// the experts it recomputes with (read ahead one layer, in reverse),
+	// for the gradients earlier micro-batches accumulated, and for
+	// gradient buffers (a victim's write-back).
 	BackwardExposedSeconds float64 `json:"backward_exposed_seconds"`
 	UpdateSeconds          float64 `json:"update_seconds"`
 	// LoadSeconds is the copying of experts into the compute tier (and
@@ -142,9 +143,9 @@ type StorageStep struct {
 	ComputeTierBytes int64 `json:"compute_tier_bytes"`
 }
 
-// newSparseStore creates the SSD tier for t.Net's local experts under so
-// and fills it from the Net's current weights (moments zero, adam step
-// base), then moves the Net's expert buffers to the compute tier. In a
+// newSparseStore creates the SSD tier for the Net's local experts under so,
+// fills their records from src (moments zero, adam step base) and binds
+// the Net's MoE layers to the two compute-tier slots. In a
 // parallel run (comm, W > 1 ranks) each rank keeps its own experts' state
 // in files of its own in so.Dir, and learns which of its experts a layer's
 // tokens (every rank's) chose from the routing masks gathered over comm.
@@ -395,26 +396,22 @@ func (s *sparseStore) part(st []float32, j, k int) []float32 {
 }
 
 // loadWeights sets expert e's working weights in the compute tier from its
-// masters (bf16: their rounding and the bf16 copy, as Trainer.syncBF16
-// does; only the bf16 copy, which is all the layer's products read, unless
-// full).
-func (s *sparseStore) loadWeights(mi, e int, st []float32, full bool) {
+// masters: in bf16 training the bf16 copies, which are all the layer's
+// products read, or, where the CPU has no bf16 products (no copies), the
+// weights rounded to bf16 as Trainer.syncBF16 rounds them.
+func (s *sparseStore) loadWeights(mi, e int, st []float32) {
 	for j, p := range s.views[mi][e] {
 		w := s.part(st, j, partW)
 		if !s.bf16 {
 			copy(p.W, w)
 			continue
 		}
-		if p.B != nil && !full {
+		if p.B != nil {
 			tensor.F32SliceToBF16(p.B, w)
 			continue
 		}
 		for i, v := range w {
-			h := tensor.F32ToBF16(v)
-			p.W[i] = math.Float32frombits(uint32(h) << 16)
-			if p.B != nil {
-				p.B[i] = h
-			}
+			p.W[i] = math.Float32frombits(uint32(tensor.F32ToBF16(v)) << 16)
 		}
 	}
 }
@@ -502,7 +499,7 @@ func (s *sparseStore) loadSet(ctx context.Context, mi int, set []bool) error {
 		s.ids, s.sts, s.dirty = append(s.ids, e), append(s.sts, st), append(s.dirty, dirty)
 	}
 	t := time.Now()
-	kernel.Parallel(len(s.ids), func(i int) { s.loadWeights(mi, s.ids[i], s.sts[i], false) })
+	kernel.Parallel(len(s.ids), func(i int) { s.loadWeights(mi, s.ids[i], s.sts[i]) })
 	s.copying += time.Since(t)
 	per := int64(3 * s.FD * 4) // f32 weights
 	if s.bf16 && s.views[mi][0][0].B != nil {
@@ -557,6 +554,9 @@ func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 		s.used[mi][e] = s.used[mi][e] || r
 	}
 	s.loaded()
+	if s.backward { // a recomputation inside backward: the next layer's backward is done
+		return nil
+	}
 	clear(s.hint[mi])
 	s.cache.DropAhead(s.layerGen[mi])
 	s.gcache.DropAhead(s.layerGen[mi])
@@ -570,6 +570,7 @@ func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 // the previous MoE layer's records (exact: its forward chose them).
 func (s *sparseStore) NeedGrad(ctx context.Context, l int) error {
 	mi := s.moeIx[l]
+	s.backward = true // until the step ends (zeroGrads, afterStep)
 	s.inBackward = true
 	defer func() { s.inBackward = false }()
 	if s.slotOf[mi%2] != mi { // else the forward's weights are still there
@@ -588,7 +589,9 @@ func (s *sparseStore) NeedGrad(ctx context.Context, l int) error {
 			}
 			continue
 		}
-		gb, err := s.gcache.Acquire(ctx, s.id(mi, e)) // an earlier micro-batch's, just written
+		t0 := time.Now()
+		gb, err := s.gcache.Acquire(ctx, s.id(mi, e)) // an earlier micro-batch's (read ahead, or read back)
+		s.waitBack += time.Since(t0)
 		if err != nil {
 			return fmt.Errorf("storage: layer %d expert %d: gradient: %w", l, e, err)
 		}
@@ -603,9 +606,16 @@ func (s *sparseStore) NeedGrad(ctx context.Context, l int) error {
 	if mi > 0 { // the previous layer's, during this one's compute
 		s.gen++
 		s.layerGen[mi-1] = s.gen
+		resident := s.slotOf[(mi-1)%2] == mi-1 // its forward copies are still in its slot
 		for e, in := range s.fwd[mi-1] {
-			if in {
+			if !in {
+				continue
+			}
+			if !resident {
 				s.cache.Prefetch(s.id(mi-1, e), s.gen)
+			}
+			if s.gradAt[mi-1][e] == s.stepNo { // an earlier micro-batch's gradient
+				s.gcache.Prefetch(s.id(mi-1, e), s.gen)
 			}
 		}
 	}
@@ -624,7 +634,9 @@ func (s *sparseStore) Done(ctx context.Context, l int, backward bool) error {
 		if !in {
 			continue
 		}
-		gb, err := s.gcache.AcquireBlank(ctx, s.id(mi, e))
+		t0 := time.Now()
+		gb, err := s.gcache.AcquireBlank(ctx, s.id(mi, e)) // may wait for a victim's write-back
+		s.waitBack += time.Since(t0)
 		if err != nil {
 			return fmt.Errorf("storage: layer %d expert %d: gradient: %w", l, e, err)
 		}
@@ -648,9 +660,6 @@ func (s *sparseStore) Done(ctx context.Context, l int, backward bool) error {
 // loaded records the compute tier's resident bytes after a load.
 func (s *sparseStore) loaded() {
 	s.peak = max(s.peak, s.residentBytes())
-	if s.onLoad != nil {
-		s.onLoad()
-	}
 }
 
 // residentBytes is the compute tier's memory in use (mincore).
@@ -664,6 +673,9 @@ func (s *sparseStore) residentBytes() int64 {
 
 // Hint implements model.ExpertWatch: a pre-gate's exact choice of layer l.
 func (s *sparseStore) Hint(l int, idsTK []int32) {
+	if s.backward { // a recomputation's: that layer's forward is past
+		return
+	}
 	mi := s.moeIx[l]
 	for _, e := range idsTK {
 		if le := int(e) - s.first; le >= 0 && le < s.E {
@@ -702,6 +714,7 @@ func (s *sparseStore) prefetch(mi int) {
 // zero).
 func (s *sparseStore) zeroGrads() {
 	s.stepNo++
+	s.backward = false
 	for _, p := range s.net.Params {
 		if _, stored := s.paramAt[p]; !stored {
 			clear(p.G)
@@ -784,6 +797,7 @@ func (s *sparseStore) afterStep(applied bool, lr float64, scale float32) {
 		s.prev[mi], s.used[mi] = s.used[mi], s.prev[mi]
 		clear(s.used[mi])
 	}
+	s.backward = false
 	s.cache.Tick()
 	s.cache.DropAhead(s.gen)
 	s.gcache.Tick()
@@ -804,6 +818,9 @@ func (s *sparseStore) flush(ctx context.Context) error {
 	if err := s.cache.Flush(ctx); err != nil {
 		return err
 	}
+	// Every expert is at the current step with nothing pending: the
+	// learning rates and clipping factors so far are no longer needed.
+	s.base, s.lrs, s.scales = s.steps(), s.lrs[:0], s.scales[:0]
 	return s.file.Sync()
 }
 
@@ -910,6 +927,9 @@ func (s *sparseStore) stepFigures() *StorageStep {
 	return d
 }
 
+// close stops the caches, closes the files and unmaps the compute tier,
+// unbinding the Net's MoE layers from it first (the Net cannot compute its
+// experts after).
 func (s *sparseStore) close() error {
 	s.cache.Close()
 	err := s.file.Close()
@@ -918,6 +938,15 @@ func (s *sparseStore) close() error {
 	}
 	if s.gfile != nil {
 		err = errors.Join(err, s.gfile.Close())
+	}
+	if len(s.tiers) > 0 {
+		for _, l := range s.layers {
+			s.net.UnbindExpertBuffers(l)
+		}
+		for _, t := range s.tiers {
+			t.free()
+		}
+		s.tiers = nil
 	}
 	return err
 }
@@ -955,9 +984,9 @@ func (t *Trainer) StorageStats() offload.CacheStats {
 	return t.sparse.cache.Stats()
 }
 
-// Close releases the storage tiers (their file stays; a run resumes from
-// its checkpoints, not from the file). The compute tier stays mapped: the
-// Net's expert buffers remain valid (and empty).
+// Close releases the storage tiers (their files stay; a run resumes from
+// its checkpoints, not from the files) and the compute tier: the Net can
+// no longer compute its experts.
 func (t *Trainer) Close() error {
 	if t.sparse == nil {
 		return nil
@@ -1000,8 +1029,8 @@ func (s *sparseStore) appendTensors(ts []model.F32Tensor) []model.F32Tensor {
 
 // load fills the state from a checkpoint's optimizer tensors (read) taken
 // after adam step steps: the moments, and in bf16 training the masters
-// (in f32 the weights are the masters, written by newSparseStore from the
-// Net as the checkpoint loaded it).
+// (in f32 the weights are the masters, which newSparseStore wrote from
+// the checkpoint's weights: checkpointExperts).
 func (s *sparseStore) load(read func(name string, dst []float32) error, steps int) error {
 	s.resume(steps)
 	err := s.each(context.Background(), true, func(p *model.Param, w, m, v []float32) error {

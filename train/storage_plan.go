@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/model"
 	"github.com/moesys/moesys/offload"
 )
@@ -96,8 +97,11 @@ func PlanStorageRanks(c *model.Config, bf16 bool, so StorageOptions, W int) (Sto
 	p.SparseParams = int64(p.Records) * 3 * FD
 	p.DenseParams = total - int64(moeL*c.E)*3*FD
 	p.StateBytesPerParam, p.DenseBytesPerParam, p.ComputeBytesPerParam = 12, 16, 8
-	if bf16 {
-		p.DenseBytesPerParam, p.ComputeBytesPerParam = 22, 10
+	if bf16 { // fp32 masters; bf16 copies where the CPU has bf16 products (model.Net.SetBF16Products)
+		p.DenseBytesPerParam = 20
+		if kernel.CurrentLevel() >= kernel.LevelAVX512BF16 {
+			p.DenseBytesPerParam, p.ComputeBytesPerParam = 22, 10
+		}
 	}
 	p.RecordBytes = 3 * FD * int64(p.StateBytesPerParam)
 	p.GradRecordBytes = 3 * FD * 4

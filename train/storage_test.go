@@ -7,11 +7,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"unsafe"
 
 	"github.com/moesys/moesys/dist"
+	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/model"
 	"github.com/moesys/moesys/offload"
 )
@@ -419,52 +421,63 @@ func TestStorageFailedPassThenStep(t *testing.T) {
 // report are within it and non-zero.
 func TestStorageComputeTier(t *testing.T) {
 	corpus := testCorpus(t)
-	for _, tc := range storageCases {
-		t.Run(tc.name, func(t *testing.T) {
-			tr, err := NewTrainer(tc.options(t.TempDir()), corpus)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tr.Close()
-			s := tr.sparse
-			var mapped, pages int64
-			page := int64(os.Getpagesize())
-			for _, lt := range s.tiers {
-				for _, b := range lt.maps {
-					mapped += int64(len(b))
-					pages += (int64(len(b)) + page - 1) / page * page
-				}
-			}
-			if len(s.tiers) != min(len(s.layers), 2) || mapped != s.plan.ComputeBytes {
-				t.Fatalf("%d slots of %d bytes in all, plan %d", len(s.tiers), mapped, s.plan.ComputeBytes)
-			}
-			for mi, l := range s.layers {
-				if b := tr.Net.ExpertBuffersOf(l); &b.W13[0] != &s.tiers[mi%2].bufs.W13[0] || &b.G2[0] != &s.tiers[mi%2].bufs.G2[0] {
-					t.Fatalf("MoE layer %d does not compute in slot %d", mi, mi%2)
-				}
-			}
-			// The Net never held the experts: its expert tensors are
-			// views of the slots, and it counts every parameter.
-			within := func(p *float32, buf []float32) bool {
-				a, lo := uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(&buf[0]))
-				return a >= lo && a < lo+4*uintptr(len(buf))
-			}
-			for q, at := range s.paramAt {
-				b := s.tiers[at[0]%2].bufs
-				if !within(&q.W[0], b.W13) && !within(&q.W[0], b.W2) || !within(&q.G[0], b.G13) && !within(&q.G[0], b.G2) {
-					t.Fatalf("%s is not in its slot", q.Name)
-				}
-			}
-			if n := mustNet(t, tr.Net.Cfg).NumParams(); tr.Net.NumParams() != n {
-				t.Fatalf("%d parameters, a whole Net has %d", tr.Net.NumParams(), n)
-			}
-			for range 3 {
-				r := mustStep(t, tr)
-				if r.Storage.ComputeTierBytes <= 0 || r.Storage.ComputeTierBytes > pages {
-					t.Fatalf("step figure: %d compute-tier bytes resident, %d mapped", r.Storage.ComputeTierBytes, pages)
-				}
-			}
-		})
+	levels := []kernel.Level{kernel.CurrentLevel()}
+	if kernel.CurrentLevel() > kernel.LevelAVX2 { // also where no bf16 products keep bf16 copies
+		levels = append(levels, kernel.LevelAVX2)
+	}
+	for _, lvl := range levels {
+		for _, tc := range storageCases {
+			t.Run(fmt.Sprintf("%s/level%d", tc.name, lvl), func(t *testing.T) {
+				defer kernel.SetLevel(kernel.SetLevel(lvl))
+				testComputeTier(t, corpus, tc)
+			})
+		}
+	}
+}
+
+func testComputeTier(t *testing.T, corpus *Corpus, tc storageCase) {
+	tr, err := NewTrainer(tc.options(t.TempDir()), corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	s := tr.sparse
+	var mapped, pages int64
+	page := int64(os.Getpagesize())
+	for _, lt := range s.tiers {
+		for _, b := range lt.maps {
+			mapped += int64(len(b))
+			pages += (int64(len(b)) + page - 1) / page * page
+		}
+	}
+	if len(s.tiers) != min(len(s.layers), 2) || mapped != s.plan.ComputeBytes {
+		t.Fatalf("%d slots of %d bytes in all, plan %d", len(s.tiers), mapped, s.plan.ComputeBytes)
+	}
+	for mi, l := range s.layers {
+		if b := tr.Net.ExpertBuffersOf(l); &b.W13[0] != &s.tiers[mi%2].bufs.W13[0] || &b.G2[0] != &s.tiers[mi%2].bufs.G2[0] {
+			t.Fatalf("MoE layer %d does not compute in slot %d", mi, mi%2)
+		}
+	}
+	// The Net never held the experts: its expert tensors are
+	// views of the slots, and it counts every parameter.
+	within := func(p *float32, buf []float32) bool {
+		a, lo := uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(&buf[0]))
+		return a >= lo && a < lo+4*uintptr(len(buf))
+	}
+	for q, at := range s.paramAt {
+		b := s.tiers[at[0]%2].bufs
+		if !within(&q.W[0], b.W13) && !within(&q.W[0], b.W2) || !within(&q.G[0], b.G13) && !within(&q.G[0], b.G2) {
+			t.Fatalf("%s is not in its slot", q.Name)
+		}
+	}
+	if n := mustNet(t, tr.Net.Cfg).NumParams(); tr.Net.NumParams() != n {
+		t.Fatalf("%d parameters, a whole Net has %d", tr.Net.NumParams(), n)
+	}
+	for range 3 {
+		r := mustStep(t, tr)
+		if r.Storage.ComputeTierBytes <= 0 || r.Storage.ComputeTierBytes > pages {
+			t.Fatalf("step figure: %d compute-tier bytes resident, %d mapped", r.Storage.ComputeTierBytes, pages)
+		}
 	}
 }
 
@@ -561,5 +574,33 @@ func TestStorageMultiTask(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStorageResumeFailureReleases: a resume with storage that fails after
+// the tiers opened (the checkpoint's optimizer state is missing) stops
+// their goroutines and closes their files.
+func TestStorageResumeFailureReleases(t *testing.T) {
+	corpus := testCorpus(t)
+	tc := storageCases[0]
+	tr, err := NewTrainer(tc.options(t.TempDir()), corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustStep(t, tr)
+	ckpt, err := tr.Save(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	if err := os.Remove(filepath.Join(ckpt, OptimizerFile)); err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	if _, err := Resume(ckpt, tc.options(t.TempDir()), corpus); err == nil {
+		t.Fatal("resumed without the optimizer state")
+	}
+	if after := runtime.NumGoroutine(); after > before {
+		t.Fatalf("%d goroutines after the failed resume, %d before", after, before)
 	}
 }

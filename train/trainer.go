@@ -131,6 +131,12 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm, src expe
 			return nil, err
 		}
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			t.Close() // the storage tiers, opened above
+		}
+	}()
 	t.sched = optim.WarmupCosine{Peak: o.LR, Min: o.MinLR, Warmup: o.Warmup, Total: o.Steps}
 	if t.train, err = NewBatcher(corpus.Train, o.Batch, o.Seq, o.Seed); err != nil {
 		return nil, err
@@ -143,6 +149,7 @@ func newTrainer(o Options, corpus *Corpus, net *model.Net, c dist.Comm, src expe
 		return nil, err
 	}
 	t.inputs, t.target = make([]int32, o.Batch*o.Seq), make([]int32, o.Batch*o.Seq)
+	ok = true
 	return t, nil
 }
 
