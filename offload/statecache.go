@@ -83,6 +83,8 @@ type StateCacheConfig struct {
 	// Readers is the number of background reads ahead in flight (the
 	// read queue depth), >= 1.
 	Readers int
+	// Writers is the number of background write-backs in flight (0: 1).
+	Writers int
 }
 
 // NewStateCache starts the cache's background readers and writer over f.
@@ -97,8 +99,10 @@ func NewStateCache(f *StateFile, c StateCacheConfig) *StateCache {
 		s.wg.Add(1)
 		go s.reader()
 	}
-	s.wg.Add(1)
-	go s.writer()
+	for range max(c.Writers, 1) {
+		s.wg.Add(1)
+		go s.writer()
+	}
 	return s
 }
 
@@ -283,20 +287,31 @@ func (s *StateCache) reader() {
 func (s *StateCache) fetch(r aheadReq) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || r.gen <= s.dropGen {
-		return
-	}
-	if e := s.ents[r.id]; e != nil {
-		if !e.loading && !e.writing && e.err == nil && e.pins == 0 && !e.ahead {
-			e.ahead, e.aheadGen = true, r.gen // keep it for its Acquire
+	var buf []byte
+	for {
+		if s.closed || r.gen <= s.dropGen {
+			return
 		}
-		return
-	}
-	buf, ok := s.tryBuffer(false)
-	if !ok || s.ents[r.id] != nil {
-		if ok {
-			s.free = append(s.free, buf)
+		if e := s.ents[r.id]; e != nil {
+			if !e.loading && !e.writing && e.err == nil && e.pins == 0 && !e.ahead {
+				e.ahead, e.aheadGen = true, r.gen // keep it for its Acquire
+			}
+			return
 		}
+		var ok bool
+		if buf, ok = s.tryBuffer(false); ok {
+			break
+		}
+		if !s.canEvict() {
+			return // every record is in use or held ahead: skipped
+		}
+		// The least-hit record is being written back (the update cycle's
+		// write-back, just queued) or read: wait for it rather than drop
+		// the read ahead.
+		s.cond.Wait()
+	}
+	if s.ents[r.id] != nil {
+		s.free = append(s.free, buf)
 		return
 	}
 	e := &stateEntry{id: r.id, buf: buf, loading: true, ahead: true, aheadGen: r.gen}
@@ -393,6 +408,18 @@ func (s *StateCache) victim(ahead bool) *stateEntry {
 		}
 	}
 	return v
+}
+
+// canEvict reports whether some record may become a victim for a read
+// ahead: one nobody references or holds ahead (it may be loading or being
+// written). Called with the lock held.
+func (s *StateCache) canEvict() bool {
+	for _, e := range s.ents {
+		if e.pins == 0 && !e.ahead {
+			return true
+		}
+	}
+	return false
 }
 
 // writeBack writes e's payload to the file with the lock released; e

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 // tearIO tears every write while tear is set: half the bytes, then an error.
@@ -360,5 +361,59 @@ func TestStateCacheAcquireBlank(t *testing.T) {
 	}
 	if v := getRecord(t, s, 0); v != 42 {
 		t.Fatalf("on file: %d, want 42", v)
+	}
+}
+
+// slowWriteIO delays every write, so a write-back is in flight when a
+// read ahead wants its buffer.
+type slowWriteIO struct {
+	RecordIO
+	delay time.Duration
+}
+
+func (s *slowWriteIO) WriteAt(p []byte, off int64) (int, error) {
+	time.Sleep(s.delay)
+	return s.RecordIO.WriteAt(p, off)
+}
+
+// TestStateCacheReadAheadWaitsForWriteBack: a read ahead whose only
+// possible victim is being written back (the update cycle's write-back,
+// queued on release) waits for it instead of being dropped, so the
+// Acquire after it is a hit.
+func TestStateCacheReadAheadWaitsForWriteBack(t *testing.T) {
+	ctx := context.Background()
+	s, err := CreateStateFile(filepath.Join(t.TempDir(), "state.bin"), 2, 100, func(r RecordIO) RecordIO { return &slowWriteIO{RecordIO: r, delay: 100 * time.Millisecond} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for r := range 2 {
+		putRecord(t, s, r, uint64(r), false)
+	}
+	c := NewStateCache(s, StateCacheConfig{Cap: 1, Beta: 1, Every: 1, Readers: 1})
+	defer c.Close()
+	p, err := c.Acquire(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+8 <= len(p); i += 8 {
+		binary.LittleEndian.PutUint64(p[i:], 7)
+	}
+	c.Release(0, true) // queues its write-back (100 ms)
+	time.Sleep(10 * time.Millisecond)
+	c.Prefetch(1, 1)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats().Prefetches == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := c.Acquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	c.Release(1, false)
+	if st := c.Stats(); st.Prefetches != 1 || st.Hits != 1 || st.Misses != 1 {
+		t.Fatalf("stats %+v: the read ahead was dropped", st)
+	}
+	if v := getRecord(t, s, 0); v != 7 {
+		t.Fatalf("record 0 on file: %d, want 7", v)
 	}
 }

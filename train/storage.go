@@ -32,6 +32,10 @@ const (
 // this disk reads ~2x faster at depth 8 than at 1 (docs/BENCHMARKS.md).
 const storageReaders = 8
 
+// storageWriters is its write-back depth: the forward's updates dirty a
+// layer's records while the next layer's are read ahead.
+const storageWriters = 4
+
 // sparseStore keeps the routed experts' parameters on the SSD tier with a
 // RAM cache: each expert's record holds, per tensor, its fp32 master
 // weights and AdamW m and v; its deferred gradient has a record of its own
@@ -182,7 +186,7 @@ func newSparseStore(net *model.Net, so StorageOptions, bf16 bool, adam optim.Ada
 	if W > 1 {
 		s.comm, s.masks = comm, make([]byte, W*c.E)
 	}
-	s.cache = offload.NewStateCache(f, offload.StateCacheConfig{Cap: p.CacheRecords, Beta: so.Beta, Every: so.Every, Readers: storageReaders})
+	s.cache = offload.NewStateCache(f, offload.StateCacheConfig{Cap: p.CacheRecords, Beta: so.Beta, Every: so.Every, Readers: storageReaders, Writers: storageWriters})
 	if s.gfile, err = offload.CreateStateFile(filepath.Join(so.Dir, storageFileName(GradFileName, rank, W)), p.Records, int(p.GradRecordBytes), wrap); err != nil {
 		s.close()
 		return nil, err
