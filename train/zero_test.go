@@ -51,7 +51,7 @@ func shardRun(t *testing.T, o Options, corpus *Corpus, W, steps int, from, out s
 		if out != "" {
 			dirs[r], err = tr.Save(out, 0)
 		}
-		return err
+		return errors.Join(err, tr.Close())
 	})
 	run.dir = dirs[0]
 	return run
