@@ -130,9 +130,24 @@ func (s *StateCache) Tick() {
 // cached nor on its way (a miss), evicting the least-hit unreferenced
 // record (written back first if dirty).
 func (s *StateCache) Acquire(ctx context.Context, id int) ([]byte, error) {
+	return s.acquire(ctx, id, false)
+}
+
+// AcquireBlank is Acquire for a caller that overwrites the whole payload
+// (and releases it dirty): a record not in RAM is not read from the file,
+// and its buffer's payload is undefined until written.
+func (s *StateCache) AcquireBlank(ctx context.Context, id int) ([]byte, error) {
+	return s.acquire(ctx, id, true)
+}
+
+func (s *StateCache) acquire(ctx context.Context, id int, blank bool) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hits[id]++
+	count := &s.stats.Hits
+	if blank {
+		count = &s.stats.Blanks // no read either way: not a hit or a miss
+	}
 	for {
 		if s.closed {
 			return nil, fmt.Errorf("offload: state cache: %w", ErrClosed)
@@ -142,7 +157,6 @@ func (s *StateCache) Acquire(ctx context.Context, id int) ([]byte, error) {
 		}
 		e := s.ents[id]
 		if e == nil {
-			e = &stateEntry{id: id, loading: true, missed: true}
 			buf, err := s.buffer(ctx)
 			if err != nil {
 				return nil, err
@@ -151,8 +165,12 @@ func (s *StateCache) Acquire(ctx context.Context, id int) ([]byte, error) {
 				s.free = append(s.free, buf)
 				continue
 			}
-			e.buf, e.pins = buf, 1
+			e = &stateEntry{id: id, buf: buf, pins: 1, loading: !blank, missed: !blank}
 			s.ents[id] = e
+			if blank {
+				*count++
+				return s.f.Payload(buf), nil
+			}
 			s.stats.Misses++
 			s.mu.Unlock()
 			err = s.f.Read(ctx, buf, id)
@@ -170,57 +188,16 @@ func (s *StateCache) Acquire(ctx context.Context, id int) ([]byte, error) {
 			s.cond.Wait()
 			continue
 		}
-		if e.err != nil { // a failed read ahead: read again
-			s.drop(e)
-			continue
-		}
-		if e.ahead {
-			e.ahead = false
-		}
-		e.pins++
-		s.stats.Hits++
-		return s.f.Payload(e.buf), nil
-	}
-}
-
-// AcquireBlank is Acquire for a caller that overwrites the whole payload
-// (and releases it dirty): a record not in RAM is not read from the file,
-// and its buffer's payload is undefined until written.
-func (s *StateCache) AcquireBlank(ctx context.Context, id int) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.hits[id]++
-	for {
-		if s.closed {
-			return nil, fmt.Errorf("offload: state cache: %w", ErrClosed)
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		e := s.ents[id]
-		if e == nil {
-			buf, err := s.buffer(ctx)
-			if err != nil {
-				return nil, err
-			}
-			if s.ents[id] != nil { // filled while buffer() waited
-				s.free = append(s.free, buf)
+		if e.err != nil { // a failed read ahead
+			if !blank {
+				s.drop(e) // read again
 				continue
 			}
-			s.ents[id] = &stateEntry{id: id, buf: buf, pins: 1}
-			s.stats.Blanks++
-			return s.f.Payload(buf), nil
-		}
-		if e.loading || e.writing {
-			s.cond.Wait()
-			continue
-		}
-		if e.err != nil { // a failed read ahead: its buffer is as good as blank
-			e.err = nil
+			e.err = nil // its buffer is as good as blank
 		}
 		e.ahead = false
 		e.pins++
-		s.stats.Blanks++
+		*count++
 		return s.f.Payload(e.buf), nil
 	}
 }
