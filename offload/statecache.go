@@ -279,8 +279,11 @@ func (s *StateCache) fetch(r aheadReq) {
 		if buf, ok = s.tryBuffer(false); ok {
 			break
 		}
-		if !s.canEvict() {
-			return // every record is in use or held ahead: skipped
+		// tryBuffer may have released the lock (a victim's write-back):
+		// look again before waiting, so a Close or DropAhead broadcast in
+		// that window is not missed.
+		if s.closed || r.gen <= s.dropGen || s.err != nil || !s.canEvict() {
+			return // closed, no longer wanted, write-backs failing, or every record in use or held ahead: skipped
 		}
 		// The least-hit record is being written back (the update cycle's
 		// write-back, just queued) or read: wait for it rather than drop
