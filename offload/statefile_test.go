@@ -417,3 +417,50 @@ func TestStateCacheReadAheadWaitsForWriteBack(t *testing.T) {
 		t.Fatalf("record 0 on file: %d, want 7", v)
 	}
 }
+
+// failWriteIO fails every write after the first n.
+type failWriteIO struct {
+	RecordIO
+	mu sync.Mutex
+	n  int
+}
+
+func (f *failWriteIO) WriteAt(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n <= 0 {
+		time.Sleep(200 * time.Millisecond) // a slow failure: Close comes meanwhile
+		return 0, errors.New("injected write failure")
+	}
+	f.n--
+	return f.RecordIO.WriteAt(p, off)
+}
+
+// TestStateCacheCloseWithReadAheadBehindFailedWriteBack: a read ahead
+// whose victim's write-back fails gives up, and Close returns (it hung
+// when the read ahead went on waiting for a buffer).
+func TestStateCacheCloseWithReadAheadBehindFailedWriteBack(t *testing.T) {
+	ctx := context.Background()
+	s, err := CreateStateFile(filepath.Join(t.TempDir(), "state.bin"), 2, 100, func(r RecordIO) RecordIO { return &failWriteIO{RecordIO: r, n: 2} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for r := range 2 {
+		putRecord(t, s, r, uint64(r), false) // the 2 writes that succeed
+	}
+	c := NewStateCache(s, StateCacheConfig{Cap: 1, Beta: 1, Every: 1, Readers: 1})
+	if _, err := c.Acquire(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.Release(0, true) // its write-back fails, slowly
+	c.Prefetch(1, 1)
+	time.Sleep(50 * time.Millisecond) // the read ahead is now waiting on that write-back
+	done := make(chan struct{})
+	go func() { c.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return: a read ahead is stuck")
+	}
+}
