@@ -72,6 +72,7 @@ type parallel struct {
 	// ranks), owned this rank's experts (gradients whole here).
 	dense, owned []*optim.Param
 	ownedNet     []*model.Param // the owned ones' Net Params
+	ownedG       [][]float32    // and their gradients (the optimizer's: a partitioned embedding's slice)
 	// sparse is the storage tiers of this rank's experts (Options.Storage),
 	// or nil: their gradients are not among owned.
 	sparse *sparseStore
@@ -167,7 +168,7 @@ func (p *parallel) split(t *Trainer) error {
 		}
 		if expert, _ := t.Net.ExpertParam(np); expert {
 			p.owned = append(p.owned, q)
-			p.ownedNet = append(p.ownedNet, np)
+			p.ownedNet, p.ownedG = append(p.ownedNet, np), append(p.ownedG, q.G)
 		} else {
 			p.dense = append(p.dense, q)
 			dense[np] = q
@@ -226,7 +227,7 @@ func (p *parallel) norm(ctx context.Context) (float64, error) {
 		return 0, err
 	}
 	if p.sparse != nil { // the owned and the stored experts, in Net order
-		p.sq[0] = p.sparse.gradSqWith(p.ownedNet, p.owned) + p.tasks.gradSq()
+		p.sq[0] = p.sparse.gradSqWith(p.ownedNet, p.ownedG) + p.tasks.gradSq()
 	} else {
 		p.sq[0] = optim.GradSq(p.owned) + p.tasks.gradSq()
 	}

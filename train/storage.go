@@ -105,7 +105,6 @@ type sparseStore struct {
 	inBackward                      bool          // inside NeedGrad (its waits count as backward's)
 	backward                        bool          // the step is in backward: a Need is a recomputation
 	fwdHits, fwdMisses              int64         // this step's forward acquisitions (the prefetch's figure)
-	peak                            int64         // the most compute-tier bytes resident after a load, this step
 	toTier, fromTier                int64         // bytes copied RAM -> compute tier (weights, gradients) and back (gradients), this step
 	stats0, gstats0                 offload.CacheStats
 }
@@ -142,8 +141,9 @@ type StorageStep struct {
 	// and back (gradients).
 	TierInBytes  int64 `json:"tier_in_bytes"`
 	TierOutBytes int64 `json:"tier_out_bytes"`
-	// ComputeTierBytes is the most compute-tier memory resident after a
-	// load this step (mincore; the plan's ComputeBytes bounds it).
+	// ComputeTierBytes is the compute-tier memory resident at the step's
+	// end (mincore; the slots are never released, so the most this step;
+	// the plan's ComputeBytes bounds it).
 	ComputeTierBytes int64 `json:"compute_tier_bytes"`
 }
 
@@ -557,7 +557,6 @@ func (s *sparseStore) Need(ctx context.Context, l int, idsTK []int32) error {
 	for e, r := range s.routed {
 		s.used[mi][e] = s.used[mi][e] || r
 	}
-	s.loaded()
 	if s.backward { // a recomputation inside backward: the next layer's backward is done
 		return nil
 	}
@@ -606,7 +605,6 @@ func (s *sparseStore) NeedGrad(ctx context.Context, l int) error {
 		s.toTier += int64(len(g)) * 4
 		s.gcache.Release(s.id(mi, e), false)
 	}
-	s.loaded()
 	if mi > 0 { // the previous layer's, during this one's compute
 		s.gen++
 		s.layerGen[mi-1] = s.gen
@@ -659,11 +657,6 @@ func (s *sparseStore) Done(ctx context.Context, l int, backward bool) error {
 		s.gcache.Release(s.id(mi, e), true)
 	}
 	return nil
-}
-
-// loaded records the compute tier's resident bytes after a load.
-func (s *sparseStore) loaded() {
-	s.peak = max(s.peak, s.residentBytes())
 }
 
 // residentBytes is the compute tier's memory in use (mincore).
@@ -726,29 +719,25 @@ func (s *sparseStore) zeroGrads() {
 	}
 }
 
-// gradSq returns the step's global sum of squared gradients: every
-// Param's sum in Net order, the experts' from their records, added as
-// optim.GradSq adds them.
+// gradSq returns the step's global sum of squared gradients in one
+// process: every Param's sum in Net order, the stored experts' from their
+// backward, added as optim.GradSq adds them.
 func (s *sparseStore) gradSq() float64 {
-	ps := s.net.Params
-	sums := make([]float64, len(ps))
-	kernel.Parallel(len(ps), func(i int) {
-		if at, ok := s.paramAt[ps[i]]; ok {
-			if s.gradAt[at[0]][at[1]] == s.stepNo {
-				sums[i] = s.sq[at[0]][at[1]][at[2]]
-			}
-			return
+	var owned []*model.Param
+	var G [][]float32
+	for _, p := range s.net.Params {
+		if _, stored := s.paramAt[p]; !stored {
+			owned, G = append(owned, p), append(G, p.G)
 		}
-		sums[i] = optim.SqSum(ps[i].G)
-	})
-	return optim.SumInOrder(sums)
+	}
+	return s.gradSqWith(owned, G)
 }
 
-// gradSqWith is a parallel run's sum of squared gradients over owned
-// (Params whose gradients are the optimizer's Params' G, in Net order) and
-// this rank's stored experts, added in Net order as optim.GradSq adds them
-// over a rank's owned parameters (the stored experts among them).
-func (s *sparseStore) gradSqWith(owned []*model.Param, G []*optim.Param) float64 {
+// gradSqWith is the sum of squared gradients over owned (Params in Net
+// order, with gradients G) and the stored experts, added in Net order as
+// optim.GradSq adds them: in a parallel run, over a rank's owned
+// parameters (the stored experts among them).
+func (s *sparseStore) gradSqWith(owned []*model.Param, G [][]float32) float64 {
 	type term struct {
 		g      []float32 // an owned Param's gradient
 		at     [3]int    // or a stored expert's tensor
@@ -760,7 +749,7 @@ func (s *sparseStore) gradSqWith(owned []*model.Param, G []*optim.Param) float64
 		if a, ok := s.paramAt[p]; ok {
 			ts = append(ts, term{at: a, stored: true})
 		} else if k < len(owned) && owned[k] == p {
-			ts = append(ts, term{g: G[k].G})
+			ts = append(ts, term{g: G[k]})
 			k++
 		}
 	}
@@ -919,7 +908,7 @@ func (s *sparseStore) stepFigures() *StorageStep {
 	st, gst := s.cache.Stats(), s.gcache.Stats()
 	d := &StorageStep{GradReadBytes: gst.ReadBytes - s.gstats0.ReadBytes, GradWriteBytes: gst.WriteBytes - s.gstats0.WriteBytes, ExposedSeconds: s.wait.Seconds(), BackwardExposedSeconds: s.waitBack.Seconds(), UpdateSeconds: s.update.Seconds(), LoadSeconds: s.copying.Seconds(),
 		ReadBytes: st.ReadBytes - s.stats0.ReadBytes, WriteBytes: st.WriteBytes - s.stats0.WriteBytes,
-		Hits: st.Hits - s.stats0.Hits, Misses: st.Misses - s.stats0.Misses, ComputeTierBytes: s.peak, TierInBytes: s.toTier, TierOutBytes: s.fromTier}
+		Hits: st.Hits - s.stats0.Hits, Misses: st.Misses - s.stats0.Misses, ComputeTierBytes: s.residentBytes(), TierInBytes: s.toTier, TierOutBytes: s.fromTier}
 	if d.Hits+d.Misses > 0 {
 		d.HitRate = float64(d.Hits) / float64(d.Hits+d.Misses)
 	}
@@ -927,7 +916,7 @@ func (s *sparseStore) stepFigures() *StorageStep {
 		d.ForwardHitRate = float64(s.fwdHits) / float64(s.fwdHits+s.fwdMisses)
 	}
 	s.toTier, s.fromTier = 0, 0
-	s.stats0, s.gstats0, s.wait, s.waitBack, s.update, s.copying, s.fwdHits, s.fwdMisses, s.peak = st, gst, 0, 0, 0, 0, 0, 0, 0
+	s.stats0, s.gstats0, s.wait, s.waitBack, s.update, s.copying, s.fwdHits, s.fwdMisses = st, gst, 0, 0, 0, 0, 0, 0
 	return d
 }
 

@@ -155,7 +155,7 @@ func benchStorage(opts benchOptions, progress io.Writer) ([]benchResult, error) 
 		{Name: "storage_forward_hit_rate", Value: median(fwdHit), Unit: "", Note: "the forward pass's acquisitions only (what the one-layer-ahead prefetch had to bring), median"},
 		{Name: "storage_compute_tier_load_seconds_per_step", Value: median(load), Unit: "s", Note: "copying experts into the compute tier (forward and backward) and gradients back to their records, median"},
 		{Name: "storage_compute_tier_peak_bytes", Value: float64(tierPeak) / (1 << 20), Unit: "MiB", Bound: float64(p.ComputeBytes) / (1 << 20),
-			Note: fmt.Sprintf("most compute-tier memory resident after a load (mincore), over the plan's bound (two slots of one layer's experts: weights, gradients, bf16 copies); all %d layers' experts would take %.0f MiB", p.MoELayers, float64(p.ComputeBytes)*float64(p.MoELayers)/2/(1<<20))},
+			Note: fmt.Sprintf("compute-tier memory resident at the step's end (mincore; the slots are never released), over the plan's bound (two slots of one layer's experts: weights, gradients, bf16 copies); all %d layers' experts would take %.0f MiB", p.MoELayers, float64(p.ComputeBytes)*float64(p.MoELayers)/2/(1<<20))},
 	}
 
 	// A model with 4x its RAM budget of expert state trains.
