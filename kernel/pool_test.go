@@ -1,0 +1,75 @@
+package kernel
+
+import (
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestPoolParkedAndSpinning runs calls back to back (workers spinning) and
+// after idle gaps longer than SpinWait (workers parked), on one processor
+// too, where a spinning caller must yield for its worker to run at all.
+func TestPoolParkedAndSpinning(t *testing.T) {
+	for _, procs := range []int{1, 2, 4} {
+		prev := runtime.GOMAXPROCS(procs)
+		p := NewPool(3)
+		var n atomic.Int64
+		for i := 0; i < 40; i++ {
+			if i%8 == 7 {
+				time.Sleep(3 * SpinWait) // every worker parks
+			}
+			p.Run(5, func(int) { n.Add(1) })
+		}
+		runtime.GOMAXPROCS(prev)
+		if got := n.Load(); got != 200 {
+			t.Fatalf("GOMAXPROCS %d: %d parts ran, want 200", procs, got)
+		}
+	}
+}
+
+// TestPoolConcurrentCallers: callers racing for the workers each get every
+// part run exactly once (the losers inline).
+func TestPoolConcurrentCallers(t *testing.T) {
+	p := NewPool(2)
+	done := make(chan [64]int32)
+	for g := 0; g < 4; g++ {
+		go func() {
+			var hits [64]int32
+			for i := 0; i < 200; i++ {
+				p.Run(len(hits), func(j int) { atomic.AddInt32(&hits[j], 1) })
+			}
+			done <- hits
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		for j, h := range <-done {
+			if h != 200 {
+				t.Fatalf("part %d ran %d times, want 200", j, h)
+			}
+		}
+	}
+}
+
+// BenchmarkPoolForkJoin times one parallel call of two empty parts after
+// an idle gap: below SpinWait the worker is still spinning and the call
+// costs well under a microsecond; past it the worker has parked and the
+// call pays its wake-up.
+func BenchmarkPoolForkJoin(b *testing.B) {
+	for _, idle := range []time.Duration{0, 20 * time.Microsecond, 2 * SpinWait} {
+		b.Run(fmt.Sprintf("idle=%v", idle), func(b *testing.B) {
+			p := NewPool(2)
+			var sink [2]int
+			var work time.Duration
+			for i := 0; i < b.N; i++ {
+				for t0 := time.Now(); time.Since(t0) < idle; {
+				}
+				t0 := time.Now()
+				p.Run(2, func(i int) { sink[i]++ })
+				work += time.Since(t0)
+			}
+			b.ReportMetric(float64(work.Nanoseconds())/float64(b.N), "ns/call")
+		})
+	}
+}
