@@ -28,8 +28,11 @@ type Pool struct {
 	w       []poolWorker
 	pending atomic.Int32 // workers still running the current call's parts
 	quit    atomic.Bool  // set with retired: workers exit at their next ticket
-	fn      func(part int)
-	parts   int
+	// The caller parks here when its workers outlast SpinWait.
+	callerSleeping atomic.Bool
+	callerWake     chan struct{} // capacity 1
+	fn             func(part int)
+	parts          int
 }
 
 // poolWorker is one worker's start signal: ticket is bumped once per call
@@ -51,7 +54,7 @@ func NewPool(threads int) *Pool {
 	if threads < 1 {
 		threads = 1
 	}
-	p := &Pool{workers: threads - 1}
+	p := &Pool{workers: threads - 1, callerWake: make(chan struct{}, 1)}
 	p.w = make([]poolWorker, p.workers)
 	for w := range p.w {
 		p.w[w].wake = make(chan struct{}, 1)
@@ -72,7 +75,12 @@ func (p *Pool) loop(w int) {
 		for i := w + 1; i < p.parts; i += p.workers + 1 {
 			p.fn(i)
 		}
-		p.pending.Add(-1)
+		if p.pending.Add(-1) == 0 && p.callerSleeping.Load() {
+			select {
+			case p.callerWake <- struct{}{}:
+			default: // a token is already waiting
+			}
+		}
 	}
 }
 
@@ -157,10 +165,15 @@ func (p *Pool) Run(parts int, fn func(part int)) {
 	}
 	if !spinUntil(func() bool { return p.pending.Load() == 0 }) {
 		// A worker is still at it (a long part, or a processor taken by
-		// other goroutines): wait without burning the core.
+		// other goroutines): park until the last one signals. The last
+		// worker decrements pending before it looks at callerSleeping, so
+		// either this check sees 0 or that worker sends; a stale token
+		// from an earlier call only makes this loop look again.
+		p.callerSleeping.Store(true)
 		for p.pending.Load() != 0 {
-			time.Sleep(20 * time.Microsecond)
+			<-p.callerWake
 		}
+		p.callerSleeping.Store(false)
 	}
 	p.fn = nil
 }

@@ -29,6 +29,26 @@ func TestPoolParkedAndSpinning(t *testing.T) {
 	}
 }
 
+// TestPoolCallerParks: workers whose parts outlast SpinWait make the caller
+// park; the last worker wakes it, every time, including right after a call
+// whose wake-up token went unused.
+func TestPoolCallerParks(t *testing.T) {
+	p := NewPool(3)
+	var n atomic.Int64
+	for i := 0; i < 20; i++ {
+		slow := i%2 == 0
+		p.Run(3, func(part int) {
+			if slow && part > 0 {
+				time.Sleep(SpinWait * time.Duration(1+part))
+			}
+			n.Add(1)
+		})
+		if got := n.Load(); got != int64(3*(i+1)) {
+			t.Fatalf("call %d returned with %d parts done, want %d", i, got, 3*(i+1))
+		}
+	}
+}
+
 // TestPoolConcurrentCallers: callers racing for the workers each get every
 // part run exactly once (the losers inline).
 func TestPoolConcurrentCallers(t *testing.T) {
