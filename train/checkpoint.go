@@ -133,9 +133,12 @@ func prune(out string, keep int) {
 }
 
 // ResolveCheckpoint returns the checkpoint directory path names: a
-// checkpoint itself (it has trainer.json) or a run's output directory (its
-// latest checkpoint).
+// checkpoint itself (it has trainer.json), a run's output directory (its
+// latest checkpoint) or that directory's latest file.
 func ResolveCheckpoint(path string) (string, error) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && filepath.Base(path) == LatestFile {
+		path = filepath.Dir(path)
+	}
 	if _, err := os.Stat(filepath.Join(path, TrainerFile)); err == nil {
 		return path, nil
 	}

@@ -76,8 +76,10 @@ func TestResumeBitIdentical(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r, err := ResolveCheckpoint(out); err != nil || r != dir {
-				t.Fatalf("ResolveCheckpoint(%s) = %s, %v; want %s", out, r, err, dir)
+			for _, p := range []string{out, filepath.Join(out, LatestFile), dir} {
+				if r, err := ResolveCheckpoint(p); err != nil || r != dir {
+					t.Fatalf("ResolveCheckpoint(%s) = %s, %v; want %s", p, r, err, dir)
+				}
 			}
 			saved, step, err := ReadCheckpointOptions(dir)
 			if err != nil || step != 4 {

@@ -20,7 +20,7 @@ func init() {
 func runConvert(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	src := fs.String("model", "", "checkpoint directory to convert")
+	src := fs.String("model", "", "checkpoint directory to convert, or a training run (its latest checkpoint)")
 	dst := fs.String("out", "", "output directory (created)")
 	usage := func(w io.Writer) {
 		fmt.Fprintln(w, "Usage: moesys convert --model DIR --out DIR")
@@ -40,6 +40,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		usage(stderr)
 		return errUsage
 	}
+	*src = modelDir(*src, "converting", stderr)
 	if abs1, _ := filepath.Abs(*src); func() bool { abs2, _ := filepath.Abs(*dst); return abs1 == abs2 }() {
 		return errors.New("--out must differ from --model")
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/moesys/moesys/offload"
 	"github.com/moesys/moesys/sample"
 	"github.com/moesys/moesys/tokenizer"
+	"github.com/moesys/moesys/train"
 )
 
 func init() {
@@ -107,7 +108,7 @@ func loadTokenizer(dir string, cfg *model.Config) (tokenizer.Tokenizer, error) {
 func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	dir := fs.String("model", "", "checkpoint directory (config.json, safetensors, tokenizer.json)")
+	dir := fs.String("model", "", "checkpoint directory (config.json, safetensors, tokenizer.json), an offload layout, or a training run (its latest checkpoint)")
 	prompt := fs.String("prompt", "", "prompt text")
 	p := sample.Defaults()
 	fs.Float64Var(&p.Temperature, "temperature", 0.8, "sampling temperature; 0 = greedy")
@@ -160,6 +161,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 		usage(stderr)
 		return errUsage
 	}
+	*dir = modelDir(*dir, "generating with", stderr)
 	p.StopStrings = stops
 	if err := dev.check(); err != nil {
 		return err
@@ -285,4 +287,21 @@ func runGenerate(args []string, stdout, stderr io.Writer) (err error) {
 		printOffloadReport(stderr, res.Offload)
 	}
 	return nil
+}
+
+// modelDir returns the directory a --model flag names: a model or
+// checkpoint directory (it has config.json) as it is; a training run's
+// output directory, or its latest file, as the run's latest checkpoint,
+// which it tells on stderr ("<doing> DIR (the run's latest checkpoint)").
+// Anything else is returned as given, for the loader to report.
+func modelDir(dir, doing string, stderr io.Writer) string {
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err == nil {
+		return dir
+	}
+	ckpt, err := train.ResolveCheckpoint(dir)
+	if err != nil {
+		return dir
+	}
+	fmt.Fprintf(stderr, "%s %s (the run's latest checkpoint)\n", doing, ckpt)
+	return ckpt
 }

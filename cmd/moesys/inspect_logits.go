@@ -56,6 +56,7 @@ func runInspectLogits(args []string, stdout, stderr io.Writer) error {
 		usage(stderr)
 		return errUsage
 	}
+	*dir = modelDir(*dir, "inspecting", stderr)
 	var in struct{ Sequences [][]int32 }
 	b, err := os.ReadFile(*inputs)
 	if err != nil {

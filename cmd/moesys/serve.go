@@ -17,7 +17,6 @@ import (
 	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/offload"
 	"github.com/moesys/moesys/serve"
-	"github.com/moesys/moesys/train"
 )
 
 func init() {
@@ -107,13 +106,7 @@ func serveModel(ctx context.Context, fs *flag.FlagSet, f *serveFlags, stdout, st
 	if name == "" {
 		name = filepath.Base(filepath.Clean(f.dir))
 	}
-	// A training run's directory serves its latest checkpoint.
-	if _, err := os.Stat(filepath.Join(f.dir, "config.json")); err != nil {
-		if ckpt, rerr := train.ResolveCheckpoint(f.dir); rerr == nil {
-			fmt.Fprintf(stderr, "serving %s (the run's latest checkpoint)\n", ckpt)
-			f.dir = ckpt
-		}
-	}
+	f.dir = modelDir(f.dir, "serving", stderr)
 	m, offRun, closeModel, err := openModel(context.Background(), fs, f.dir, &f.off, f.maxSeqs, f.precision, false, stdout, stderr)
 	if err != nil || m == nil { // m == nil: --dry-run printed the plan
 		return err

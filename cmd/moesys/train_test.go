@@ -78,9 +78,16 @@ func TestTrainCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The pre-gated checkpoint generates.
-	code, _, stderr = runCmd("generate", "--model", filepath.Join(pre, "step-00000002"), "--prompt", "func", "--max-tokens", "5", "--temperature", "0")
+	code, want, stderr := runCmd("generate", "--model", filepath.Join(pre, "step-00000002"), "--prompt", "func", "--max-tokens", "5", "--temperature", "0")
 	if code != 0 {
 		t.Fatalf("generate from the pre-gated checkpoint: exit %d\n%s", code, stderr)
+	}
+	// The run's directory, and its latest file, name that checkpoint.
+	for _, m := range []string{pre, filepath.Join(pre, "latest")} {
+		code, got, stderr := runCmd("generate", "--model", m, "--prompt", "func", "--max-tokens", "5", "--temperature", "0")
+		if code != 0 || got != want || !strings.Contains(stderr, "step-00000002 (the run's latest checkpoint)") {
+			t.Fatalf("generate --model %s: exit %d, text %q (want %q)\n%s", m, code, got, want, stderr)
+		}
 	}
 }
 
