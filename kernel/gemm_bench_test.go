@@ -115,7 +115,8 @@ func BenchmarkAttention(b *testing.B) {
 	for _, s := range []struct {
 		name           string
 		T, S, H, G, Dh int
-	}{{"prefill_T2048_H32_G8_Dh128", 2048, 2048, 32, 8, 128}, {"decode_S4096_H32_G8_Dh128", 1, 4096, 32, 8, 128}} {
+	}{{"prefill_T2048_H32_G8_Dh128", 2048, 2048, 32, 8, 128}, {"decode_S4096_H32_G8_Dh128", 1, 4096, 32, 8, 128},
+		{"decode_S80_H4_G2_Dh64", 1, 80, 4, 2, 64}} { // the small preset's decode step in moesys bench serve
 		b.Run(s.name+"_t1", func(b *testing.B) {
 			prev := SetThreads(1)
 			defer SetThreads(prev)

@@ -278,6 +278,12 @@ func TestAttentionMatchesRef(t *testing.T) {
 		{"decode-cache", 1, 37, 4, 2, 16, 36, 0},
 		{"decode-window", 3, 50, 4, 1, 24, 47, 8},
 		{"decode-gqa-rows", 3, 60, 4, 2, 20, 57, 9},
+		// Decode's multi-position score blocks: 4 positions for up to 2
+		// heads a KV head, 2 for 3-4, with a tail of 1-3 positions.
+		{"decode-rep2-block", 1, 83, 4, 2, 64, 82, 0},
+		{"decode-rep4-block", 1, 41, 8, 2, 32, 40, 0},
+		{"decode-rep3-window", 2, 45, 6, 2, 16, 43, 7},
+		{"decode-rep8", 1, 19, 8, 1, 64, 18, 0},
 		{"prefill-small", 5, 5, 2, 2, 8, 0, 0},
 		{"prefill-gqa", 100, 100, 8, 2, 64, 0, 0},
 		{"prefill-odd-dh", 45, 45, 3, 1, 17, 0, 0},

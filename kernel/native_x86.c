@@ -479,6 +479,42 @@ T512 void mk_attn_rows(float* out, long ldo, float* lse, const float* q, long ld
 #define DEC_PF 16
 #endif
 
+// dec_scores writes the scores of JB consecutive positions (rows lo+0 ..
+// lo+JB-1 of K; score columns j..j+JB-1) for nh <= NH heads from h0, with
+// the operations of the one-position loop of mk_attn_decode per score.
+static INL T512 void dec_scores(const int JB, const int NH, int nh, const float* K, long ldkv,
+                                long lo, long n, long j, long Dh, const float* q, long ldq, int h0,
+                                float scale, float* s) {
+	__m512 acc[4][4];
+#pragma GCC unroll 4
+	for (int b = 0; b < JB; b++)
+#pragma GCC unroll 4
+		for (int h = 0; h < NH; h++) acc[b][h] = _mm512_setzero_ps();
+	if (j + DEC_PF + JB <= n)
+#pragma GCC unroll 4
+		for (int b = 0; b < JB; b++)
+			for (long d = 0; d < Dh; d += 16)
+				_mm_prefetch((const char*)(K + (lo + b + DEC_PF) * ldkv + d), _MM_HINT_T0);
+	for (long d = 0; d < Dh; d += 16) {
+		__m512 kv[4];
+#pragma GCC unroll 4
+		for (int b = 0; b < JB; b++) kv[b] = _mm512_loadu_ps(K + (lo + b) * ldkv + d);
+#pragma GCC unroll 4
+		for (int h = 0; h < NH; h++) {
+			if (h >= nh) break;
+			__m512 qv = _mm512_loadu_ps(q + (h0 + h) * ldq + d);
+#pragma GCC unroll 4
+			for (int b = 0; b < JB; b++) acc[b][h] = _mm512_fmadd_ps(qv, kv[b], acc[b][h]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int h = 0; h < NH; h++) {
+		if (h >= nh) break;
+#pragma GCC unroll 4
+		for (int b = 0; b < JB; b++) s[(h0 + h) * n + j + b] = scale * _mm512_reduce_add_ps(acc[b][h]);
+	}
+}
+
 T512 void mk_attn_decode(float* out, long ldo, float* lse, long lse_stride, const float* q, long ldq,
                          int rep, const float* K, const float* V, long ldkv, long lo, long hi, long Dh,
                          float scale, float* s) {
@@ -487,7 +523,15 @@ T512 void mk_attn_decode(float* out, long ldo, float* lse, long lse_stride, cons
 	// all heads of the group (the KV stream is what bounds decode).
 	for (int h0 = 0; h0 < rep; h0 += DEC_HEADS) {
 		int nh = rep - h0 < DEC_HEADS ? rep - h0 : DEC_HEADS;
-		for (long j = 0; j < n; j++) {
+		long j = 0;
+		// Few heads per KV head: several positions at once, so the FMA
+		// chains and the reductions of different positions overlap. Each
+		// score is the same sum in the same order as one position alone.
+		if (nh <= 2 && Dh % 16 == 0)
+			for (; j + 4 <= n; j += 4) dec_scores(4, 2, nh, K, ldkv, lo + j, n, j, Dh, q, ldq, h0, scale, s);
+		else if (nh <= 4 && Dh % 16 == 0)
+			for (; j + 2 <= n; j += 2) dec_scores(2, 4, nh, K, ldkv, lo + j, n, j, Dh, q, ldq, h0, scale, s);
+		for (; j < n; j++) {
 			const float* kj = K + (lo + j) * ldkv;
 			// Rows are ldkv apart (often a 4 KiB stride, a new page per
 			// row, where hardware prefetchers stop): fetch DEC_PF rows ahead.
