@@ -2,6 +2,7 @@ package optim
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/moesys/moesys/kernel"
 )
@@ -55,17 +56,50 @@ func (o *AdamW) Steps() int { return o.steps }
 func (o *AdamW) SetSteps(n int) { o.steps = n }
 
 // Step applies one update with learning rate lr to every parameter, using
-// its current gradient. Parameters are updated in parallel over the kernel
-// pool.
+// its current gradient. The update is elementwise; parameters are cut into
+// pieces that the kernel pool's threads take as they come (forPieces).
 func (o *AdamW) Step(lr float64) {
 	o.steps++
 	c := o.cfg
-	kernel.Parallel(len(o.params), func(i int) {
-		p := o.params[i]
+	forPieces(o.params, func(p *Param) int { return len(p.W) }, func(p *Param, lo, hi int) {
 		wd := c.WeightDecay
 		if p.NoDecay {
 			wd = 0
 		}
-		kernel.AdamW(p.W, p.G, p.M, p.V, o.steps, float32(lr), float32(c.Beta1), float32(c.Beta2), float32(c.Eps), float32(wd))
+		kernel.AdamW(p.W[lo:hi], p.G[lo:hi], p.M[lo:hi], p.V[lo:hi], o.steps, float32(lr), float32(c.Beta1), float32(c.Beta2), float32(c.Eps), float32(wd))
+	})
+}
+
+// pieceElems is the least elements of a piece of an elementwise pass over
+// the parameters: far above the kernels' native threshold, so a piece runs
+// the kernel the whole tensor would, and large enough to amortise a hand-out.
+const pieceElems = 1 << 16
+
+// forPieces calls fn over every parameter's elements [0, n(p)) cut into
+// pieces of at least pieceElems (a smaller tensor is one piece), which the
+// kernel pool's threads take in turn from a shared counter: a parameter
+// list of a few large tensors (stacked experts) and many small ones keeps
+// every thread busy to the end, whatever the tensors' order. The pieces
+// are disjoint, so fn may write them concurrently.
+func forPieces(params []*Param, n func(*Param) int, fn func(p *Param, lo, hi int)) {
+	type piece struct{ i, lo, hi int }
+	var pieces []piece
+	for i, p := range params {
+		m := n(p)
+		k := max(1, m/pieceElems)
+		for j := 0; j < k; j++ {
+			pieces = append(pieces, piece{i, m * j / k, m * (j + 1) / k})
+		}
+	}
+	var next atomic.Int64
+	kernel.Parallel(min(kernel.Threads(), len(pieces)), func(int) {
+		for {
+			j := int(next.Add(1)) - 1
+			if j >= len(pieces) {
+				return
+			}
+			pc := pieces[j]
+			fn(params[pc.i], pc.lo, pc.hi)
+		}
 	})
 }

@@ -77,8 +77,8 @@ func ClipTo(params []*Param, norm, maxNorm float64) {
 	if scale == 1 {
 		return
 	}
-	kernel.Parallel(len(params), func(i int) {
-		g := params[i].G
+	forPieces(params, func(p *Param) int { return len(p.G) }, func(p *Param, lo, hi int) {
+		g := p.G[lo:hi]
 		for j := range g {
 			g[j] *= scale
 		}

@@ -1,9 +1,13 @@
 package optim
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
+
+	"github.com/moesys/moesys/kernel"
 )
 
 func randParam(rng *rand.Rand, name string, n int, noDecay bool) *Param {
@@ -120,6 +124,88 @@ func TestWarmupCosine(t *testing.T) {
 	for step := 10; step < 110; step++ {
 		if s.LR(step+1) > s.LR(step) {
 			t.Fatalf("not decreasing after warmup at step %d", step)
+		}
+	}
+}
+
+// TestStepPiecesMatchWholeTensors: AdamW.Step and ClipTo, which cut the
+// parameters into pieces spread over the threads, give every element
+// exactly what kernel.AdamW and the scale give the whole tensor.
+func TestStepPiecesMatchWholeTensors(t *testing.T) {
+	prev := kernel.SetThreads(3)
+	defer kernel.SetThreads(prev)
+	sizes := []int{0, 1, 300, pieceElems - 1, pieceElems, 3*pieceElems + 5, 7}
+	mk := func() []*Param {
+		var ps []*Param
+		for i, n := range sizes {
+			p := &Param{Name: fmt.Sprint(i), W: make([]float32, n), G: make([]float32, n), NoDecay: i%2 == 1}
+			for j := range p.W {
+				p.W[j] = float32(math.Sin(float64(i*7919 + j)))
+				p.G[j] = float32(math.Cos(float64(i*104729+j))) * 3
+			}
+			ps = append(ps, p)
+		}
+		return ps
+	}
+	got, want := mk(), mk()
+	cfg := AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1}
+	o, err := NewAdamW(got, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range want {
+		p.M, p.V = make([]float32, len(p.W)), make([]float32, len(p.W))
+	}
+	for step := 1; step <= 3; step++ {
+		ClipTo(got, 10, 1)
+		o.Step(1e-3)
+		for _, p := range want {
+			for j := range p.G {
+				p.G[j] *= ClipScale(10, 1)
+			}
+			wd := cfg.WeightDecay
+			if p.NoDecay {
+				wd = 0
+			}
+			kernel.AdamW(p.W, p.G, p.M, p.V, step, 1e-3, 0.9, 0.95, 1e-8, float32(wd))
+		}
+	}
+	for i := range got {
+		for _, s := range [][2][]float32{{got[i].W, want[i].W}, {got[i].G, want[i].G}, {got[i].M, want[i].M}, {got[i].V, want[i].V}} {
+			for j := range s[0] {
+				if math.Float32bits(s[0][j]) != math.Float32bits(s[1][j]) {
+					t.Fatalf("tensor %d (%d elements) element %d: %g, want %g", i, sizes[i], j, s[0][j], s[1][j])
+				}
+			}
+		}
+	}
+}
+
+func TestForPiecesCoversEachElementOnce(t *testing.T) {
+	sizes := []int{0, 5, pieceElems, 2*pieceElems + 1, 5*pieceElems - 3}
+	var ps []*Param
+	hits := make([][]int32, len(sizes))
+	for i, n := range sizes {
+		ps = append(ps, &Param{W: make([]float32, n)})
+		hits[i] = make([]int32, n)
+	}
+	idx := map[*Param]int{}
+	for i, p := range ps {
+		idx[p] = i
+	}
+	forPieces(ps, func(p *Param) int { return len(p.W) }, func(p *Param, lo, hi int) {
+		if hi-lo < min(pieceElems, len(p.W)) {
+			t.Errorf("piece [%d, %d) of %d elements is below %d", lo, hi, len(p.W), pieceElems)
+		}
+		for j := lo; j < hi; j++ {
+			atomic.AddInt32(&hits[idx[p]][j], 1)
+		}
+	})
+	for i, h := range hits {
+		for j, c := range h {
+			if c != 1 {
+				t.Fatalf("tensor %d element %d covered %d times", i, j, c)
+			}
 		}
 	}
 }
