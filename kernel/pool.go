@@ -229,6 +229,24 @@ func Threads() int { return defPool.Load().Threads() }
 // part per expert, say). Kernels called inside fn run single-threaded.
 func Parallel(parts int, fn func(part int)) { defPool.Load().Run(parts, fn) }
 
+// ParallelTake runs fn(0) ... fn(n-1) on the default pool's threads, each
+// thread taking the next item from a shared counter as it comes free:
+// items of uneven cost (experts with different row counts, tensors of
+// different sizes) keep every thread busy to the end. As with Parallel,
+// kernels called inside fn run single-threaded.
+func ParallelTake(n int, fn func(i int)) {
+	var next atomic.Int64
+	Parallel(min(Threads(), n), func(int) {
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= n {
+				return
+			}
+			fn(i)
+		}
+	})
+}
+
 // parallel runs fn over parts on the default pool.
 func parallel(parts int, fn func(part int)) { defPool.Load().Run(parts, fn) }
 

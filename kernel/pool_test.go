@@ -93,3 +93,24 @@ func BenchmarkPoolForkJoin(b *testing.B) {
 		})
 	}
 }
+
+// TestParallelTake runs every item exactly once, items of very uneven
+// cost included, with fewer items than threads and none.
+func TestParallelTake(t *testing.T) {
+	prev := SetThreads(3)
+	defer SetThreads(prev)
+	for _, n := range []int{0, 1, 2, 50} {
+		hits := make([]int32, n)
+		ParallelTake(n, func(i int) {
+			if i == 0 {
+				time.Sleep(time.Millisecond) // one slow item: the others go to the other threads
+			}
+			atomic.AddInt32(&hits[i], 1)
+		})
+		for i, h := range hits {
+			if h != 1 {
+				t.Fatalf("n %d: item %d ran %d times", n, i, h)
+			}
+		}
+	}
+}

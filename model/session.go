@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sync/atomic"
 
 	"github.com/moesys/moesys/kernel"
 	"github.com/moesys/moesys/moe"
@@ -538,25 +537,18 @@ func (bt *Batch) ffnEach(items, gemms []ffnItem, out, x []float32, F int, beta f
 		work := append(gemms, items...)
 		slices.SortStableFunc(work[len(gemms):], func(p, q ffnItem) int { return q.n - p.n })
 		nEach := len(gemms) // work[nEach:] are one-row items
-		var next atomic.Int32
-		kernel.Parallel(min(kernel.Threads(), len(work)), func(int) {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(work) {
-					return
-				}
-				it := work[i]
-				r0, r1 := it.r0, it.r0+it.n
-				// Nested in a parallel part: each product runs on this thread.
-				if i < nEach {
-					ffnRows(out[r0*D:r1*D], x[r0*D:r1*D], it.e, it.n, F, g[r0*F:r1*F], u[r0*F:r1*F], a[r0*F:r1*F], beta)
-					continue
-				}
-				kernel.GemvPackedRows(g[r0*F:r1*F], F, it.e.Gate.Packed, x[r0*D:r1*D], D, it.n, 1, 0)
-				kernel.GemvPackedRows(u[r0*F:r1*F], F, it.e.Up.Packed, x[r0*D:r1*D], D, it.n, 1, 0)
-				swiglu(it)
-				kernel.GemvPackedRows(out[r0*D:r1*D], D, it.e.Down.Packed, a[r0*F:r1*F], F, it.n, 1, beta)
+		kernel.ParallelTake(len(work), func(i int) {
+			it := work[i]
+			r0, r1 := it.r0, it.r0+it.n
+			// Nested in a parallel part: each product runs on this thread.
+			if i < nEach {
+				ffnRows(out[r0*D:r1*D], x[r0*D:r1*D], it.e, it.n, F, g[r0*F:r1*F], u[r0*F:r1*F], a[r0*F:r1*F], beta)
+				return
 			}
+			kernel.GemvPackedRows(g[r0*F:r1*F], F, it.e.Gate.Packed, x[r0*D:r1*D], D, it.n, 1, 0)
+			kernel.GemvPackedRows(u[r0*F:r1*F], F, it.e.Up.Packed, x[r0*D:r1*D], D, it.n, 1, 0)
+			swiglu(it)
+			kernel.GemvPackedRows(out[r0*D:r1*D], D, it.e.Down.Packed, a[r0*F:r1*F], F, it.n, 1, beta)
 		})
 	}
 }

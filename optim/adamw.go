@@ -2,7 +2,6 @@ package optim
 
 import (
 	"fmt"
-	"sync/atomic"
 
 	"github.com/moesys/moesys/kernel"
 )
@@ -91,15 +90,8 @@ func forPieces(params []*Param, n func(*Param) int, fn func(p *Param, lo, hi int
 			pieces = append(pieces, piece{i, m * j / k, m * (j + 1) / k})
 		}
 	}
-	var next atomic.Int64
-	kernel.Parallel(min(kernel.Threads(), len(pieces)), func(int) {
-		for {
-			j := int(next.Add(1)) - 1
-			if j >= len(pieces) {
-				return
-			}
-			pc := pieces[j]
-			fn(params[pc.i], pc.lo, pc.hi)
-		}
+	kernel.ParallelTake(len(pieces), func(j int) {
+		pc := pieces[j]
+		fn(params[pc.i], pc.lo, pc.hi)
 	})
 }

@@ -37,6 +37,24 @@ func taskCorpora(t *testing.T, n int) []*Corpus {
 
 // multiTaskOptions is the paper's 512/256/128/128 example scaled to 4/2/1/1
 // sequences, on the test model.
+// multiTaskReference trains the 4-task, 6-step run of multiTaskOptions in
+// one process: the reference the parallel runs are held to, with its
+// per-step losses.
+func multiTaskReference(t *testing.T) (Options, []*Corpus, *Trainer, []float64) {
+	t.Helper()
+	corpora := taskCorpora(t, 4)
+	o := multiTaskOptions(6)
+	ref, err := NewMultiTaskTrainer(o, corpora, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []float64
+	if err := trainSteps(ref, o.Steps, &want); err != nil {
+		t.Fatal(err)
+	}
+	return o, corpora, ref, want
+}
+
 func multiTaskOptions(steps int) Options {
 	o := testOptions(0, false)
 	o.Steps, o.Warmup = steps, 2
@@ -81,16 +99,7 @@ func checkWeights(got, ref *Trainer) error {
 // backbone's gradients summed over all ranks, each task expert's over its
 // task's ranks are the single process's gradients.
 func TestMultiTaskMatchesSingleProcess(t *testing.T) {
-	corpora := taskCorpora(t, 4)
-	o := multiTaskOptions(6)
-	ref, err := NewMultiTaskTrainer(o, corpora, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []float64
-	if err := trainSteps(ref, o.Steps, &want); err != nil {
-		t.Fatal(err)
-	}
+	o, corpora, ref, want := multiTaskReference(t)
 	refVal, err := ref.Evaluate(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -139,16 +148,7 @@ func TestMultiTaskMatchesSingleProcess(t *testing.T) {
 // and then on 1 from their checkpoints, resharded, as the single process
 // does.
 func TestMultiTaskRestartOtherRanks(t *testing.T) {
-	corpora := taskCorpora(t, 4)
-	o := multiTaskOptions(6)
-	ref, err := NewMultiTaskTrainer(o, corpora, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []float64
-	if err := trainSteps(ref, o.Steps, &want); err != nil {
-		t.Fatal(err)
-	}
+	o, corpora, ref, want := multiTaskReference(t)
 	dir := t.TempDir()
 	var got []float64
 	o4 := o

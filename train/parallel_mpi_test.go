@@ -162,16 +162,7 @@ func TestMultiTaskMPI(t *testing.T) {
 		t.Skip("not under mpirun (make test-mpi runs it)")
 	}
 	c := mpiWorld(t)
-	corpora := taskCorpora(t, 4)
-	o := multiTaskOptions(6)
-	ref, err := NewMultiTaskTrainer(o, corpora, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []float64
-	if err := trainSteps(ref, o.Steps, &want); err != nil {
-		t.Fatal(err)
-	}
+	o, corpora, ref, want := multiTaskReference(t)
 	for _, tc := range []struct {
 		name string
 		mod  func(o *Options)

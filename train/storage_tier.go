@@ -36,33 +36,37 @@ func mapBytes(n int) ([]byte, error) {
 // values, and their bf16 copies when bf16.
 func newLayerTier(w13, w2 int, bf16 bool) (*layerTier, error) {
 	t := &layerTier{}
-	f32 := func(n int) []float32 {
-		b, err := mapBytes(4 * n)
-		if err != nil || b == nil {
-			return nil
-		}
-		t.maps = append(t.maps, b)
-		return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), n)
-	}
-	u16 := func(n int) []uint16 {
-		b, err := mapBytes(2 * n)
-		if err != nil || b == nil {
-			return nil
-		}
-		t.maps = append(t.maps, b)
-		return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), n)
-	}
-	t.bufs = model.ExpertBuffers{W13: f32(w13), G13: f32(w13), W2: f32(w2), G2: f32(w2)}
+	var err error
+	t.bufs = model.ExpertBuffers{W13: mapSlice[float32](t, w13, &err), G13: mapSlice[float32](t, w13, &err),
+		W2: mapSlice[float32](t, w2, &err), G2: mapSlice[float32](t, w2, &err)}
 	want := 4
 	if bf16 {
-		t.bufs.B13, t.bufs.B2 = u16(w13), u16(w2)
+		t.bufs.B13, t.bufs.B2 = mapSlice[uint16](t, w13, &err), mapSlice[uint16](t, w2, &err)
 		want = 6
 	}
 	if len(t.maps) != want {
 		t.free()
-		return nil, fmt.Errorf("train: storage: compute tier: cannot map a layer's expert buffers (%d bytes)", 8*(w13+w2))
+		return nil, fmt.Errorf("train: storage: compute tier: cannot map a layer's expert buffers (%d bytes): %v", 8*(w13+w2), err)
 	}
 	return t, nil
+}
+
+// mapSlice maps n values of T for t, or records the first failure in *err
+// and returns nil.
+func mapSlice[T float32 | uint16](t *layerTier, n int, err *error) []T {
+	var z T
+	b, e := mapBytes(int(unsafe.Sizeof(z)) * n)
+	if e == nil && b == nil {
+		e = fmt.Errorf("an empty buffer")
+	}
+	if e != nil {
+		if *err == nil {
+			*err = e
+		}
+		return nil
+	}
+	t.maps = append(t.maps, b)
+	return unsafe.Slice((*T)(unsafe.Pointer(&b[0])), n)
 }
 
 // resident returns how many bytes of the layer's buffers are in memory.
